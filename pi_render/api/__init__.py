@@ -1,0 +1,1 @@
+"""The HTTP/JSON API on a Unix socket: routes, server and client."""

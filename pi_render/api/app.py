@@ -1,0 +1,134 @@
+"""HTTP/JSON routes over the task service; every error is JSON with a message a person can act on."""
+
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import FastAPI, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
+
+from pi_render import __version__
+from pi_render.api.waiters import FinalStateWaiters
+from pi_render.errors import InvalidTaskArgs, PiRenderError
+from pi_render.service import TaskService
+from pi_render.task.base import task_types
+from pi_render.task.record import Priority, TaskRecord, TaskStatus
+
+MAX_WAIT_S = 3600.0
+
+
+class SubmitRequest(BaseModel):
+    """POST /tasks body."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: str
+    args: dict[str, Any] | None = None
+    priority: Priority = Priority.NORMAL
+    label: str | None = None
+
+
+class TaskStatusView(BaseModel):
+    """The orchestration seed's status route: the few fields a dashboard polls."""
+
+    task_id: str
+    status: TaskStatus
+    progress: float
+    progress_message: str | None
+    attempts: int
+    error: str | None
+
+
+def _error(status: int, kind: str, message: str, **extra: Any) -> JSONResponse:
+    return JSONResponse(status_code=status, content={"error": kind, "message": message, **extra})
+
+
+def create_app(
+    service: TaskService,
+    waiters: FinalStateWaiters,
+    health: Callable[[], dict[str, Any]],
+    queues: Callable[[], dict[str, Any]],
+) -> FastAPI:
+    app = FastAPI(title="pi-render", version=__version__)
+
+    @app.exception_handler(PiRenderError)
+    async def _pi_render_error(request: Request, exc: PiRenderError) -> JSONResponse:
+        extra = {"fields": exc.errors} if isinstance(exc, InvalidTaskArgs) else {}
+        return _error(exc.http_status, type(exc).__name__, str(exc), **extra)
+
+    @app.exception_handler(RequestValidationError)
+    async def _bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        if any(e.get("type") == "json_invalid" for e in errors):
+            return _error(400, "MalformedJSON", "the request body is not valid JSON")
+        fields = [
+            {"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]} for e in errors
+        ]
+        summary = "; ".join(f"{f['field']}: {f['message']}" for f in fields)
+        return _error(422, "InvalidRequest", f"invalid request: {summary}", fields=fields)
+
+    @app.get("/health")
+    def get_health() -> dict[str, Any]:
+        return health()
+
+    @app.post("/tasks", status_code=201)
+    def submit(body: SubmitRequest) -> TaskRecord:
+        return service.submit(body.type, body.args, body.priority, body.label)
+
+    @app.get("/tasks")
+    def list_tasks(
+        status: TaskStatus | None = None,
+        type: str | None = None,
+        limit: int = Query(50, ge=1, le=1000),
+        offset: int = Query(0, ge=0),
+    ) -> list[TaskRecord]:
+        return service.list(status, type, limit, offset)
+
+    @app.get("/tasks/{task_id}")
+    def get_task(task_id: str) -> TaskRecord:
+        return service.get(task_id)
+
+    @app.post("/tasks/{task_id}/cancel")
+    def cancel(task_id: str, response: Response) -> TaskRecord:
+        record = service.cancel(task_id)
+        if not record.status.is_final:
+            response.status_code = 202  # running: asked to stop; `wait` tells when it has
+        return record
+
+    @app.get("/tasks/{task_id}/wait")
+    async def wait(task_id: str, timeout: float = Query(30.0, ge=0, le=MAX_WAIT_S)) -> TaskRecord:
+        future = waiters.register(task_id)
+        try:
+            record = service.get(task_id)
+            if not record.status.is_final and timeout > 0:
+                await waiters.wait(future, timeout)
+                record = service.get(task_id)
+            return record
+        finally:
+            waiters.unregister(task_id, future)
+
+    @app.get("/queues")
+    def get_queues() -> dict[str, Any]:
+        return queues()
+
+    @app.get("/task-types")
+    def get_task_types() -> dict[str, Any]:
+        return {
+            name: {"label": cls.default_label, "args": cls.args_model.model_json_schema()}
+            for name, cls in sorted(task_types().items())
+        }
+
+    @app.get("/api/tasks/{task_id}/status")
+    def task_status(task_id: str) -> TaskStatusView:
+        record = service.get(task_id)
+        return TaskStatusView(
+            task_id=record.id,
+            status=record.status,
+            progress=record.progress,
+            progress_message=record.progress_message,
+            attempts=record.attempts,
+            error=record.error.message if record.error else None,
+        )
+
+    return app

@@ -1,0 +1,113 @@
+"""A typed client for the daemon's socket API (httpx over a Unix socket)."""
+
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from pi_render.errors import DaemonUnreachable, PiRenderError
+from pi_render.task.record import TaskRecord
+
+LONG_POLL_CHUNK_S = 60.0
+
+
+class ApiError(PiRenderError):
+    """Raised when the daemon refuses a request; carries its HTTP status and JSON body."""
+
+    def __init__(self, status: int, body: dict[str, Any]) -> None:
+        super().__init__(str(body.get("message") or body.get("detail") or body))
+        self.http_status = status
+        self.body = body
+
+
+class Client:
+    """One connection pool to the daemon; every call raises DaemonUnreachable or ApiError."""
+
+    def __init__(self, socket_path: Path, timeout: float = 30.0) -> None:
+        self.socket_path = socket_path
+        self._http = httpx.Client(
+            transport=httpx.HTTPTransport(uds=str(socket_path)),
+            base_url="http://pi-render",
+            timeout=timeout,
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _call(self, method: str, path: str, timeout: float | None = None, **kw: Any) -> Any:
+        try:
+            extra: dict[str, Any] = {"timeout": timeout} if timeout is not None else {}
+            response = self._http.request(method, path, **kw, **extra)
+        except (httpx.ConnectError, httpx.RemoteProtocolError, FileNotFoundError) as exc:
+            raise DaemonUnreachable(
+                f"no pi-render daemon answers on {self.socket_path} ({exc}); start one with "
+                f"`pi-render serve` (or `systemctl start pi-render`), or point --socket at it"
+            ) from None
+        try:
+            body = response.json()
+        except ValueError:
+            body = {"message": response.text}
+        if response.status_code >= 400:
+            raise ApiError(response.status_code, body if isinstance(body, dict) else {"detail": body})
+        return body
+
+    def submit(
+        self,
+        type_name: str,
+        args: dict[str, Any] | None = None,
+        priority: str = "normal",
+        label: str | None = None,
+    ) -> TaskRecord:
+        body: dict[str, Any] = {"type": type_name, "args": args or {}, "priority": priority}
+        if label:
+            body["label"] = label
+        return TaskRecord.model_validate(self._call("POST", "/tasks", json=body))
+
+    def get(self, task_id: str) -> TaskRecord:
+        return TaskRecord.model_validate(self._call("GET", f"/tasks/{task_id}"))
+
+    def list(
+        self,
+        status: str | None = None,
+        type_name: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[TaskRecord]:
+        params: dict[str, Any] = {"limit": limit, "offset": offset}
+        if status:
+            params["status"] = status
+        if type_name:
+            params["type"] = type_name
+        return [TaskRecord.model_validate(r) for r in self._call("GET", "/tasks", params=params)]
+
+    def cancel(self, task_id: str) -> TaskRecord:
+        return TaskRecord.model_validate(self._call("POST", f"/tasks/{task_id}/cancel"))
+
+    def wait(self, task_id: str, timeout: float | None = None) -> TaskRecord:
+        """Long-poll until the task ends or `timeout` passes (None: forever); returns the record."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = LONG_POLL_CHUNK_S if deadline is None else max(0.0, deadline - time.monotonic())
+            chunk = min(LONG_POLL_CHUNK_S, left)
+            record = TaskRecord.model_validate(
+                self._call(
+                    "GET", f"/tasks/{task_id}/wait", params={"timeout": chunk}, timeout=chunk + 30
+                )
+            )
+            if record.status.is_final or (deadline is not None and time.monotonic() >= deadline):
+                return record
+
+    def queues(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("GET", "/queues")
+        return result
+
+    def health(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("GET", "/health")
+        return result

@@ -1,0 +1,75 @@
+"""uvicorn on a Unix socket that we bind ourselves: uvicorn would chmod it 0666."""
+
+import contextlib
+import errno
+import os
+import socket
+import stat
+from collections.abc import Generator
+from pathlib import Path
+
+import uvicorn
+from fastapi import FastAPI
+
+from pi_render.errors import PiRenderError
+
+SOCKET_MODE = 0o660  # owner and group; never the world
+
+
+class SocketInUse(PiRenderError):
+    """Raised when another live process answers on the configured socket path."""
+
+
+def bind_unix_socket(path: Path) -> socket.socket:
+    """Bind `path` with mode 0660, replacing a stale socket file but never a live one.
+
+    Raises:
+        SocketInUse: something answers there already.
+        PiRenderError: the path exists and is not a socket.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+    if path.exists() or path.is_symlink():
+        if not stat.S_ISSOCK(path.lstat().st_mode):
+            raise PiRenderError(f"{path} exists and is not a socket; remove it or choose another")
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(str(path))
+        except OSError as exc:
+            if exc.errno not in (errno.ECONNREFUSED, errno.ENOENT):
+                raise
+            path.unlink(missing_ok=True)  # stale: its daemon is gone
+        else:
+            raise SocketInUse(f"another process is serving on {path}; stop it or choose another")
+        finally:
+            probe.close()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old_umask = os.umask(0o117)  # so the socket is never world-accessible, even for an instant
+    try:
+        sock.bind(str(path))
+    finally:
+        os.umask(old_umask)
+    os.chmod(path, SOCKET_MODE)
+    sock.listen(512)
+    sock.setblocking(False)
+    return sock
+
+
+class SocketServer(uvicorn.Server):
+    """uvicorn without its own signal handling: the daemon decides when to stop."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def make_server(app: FastAPI) -> SocketServer:
+    config = uvicorn.Config(
+        app,
+        log_config=None,  # our logging setup applies
+        access_log=False,
+        lifespan="off",
+        timeout_graceful_shutdown=2,
+        limit_concurrency=1000,
+        backlog=512,
+    )
+    return SocketServer(config)

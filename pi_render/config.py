@@ -1,0 +1,120 @@
+"""Settings: a pydantic model read from a TOML file plus PI_RENDER_* overrides; no file is needed."""
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from pi_render.errors import ConfigError
+
+# AF_UNIX paths are limited to 108 bytes including the terminating NUL.
+MAX_SOCKET_PATH = 107
+
+
+def default_data_dir(env: Mapping[str, str]) -> Path:
+    """`$XDG_STATE_HOME/pi-render`, else `~/.local/state/pi-render`."""
+    state = env.get("XDG_STATE_HOME")
+    base = Path(state) if state else Path(env.get("HOME", str(Path.home()))) / ".local" / "state"
+    return base / "pi-render"
+
+
+def default_socket(env: Mapping[str, str], data_dir: Path) -> Path:
+    """`$XDG_RUNTIME_DIR/pi-render/api.sock`, else `<data dir>/api.sock`."""
+    runtime = env.get("XDG_RUNTIME_DIR")
+    return Path(runtime) / "pi-render" / "api.sock" if runtime else data_dir / "api.sock"
+
+
+class Settings(BaseModel):
+    """Everything the daemon can be told; unknown keys are refused so typos do not pass silently."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    data_dir: Path
+    socket: Path
+    workers: dict[str, int] = Field(
+        default_factory=lambda: {"default": 2, "render": 1},
+        description="worker threads per routing label",
+    )
+    shutdown_grace_s: float = Field(30.0, ge=0, description="how long running tasks may finish")
+    prune_acked_every: int = Field(500, ge=1, description="acks between prunes of acked rows")
+    task_modules: list[str] = Field(
+        default_factory=list, description="extra modules to import for their task types"
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
+
+    @field_validator("workers")
+    @classmethod
+    def _counts_are_sane(cls, value: dict[str, int]) -> dict[str, int]:
+        for label, count in value.items():
+            if not label.replace("_", "").replace("-", "").isalnum():
+                raise ValueError(f"label {label!r} may use letters, digits, '-' and '_' only")
+            if not 0 <= count <= 64:
+                raise ValueError(f"worker count for {label!r} must be between 0 and 64")
+        return value
+
+    @field_validator("socket")
+    @classmethod
+    def _socket_fits(cls, value: Path) -> Path:
+        if len(os.fsencode(str(value))) > MAX_SOCKET_PATH:
+            raise ValueError(f"socket path is longer than {MAX_SOCKET_PATH} bytes: {value}")
+        return value
+
+    @property
+    def queue_dir(self) -> Path:
+        return self.data_dir / "queues"
+
+    @property
+    def records_path(self) -> Path:
+        return self.data_dir / "records.sqlite"
+
+    @property
+    def lock_path(self) -> Path:
+        return self.data_dir / "daemon.lock"
+
+
+def _describe(exc: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration in {source}:"]
+    for err in exc.errors():
+        key = ".".join(str(part) for part in err["loc"]) or "(root)"
+        lines.append(f"  key '{key}': {err['msg']}")
+    return "\n".join(lines)
+
+
+def load_settings(
+    config_file: Path | None = None, env: Mapping[str, str] | None = None
+) -> Settings:
+    """Build Settings from the file (`--config` or PI_RENDER_CONFIG), then env overrides.
+
+    Raises:
+        ConfigError: naming the file, the key and the reason.
+    """
+    env = os.environ if env is None else env
+    if config_file is None and env.get("PI_RENDER_CONFIG"):
+        config_file = Path(env["PI_RENDER_CONFIG"])
+    raw: dict[str, object] = {}
+    source = "the defaults"
+    if config_file is not None:
+        source = str(config_file)
+        try:
+            raw = tomllib.loads(config_file.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {config_file}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read config file {config_file}: {exc}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{config_file} is not valid TOML: {exc}") from None
+    if env.get("PI_RENDER_DATA_DIR"):
+        raw["data_dir"] = env["PI_RENDER_DATA_DIR"]
+    if env.get("PI_RENDER_SOCKET"):
+        raw["socket"] = env["PI_RENDER_SOCKET"]
+    data_dir = Path(str(raw.get("data_dir") or default_data_dir(env))).expanduser().absolute()
+    raw["data_dir"] = data_dir
+    raw.setdefault("socket", default_socket(env, data_dir))
+    try:
+        return Settings.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, source)) from None

@@ -1,0 +1,157 @@
+"""The composition root: settings → lock, records, queues, workers, API; then serve until told."""
+
+import importlib
+import logging
+import os
+import signal
+import threading
+import time
+from functools import partial
+from types import FrameType
+from typing import Any
+
+from pi_render import __version__
+from pi_render.api.app import create_app
+from pi_render.api.server import SocketServer, bind_unix_socket, make_server
+from pi_render.api.waiters import FinalStateWaiters
+from pi_render.clock import Clock, SystemClock
+from pi_render.config import Settings
+from pi_render.errors import ConfigError
+from pi_render.manifest.records import TaskRecordManifest
+from pi_render.processor.context import StopReason
+from pi_render.queue.router import Router
+from pi_render.service import TaskService
+from pi_render.task import lifecycle
+from pi_render.task.record import TaskStatus
+from pi_render.workers.pool import WorkerPool
+from pi_render.workers.queue_worker import QueueWorker
+from pi_render.workers.running import RunningTasks
+
+log = logging.getLogger(__name__)
+
+
+def import_task_modules(names: list[str]) -> None:
+    """Import extra modules so their task types and processors register themselves."""
+    import pi_render.processor  # noqa: F401  (built-in task types and processors)
+
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except Exception as exc:
+            raise ConfigError(f"key 'task_modules': cannot import {name!r}: {exc}") from None
+
+
+class Daemon:
+    """Owns every long-lived part; `run()` blocks until SIGTERM/SIGINT and returns an exit code."""
+
+    def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
+        from pi_render.lock import DataDirLock
+
+        self.settings = settings
+        self.clock = clock or SystemClock()
+        self.lock = DataDirLock(settings.lock_path)
+        self.started_at = time.monotonic()
+        self._stopping = threading.Event()
+        self._server: SocketServer | None = None
+
+    def run(self) -> int:
+        settings = self.settings
+        self.lock.acquire(settings.socket)
+        try:
+            import_task_modules(settings.task_modules)
+            self.records = TaskRecordManifest(settings.records_path)
+            self.router = Router(settings)
+            self.running = RunningTasks()
+            self.service = TaskService(self.records, self.router, self.running, self.clock)
+            waiters = FinalStateWaiters()
+            self.records.add_listener(waiters)
+            self.recover()
+            self.pool = self._build_pool()
+            sock = bind_unix_socket(settings.socket)
+            try:
+                self._server = make_server(create_app(self.service, waiters, self.health, self.queues))
+                signal.signal(signal.SIGTERM, self._on_signal)
+                signal.signal(signal.SIGINT, self._on_signal)
+                self.pool.start()
+                log.info(
+                    "pi-render %s ready",
+                    __version__,
+                    extra={"socket": str(settings.socket), "data_dir": str(settings.data_dir)},
+                )
+                self._server.run(sockets=[sock])
+            finally:
+                sock.close()
+                settings.socket.unlink(missing_ok=True)
+            if not self._stopping.is_set():  # the server ended by itself: still drain
+                self.pool.stop(settings.shutdown_grace_s)
+            self.router.close()
+            self.records.close()
+        finally:
+            self.lock.release()
+        log.info("pi-render stopped")
+        return 0
+
+    def recover(self) -> None:
+        """After a crash: running records resume as pending; records whose queue row never got
+        written (a crash between the two) are enqueued again. Queue order is kept."""
+        for record in self.records.unfinished():
+            if record.status is TaskStatus.RUNNING:
+                self.records.change(record.id, lifecycle.requeue)
+                log.info("resuming task left running", extra={"task_id": record.id})
+            if self.router.locate(record.id) is None:
+                if record.label in self.router.queues:
+                    self.router.put(record)
+                    log.info("re-enqueued task missing from its queue", extra={"task_id": record.id})
+                else:
+                    log.error(
+                        "pending task's label has no workers; it waits until one is configured",
+                        extra={"task_id": record.id, "label": record.label},
+                    )
+
+    def _build_pool(self) -> WorkerPool:
+        pool = WorkerPool(self.running)
+        for label, queue in self.router.queues.items():
+            for index in range(self.settings.workers[label]):
+                name = f"{label}-{index}"
+                make = partial(QueueWorker, name, queue, self.records, self.running, self.clock)
+                pool.add(label, make)
+        return pool
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self._stopping.is_set():
+            log.warning("second stop signal: stopping running tasks now")
+            self.running.stop_all(StopReason.SHUTDOWN)
+            return
+        self._stopping.set()
+        log.info("stop signal %s: draining workers", signal.Signals(signum).name)
+        threading.Thread(target=self._drain, name="shutdown", daemon=True).start()
+
+    def _drain(self) -> None:
+        self.pool.stop(self.settings.shutdown_grace_s)
+        if self._server is not None:
+            self._server.should_exit = True
+
+    def queues(self) -> dict[str, Any]:
+        workers = self.pool.status()
+        return {
+            label: {**queue.depth(), "workers": workers.get(label, {})}
+            for label, queue in self.router.queues.items()
+        }
+
+    def health(self) -> dict[str, Any]:
+        workers = self.pool.status()
+        degraded = [label for label, w in workers.items() if w["alive"] < w["configured"]]
+        return {
+            "status": "degraded" if degraded or self._stopping.is_set() else "ok",
+            "stopping": self._stopping.is_set(),
+            "version": __version__,
+            "pid": os.getpid(),
+            "uptime_s": round(time.monotonic() - self.started_at, 3),
+            "data_dir": str(self.settings.data_dir),
+            "socket": str(self.settings.socket),
+            "workers": workers,
+            "degraded_labels": degraded,
+            "queues": {label: q.depth() for label, q in self.router.queues.items()},
+            "running": len(self.running),
+            "records": self.records.count_by_status(),
+        }

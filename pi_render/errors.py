@@ -1,0 +1,53 @@
+"""One error root for everything a user can cause; each message says what to do next."""
+
+
+class PiRenderError(Exception):
+    """Raised for any problem a user can cause or fix; the message is meant for a person."""
+
+    http_status = 400
+
+
+class ConfigError(PiRenderError):
+    """Raised when the config file or an environment override is invalid (names file, key, reason)."""
+
+
+class DaemonAlreadyRunning(PiRenderError):
+    """Raised when another daemon holds the data directory's lock."""
+
+
+class DaemonUnreachable(PiRenderError):
+    """Raised by the client when nothing answers on the socket."""
+
+
+class UnknownTaskType(PiRenderError):
+    """Raised when a request names a task type that is not registered."""
+
+    http_status = 400
+
+
+class TaskNotFound(PiRenderError):
+    """Raised when a task id is not in the records."""
+
+    http_status = 404
+
+
+class InvalidTaskArgs(PiRenderError):
+    """Raised when a task's arguments fail its pydantic model; carries the field errors."""
+
+    http_status = 422
+
+    def __init__(self, message: str, errors: list[dict[str, object]]) -> None:
+        super().__init__(message)
+        self.errors = errors
+
+
+class TaskStateConflict(PiRenderError):
+    """Raised when an action does not fit the task's state (cancelling a finished task)."""
+
+    http_status = 409
+
+
+class NoConsumer(PiRenderError):
+    """Raised when a task is routed to a label that no worker consumes."""
+
+    http_status = 409

@@ -1,0 +1,1 @@
+"""Persistent dictionaries of tasks: the records of every task (later: failed tasks)."""

@@ -1,0 +1,158 @@
+"""Task records in a sqlitedict manifest (JSON, committed before anyone is told).
+
+Keys are time-ordered task ids, so "newest first" is key order. Filtered listing runs as SQL on
+sqlitedict's own table through a read-only connection with expression indexes, so it stays fast
+and memory-flat however many records pile up.
+"""
+
+import secrets
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from sqlitedict import SqliteDict
+
+from pi_render.clock import Clock
+from pi_render.errors import TaskNotFound
+from pi_render.task import codec
+from pi_render.task.record import TaskRecord, TaskStatus
+
+TABLE = "tasks"
+Listener = Callable[[TaskRecord], None]
+Change = Callable[[TaskRecord], TaskRecord | None]
+
+
+class TaskIdGenerator:
+    """Ids that sort by submission time: 14 hex digits of µs since the epoch, then 6 random ones."""
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self._last = 0
+        self._lock = threading.Lock()
+
+    def new(self) -> str:
+        with self._lock:
+            stamp = max(self._last + 1, int(self._clock.now().timestamp() * 1_000_000))
+            self._last = stamp
+        return f"{stamp:014x}{secrets.token_hex(3)}"
+
+
+class TaskRecordManifest:
+    """Durable, thread-safe task records; every write is committed before it returns."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = SqliteDict(
+            str(path),
+            tablename=TABLE,
+            autocommit=False,
+            journal_mode="WAL",
+            encode=codec.dumps,
+            decode=codec.loads,
+            outer_stack=False,
+        )
+        self.lock = threading.RLock()  # held across read-modify-write; callers may hold it too
+        self._changed = threading.Condition(self.lock)
+        self._listeners: list[Listener] = []
+        self._reader = sqlite3.connect(str(path), check_same_thread=False, timeout=30)
+        self._reader_lock = threading.Lock()
+        with self._reader_lock:
+            for column in ("status", "type"):
+                self._reader.execute(
+                    f"CREATE INDEX IF NOT EXISTS {TABLE}_{column} ON {TABLE}"
+                    f"(json_extract(value, '$.{column}'), key)"
+                )
+            self._reader.commit()
+
+    def add_listener(self, listener: Listener) -> None:
+        """Called (in the writer's thread) after every committed change."""
+        self._listeners.append(listener)
+
+    def create(self, record: TaskRecord) -> TaskRecord:
+        with self.lock:
+            self._write(record)
+        return record
+
+    def get(self, task_id: str) -> TaskRecord:
+        """Raises TaskNotFound."""
+        try:
+            data = self._db[task_id]
+        except KeyError:
+            raise TaskNotFound(f"no task with id {task_id!r}") from None
+        return codec.record_from_json(data)
+
+    def change(self, task_id: str, change: Change) -> TaskRecord | None:
+        """Apply `change` atomically (compare-and-set): it returns the new record, or None to
+        leave the record as it is. Returns what was written, or None."""
+        with self.lock:
+            current = self.get(task_id)
+            new = change(current)
+            if new is not None:
+                self._write(new)
+            return new
+
+    def wait_final(self, task_id: str, timeout: float | None) -> TaskRecord:
+        """Block until the task reaches a final state or the timeout passes; returns the record."""
+        with self._changed:
+            self._changed.wait_for(lambda: self.get(task_id).status.is_final, timeout)
+            return self.get(task_id)
+
+    def query(
+        self,
+        status: TaskStatus | None = None,
+        type_name: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[TaskRecord]:
+        """Newest first, filtered by status and/or type."""
+        where, params = self._filters(status, type_name)
+        sql = f"SELECT value FROM {TABLE}{where} ORDER BY key DESC LIMIT ? OFFSET ?"
+        with self._reader_lock:
+            rows = self._reader.execute(sql, (*params, limit, offset)).fetchall()
+        return [codec.record_from_json(codec.loads(row[0])) for row in rows]
+
+    def unfinished(self) -> Iterator[TaskRecord]:
+        """Pending and running records, oldest first (for recovery after a crash)."""
+        for status in (TaskStatus.PENDING, TaskStatus.RUNNING):
+            where, params = self._filters(status, None)
+            with self._reader_lock:
+                rows = self._reader.execute(
+                    f"SELECT value FROM {TABLE}{where} ORDER BY key", params
+                ).fetchall()
+            for row in rows:
+                yield codec.record_from_json(codec.loads(row[0]))
+
+    def count_by_status(self) -> dict[str, int]:
+        sql = f"SELECT json_extract(value, '$.status'), count(*) FROM {TABLE} GROUP BY 1"
+        with self._reader_lock:
+            rows = self._reader.execute(sql).fetchall()
+        counts = {status.value: 0 for status in TaskStatus}
+        counts.update({str(status): int(n) for status, n in rows})
+        return counts
+
+    def close(self) -> None:
+        with self.lock:
+            self._db.close()
+        with self._reader_lock:
+            self._reader.close()
+
+    def _write(self, record: TaskRecord) -> None:
+        self._db[record.id] = codec.record_to_json(record)
+        self._db.commit(blocking=True)
+        self._changed.notify_all()
+        for listener in self._listeners:
+            listener(record)
+
+    @staticmethod
+    def _filters(
+        status: TaskStatus | None, type_name: str | None
+    ) -> tuple[str, tuple[str, ...]]:
+        clauses, params = [], []
+        if status is not None:
+            clauses.append("json_extract(value, '$.status') = ?")
+            params.append(status.value)
+        if type_name is not None:
+            clauses.append("json_extract(value, '$.type') = ?")
+            params.append(type_name)
+        return (" WHERE " + " AND ".join(clauses) if clauses else ""), tuple(params)

@@ -1,0 +1,7 @@
+"""Processors; importing this package registers the built-in ones."""
+
+from pi_render.processor import noop  # noqa: F401  (registers the built-in processors)
+from pi_render.processor.base import Processor, processor_for
+from pi_render.processor.context import StopReason, TaskContext, TaskStopped
+
+__all__ = ["Processor", "processor_for", "StopReason", "TaskContext", "TaskStopped"]

@@ -1,0 +1,50 @@
+"""Processors do a task's work; `run()` validates around the subclass's `_process()`."""
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar, Generic
+
+from pi_render.errors import PiRenderError
+from pi_render.processor.context import TaskContext
+from pi_render.task.base import ArgsT, ResultT, TaskBase
+
+_PROCESSORS: dict[str, "type[Processor[Any, Any]]"] = {}
+
+
+class NoProcessor(PiRenderError):
+    """Raised when a task type has no processor registered in this daemon."""
+
+
+class Processor(ABC, Generic[ArgsT, ResultT]):
+    """Does the work of one task type; knows nothing of queues or records.
+
+    Subclasses set `task` to their task class and are registered for its type name.
+    """
+
+    task: ClassVar[type[TaskBase[Any, Any]]]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "task" in cls.__dict__:
+            _PROCESSORS[cls.task.type_name] = cls
+
+    def run(self, raw_args: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
+        """Parse the stored arguments, do the work, and return the validated result as JSON."""
+        args = self.task.parse_args(raw_args)
+        result = self._process(args, ctx)
+        return self.task.result_model.model_validate(result).model_dump(mode="json")
+
+    @abstractmethod
+    def _process(self, args: ArgsT, ctx: TaskContext) -> ResultT:
+        """The work itself; raise TaskStopped when `ctx` asks to stop."""
+
+
+def processor_for(type_name: str) -> Processor[Any, Any]:
+    """A fresh processor for a task type.
+
+    Raises:
+        NoProcessor: when none is registered.
+    """
+    try:
+        return _PROCESSORS[type_name]()
+    except KeyError:
+        raise NoProcessor(f"no processor is registered for task type {type_name!r}") from None

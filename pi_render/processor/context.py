@@ -1,0 +1,61 @@
+"""What a running processor may see and do: its id, a stop signal, and a way to report progress."""
+
+import threading
+from collections.abc import Callable
+from enum import StrEnum
+
+
+class StopReason(StrEnum):
+    """Why a running task is asked to stop; decides whether it ends or resumes later."""
+
+    CANCEL = "cancel"
+    SHUTDOWN = "shutdown"
+
+
+class TaskStopped(Exception):
+    """Raised by a processor when it honours a stop request."""
+
+    def __init__(self, reason: StopReason) -> None:
+        super().__init__(f"task stopped: {reason.value}")
+        self.reason = reason
+
+
+ProgressSink = Callable[[float, str | None], None]
+
+
+class TaskContext:
+    """Handed to `Processor.run`; one per delivery of a task."""
+
+    def __init__(self, task_id: str, attempt: int, on_progress: ProgressSink) -> None:
+        self.task_id = task_id
+        self.attempt = attempt
+        self._on_progress = on_progress
+        self._stop = threading.Event()
+        self._reason: StopReason | None = None
+
+    def request_stop(self, reason: StopReason) -> None:
+        """Ask the processor to stop; the first reason given wins."""
+        if self._reason is None:
+            self._reason = reason
+        self._stop.set()
+
+    @property
+    def stop_reason(self) -> StopReason | None:
+        return self._reason
+
+    def sleep(self, seconds: float) -> None:
+        """Wait, but wake at once on a stop request.
+
+        Raises:
+            TaskStopped: when asked to stop before the time is up.
+        """
+        if self._stop.wait(seconds):
+            self.check_stop()
+
+    def check_stop(self) -> None:
+        """Raises TaskStopped if a stop was requested."""
+        if self._stop.is_set():
+            raise TaskStopped(self._reason or StopReason.CANCEL)
+
+    def report_progress(self, fraction: float, message: str | None = None) -> None:
+        self._on_progress(min(1.0, max(0.0, fraction)), message)

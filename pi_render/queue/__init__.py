@@ -1,0 +1,1 @@
+"""Durable queues and the router that fills them."""

@@ -1,0 +1,93 @@
+"""Typed task types: `MetaTask` registers every `TaskBase[Args, Result]` subclass by its type name."""
+
+from typing import Any, ClassVar, Generic, TypeVar, get_args, get_origin
+
+from pydantic import BaseModel, ValidationError
+
+from pi_render.errors import InvalidTaskArgs, UnknownTaskType
+from pi_render.task import labels
+
+ArgsT = TypeVar("ArgsT", bound=BaseModel)
+ResultT = TypeVar("ResultT", bound=BaseModel)
+
+_REGISTRY: dict[str, "type[TaskBase[Any, Any]]"] = {}
+
+
+class MetaTask(type):
+    """Reads the Args/Result models from `TaskBase[Args, Result]` and registers the class.
+
+    A class that sets `abstract = True` in its own body is not registered.
+    """
+
+    def __new__(
+        mcs, name: str, bases: tuple[type, ...], namespace: dict[str, Any], **kwargs: Any
+    ) -> "MetaTask":
+        cls = super().__new__(mcs, name, bases, namespace, **kwargs)
+        if namespace.get("abstract", False):
+            return cls
+        for base in namespace.get("__orig_bases__", ()):
+            if get_origin(base) is TaskBase:
+                args_model, result_model = get_args(base)
+                setattr(cls, "args_model", args_model)
+                setattr(cls, "result_model", result_model)
+        type_name = namespace.get("type_name")
+        if not isinstance(type_name, str) or not type_name:
+            raise TypeError(f"task class {name} must set a non-empty `type_name`")
+        for attr in ("args_model", "result_model"):
+            model = getattr(cls, attr, None)
+            if not (isinstance(model, type) and issubclass(model, BaseModel)):
+                raise TypeError(f"task class {name} must subclass TaskBase[ArgsModel, ResultModel]")
+        if type_name in _REGISTRY and _REGISTRY[type_name].__qualname__ != cls.__qualname__:
+            raise TypeError(f"task type {type_name!r} is already registered")
+        _REGISTRY[type_name] = cls  # type: ignore[assignment]
+        return cls
+
+
+class TaskBase(Generic[ArgsT, ResultT], metaclass=MetaTask):
+    """A task type: its typed arguments, its typed result and its default routing label."""
+
+    abstract: ClassVar[bool] = True
+    type_name: ClassVar[str]
+    default_label: ClassVar[str] = labels.DEFAULT
+    args_model: ClassVar[type[BaseModel]]
+    result_model: ClassVar[type[BaseModel]]
+
+    @classmethod
+    def parse_args(cls, raw: Any) -> ArgsT:
+        """Validate raw JSON arguments at the edge.
+
+        Raises:
+            InvalidTaskArgs: naming each bad field.
+        """
+        try:
+            return cls.args_model.model_validate(raw if raw is not None else {})  # type: ignore
+        except ValidationError as exc:
+            errors = [
+                {"field": ".".join(str(p) for p in e["loc"]) or "(args)", "message": e["msg"]}
+                for e in exc.errors()
+            ]
+            summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+            raise InvalidTaskArgs(
+                f"invalid arguments for task type {cls.type_name!r}: {summary}", errors
+            ) from None
+
+    @classmethod
+    def parse_result(cls, raw: Any) -> ResultT:
+        return cls.result_model.model_validate(raw)  # type: ignore[return-value]
+
+
+def task_type(name: str) -> type[TaskBase[Any, Any]]:
+    """The registered class for a type name.
+
+    Raises:
+        UnknownTaskType: listing the types that do exist.
+    """
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        known = ", ".join(sorted(_REGISTRY)) or "none"
+        raise UnknownTaskType(f"unknown task type {name!r}; known types: {known}") from None
+
+
+def task_types() -> dict[str, type[TaskBase[Any, Any]]]:
+    return dict(_REGISTRY)

@@ -1,0 +1,4 @@
+"""Routing labels as plain data: each task type's default queue."""
+
+DEFAULT = "default"
+RENDER = "render"

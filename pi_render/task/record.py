@@ -1,0 +1,59 @@
+"""The durable record of one task: what was asked, where it stands, and how it ended."""
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class TaskStatus(StrEnum):
+    """A task's life: pending → running → completed | failed | cancelled."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_final(self) -> bool:
+        return self in FINAL_STATUSES
+
+
+FINAL_STATUSES = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED})
+
+
+class Priority(StrEnum):
+    """High-priority tasks are always taken before normal ones of the same label."""
+
+    NORMAL = "normal"
+    HIGH = "high"
+
+
+class ErrorInfo(BaseModel):
+    """Why a task failed, kept whole so a person can act on it."""
+
+    type: str
+    message: str
+    traceback: str | None = None
+
+
+class TaskRecord(BaseModel):
+    """One task's record as stored in the records manifest and returned by the API."""
+
+    id: str
+    type: str
+    label: str
+    status: TaskStatus = TaskStatus.PENDING
+    priority: Priority = Priority.NORMAL
+    args: dict[str, Any] = Field(default_factory=dict)
+    result: dict[str, Any] | None = None
+    error: ErrorInfo | None = None
+    attempts: int = 0
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    worker: str | None = None
+    progress: float = 0.0
+    progress_message: str | None = None

@@ -1,0 +1,1 @@
+"""Worker threads: queue consumers and the pool that keeps them alive."""

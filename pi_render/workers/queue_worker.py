@@ -1,0 +1,119 @@
+"""QueueWorker: take a task, run its processor, write the outcome, and only then ack."""
+
+import logging
+import threading
+from functools import partial
+
+from pi_render.clock import Clock
+from pi_render.errors import TaskNotFound
+from pi_render.manifest.records import TaskRecordManifest
+from pi_render.processor.base import processor_for
+from pi_render.processor.context import StopReason, TaskContext, TaskStopped
+from pi_render.queue.base import QueueItem, TaskQueue
+from pi_render.task import lifecycle
+from pi_render.task.record import TaskRecord
+from pi_render.workers.base import LoopWorker
+from pi_render.workers.running import RunningTasks
+
+log = logging.getLogger(__name__)
+
+PROGRESS_MIN_INTERVAL_S = 0.5  # progress is durable; don't fsync more often than this per task
+
+
+class QueueWorker(LoopWorker):
+    """Consumes one label's queue; a crash anywhere before the ack means redelivery."""
+
+    def __init__(
+        self,
+        name: str,
+        queue: TaskQueue,
+        records: TaskRecordManifest,
+        running: RunningTasks,
+        clock: Clock,
+        idle_wait_s: float = 60.0,
+    ) -> None:
+        super().__init__(name)
+        self.queue = queue
+        self.records = records
+        self.running = running
+        self.clock = clock
+        self.idle_wait_s = idle_wait_s  # a safety net only: `put` wakes us
+        self.busy = threading.Event()
+        self._last_progress: dict[str, float] = {}
+
+    def wake(self) -> None:
+        self.queue.wake_all()
+
+    def run_once(self) -> bool:
+        item = self.queue.get(timeout=self.idle_wait_s)
+        if item is None:
+            return False
+        if self.stop_event.is_set():
+            self.queue.nack(item)  # stopping: leave it for the next start, in its place
+            return False
+        self.busy.set()
+        try:
+            self._deliver(item)
+        finally:
+            self.busy.clear()
+        return True
+
+    def _deliver(self, item: QueueItem) -> None:
+        ctx = TaskContext(item.task_id, 0, partial(self._on_progress, item.task_id))
+        self.running.add(ctx)  # before the record says running, so a cancel always finds it
+        finished = False
+        try:
+            try:
+                record = self.records.change(
+                    item.task_id, lambda r: lifecycle.start(r, self.clock.now(), self.name)
+                )
+            except TaskNotFound:
+                log.warning("queued task has no record; dropping it", extra={"task_id": item.task_id})
+                record = None
+            if record is None:  # final already (done before a crash, or cancelled): never rerun
+                self.queue.ack(item)
+                finished = True
+                return
+            ctx.attempt = record.attempts
+            finished = self._run(record, ctx, item)
+        finally:
+            self.running.discard(item.task_id)
+            self._last_progress.pop(item.task_id, None)
+            if not finished:  # the thread is dying mid-task: hand the task back
+                self.records.change(item.task_id, lifecycle.requeue)
+                self.queue.nack(item)
+
+    def _run(self, record: TaskRecord, ctx: TaskContext, item: QueueItem) -> bool:
+        extra = {"task_id": record.id, "type": record.type, "attempt": record.attempts}
+        log.info("task started", extra={**extra, "worker": self.name})
+        started = self.clock.monotonic()
+        try:
+            result = processor_for(record.type).run(record.args, ctx)
+        except TaskStopped as stop:
+            if stop.reason is StopReason.SHUTDOWN:
+                self.records.change(record.id, lifecycle.requeue)
+                self.queue.nack(item)
+                log.info("task interrupted by shutdown; it resumes on the next start", extra=extra)
+                return True
+            self.records.change(
+                record.id, lambda r: lifecycle.cancel(r, self.clock.now(), "cancelled while running")
+            )
+            log.info("task cancelled while running", extra=extra)
+        except Exception as exc:  # the worker's boundary: a processor's error fails its task only
+            error = lifecycle.error_info(exc)
+            self.records.change(record.id, lambda r: lifecycle.fail(r, self.clock.now(), error))
+            log.error("task failed: %s", error.message, extra=extra)
+        else:
+            self.records.change(record.id, lambda r: lifecycle.complete(r, self.clock.now(), result))
+            seconds = self.clock.monotonic() - started
+            log.info("task completed in %.3fs", seconds, extra=extra)
+        self.queue.ack(item)  # only now: the outcome is durable
+        return True
+
+    def _on_progress(self, task_id: str, fraction: float, message: str | None) -> None:
+        now = self.clock.monotonic()
+        last = self._last_progress.get(task_id, float("-inf"))
+        if now - last < PROGRESS_MIN_INTERVAL_S and fraction < 1.0:
+            return
+        self._last_progress[task_id] = now
+        self.records.change(task_id, lambda r: lifecycle.progress(r, fraction, message))
