@@ -45,7 +45,7 @@ class Client:
         try:
             extra: dict[str, Any] = {"timeout": timeout} if timeout is not None else {}
             response = self._http.request(method, path, **kw, **extra)
-        except (httpx.ConnectError, httpx.RemoteProtocolError, FileNotFoundError) as exc:
+        except (httpx.TransportError, FileNotFoundError) as exc:
             raise DaemonUnreachable(
                 f"no pi-render daemon answers on {self.socket_path} ({exc}); start one with "
                 f"`pi-render serve` (or `systemctl start pi-render`), or point --socket at it"

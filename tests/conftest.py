@@ -1,0 +1,136 @@
+"""Shared fixtures: a real daemon subprocess on a real socket with real SQLite files."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pi_render.api.client import Client
+from pi_render.errors import DaemonUnreachable
+
+PLUGINS = Path(__file__).parent / "plugins"
+START_TIMEOUT_S = 30.0
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+    """Poll `predicate` until it returns something truthy, or fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    pause = threading.Event()
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        pause.wait(0.02)
+
+
+class DaemonProcess:
+    """A `pi-render serve` subprocess with its config, log, socket and client."""
+
+    def __init__(self, root: Path, socket_dir: Path, config: str = "") -> None:
+        self.root = root
+        self.data_dir = root / "data"
+        self.socket = socket_dir / "api.sock"
+        self.config_path = root / "config.toml"
+        self.config_path.write_text(
+            f'data_dir = "{self.data_dir}"\nsocket = "{self.socket}"\n'
+            f'task_modules = ["pi_render_testtasks"]\n{config}'
+        )
+        if "shutdown_grace_s" not in config:
+            with self.config_path.open("a") as handle:
+                handle.write("shutdown_grace_s = 5\n")
+        self.log_path = root / "daemon.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.client = Client(self.socket, timeout=60)
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PLUGINS), env.get("PYTHONPATH")]))
+        env.pop("PI_RENDER_SOCKET", None)
+        env.pop("PI_RENDER_DATA_DIR", None)
+        return env
+
+    def spawn(self) -> subprocess.Popen[bytes]:
+        log = open(self.log_path, "ab")
+        return subprocess.Popen(
+            [sys.executable, "-m", "pi_render", "serve", "--config", str(self.config_path)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=self.env(),
+        )
+
+    def start(self) -> "DaemonProcess":
+        self.proc = self.spawn()
+        wait_until(self._answers, START_TIMEOUT_S, "the daemon to answer on its socket")
+        return self
+
+    def _answers(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"daemon exited with {self.proc.returncode}:\n{self.log()}")
+        try:
+            self.client.health()
+        except DaemonUnreachable:
+            return False
+        return True
+
+    def kill(self) -> None:
+        """kill -9: no chance to clean up."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(30)
+
+    def terminate(self, timeout: float = 60) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def close(self) -> None:
+        self.client.close()
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(30)
+
+
+@pytest.fixture
+def socket_dir() -> Iterator[Path]:
+    """AF_UNIX paths must be short, and pytest's tmp_path can be long."""
+    path = Path(tempfile.mkdtemp(prefix="pr-", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def make_daemon(tmp_path: Path, socket_dir: Path) -> Iterator[Callable[..., DaemonProcess]]:
+    made: list[DaemonProcess] = []
+
+    def make(config: str = "", name: str = "d") -> DaemonProcess:
+        root = tmp_path / name
+        root.mkdir(exist_ok=True)
+        sock_dir = socket_dir / name
+        sock_dir.mkdir(exist_ok=True)
+        daemon = DaemonProcess(root, sock_dir, config)
+        made.append(daemon)
+        return daemon
+
+    yield make
+    for daemon in made:
+        daemon.close()
+
+
+@pytest.fixture
+def daemon(make_daemon: Callable[..., DaemonProcess]) -> DaemonProcess:
+    return make_daemon().start()

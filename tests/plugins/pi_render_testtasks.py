@@ -1,0 +1,80 @@
+"""Task types that only tests need, loaded by the daemon through `task_modules`."""
+
+import os
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from pi_render.processor.base import Processor
+from pi_render.processor.context import TaskContext
+from pi_render.task.base import TaskBase
+
+
+class JournalArgs(BaseModel):
+    journal: str
+    sleep_s: float = 0.0
+
+
+class JournalResult(BaseModel):
+    attempt: int
+
+
+class JournalTask(TaskBase[JournalArgs, JournalResult]):
+    """Appends `<task id> <attempt>` to a journal on every run: counts real executions."""
+
+    type_name = "journal"
+
+
+class JournalProcessor(Processor[JournalArgs, JournalResult]):
+    task = JournalTask
+
+    def _process(self, args: JournalArgs, ctx: TaskContext) -> JournalResult:
+        fd = os.open(args.journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, f"{ctx.task_id} {ctx.attempt}\n".encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if args.sleep_s:
+            ctx.sleep(args.sleep_s)
+        return JournalResult(attempt=ctx.attempt)
+
+
+class ExplodeArgs(BaseModel):
+    message: str = "boom"
+
+
+class ExplodeTask(TaskBase[ExplodeArgs, JournalResult]):
+    type_name = "explode"
+
+
+class ExplodeProcessor(Processor[ExplodeArgs, JournalResult]):
+    task = ExplodeTask
+
+    def _process(self, args: ExplodeArgs, ctx: TaskContext) -> JournalResult:
+        raise RuntimeError(args.message)
+
+
+class ThreadKiller(BaseException):
+    """Escapes the worker's `except Exception` boundary, as a bug in the worker itself would."""
+
+
+class KillThreadArgs(BaseModel):
+    marker: str
+
+
+class KillThreadTask(TaskBase[KillThreadArgs, JournalResult]):
+    type_name = "killthread"
+
+
+class KillThreadProcessor(Processor[KillThreadArgs, JournalResult]):
+    """Kills its worker thread the first time it runs (the marker file says so), then succeeds."""
+
+    task = KillThreadTask
+
+    def _process(self, args: KillThreadArgs, ctx: TaskContext) -> JournalResult:
+        marker = Path(args.marker)
+        if not marker.exists():
+            marker.write_text("died once\n")
+            raise ThreadKiller("worker thread killed on purpose")
+        return JournalResult(attempt=ctx.attempt)
