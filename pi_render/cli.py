@@ -13,7 +13,7 @@ from typing import Annotated, Any, NoReturn, Optional
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from pi_render import __version__
 from pi_render.api.client import ApiError, Client
@@ -63,9 +63,13 @@ def emit_json(data: Any) -> None:
 
 
 def show_record(record: TaskRecord) -> None:
-    colour = {"completed": "green", "failed": "red", "cancelled": "yellow"}.get(record.status, "cyan")
+    colour = {"completed": "green", "failed": "red", "cancelled": "yellow"}.get(
+        record.status, "cyan"
+    )
     out.print(f"[bold]{record.id}[/]  {record.type}  [{colour}]{record.status.value}[/]")
-    out.print(f"  label {record.label}  priority {record.priority.value}  attempts {record.attempts}")
+    out.print(
+        f"  label {record.label}  priority {record.priority.value}  attempts {record.attempts}"
+    )
     out.print(f"  created {record.created_at:%Y-%m-%d %H:%M:%S}  progress {record.progress:.0%}")
     if record.result is not None:
         out.print(f"  result {json.dumps(record.result)}", highlight=False)
@@ -169,8 +173,10 @@ def wait_cmd(
 ) -> None:
     """Wait until a task ends: exit 0 completed, 1 failed/cancelled, 4 still running at timeout."""
     with client_for(socket) as client:
-        record = client.wait(task_id, timeout) if as_json else wait_with_progress(
-            client, task_id, timeout
+        record = (
+            client.wait(task_id, timeout)
+            if as_json
+            else wait_with_progress(client, task_id, timeout)
         )
     _finish(record, as_json, check=True)
 
@@ -198,11 +204,24 @@ def list_cmd(
     if as_json:
         emit_json([r.model_dump(mode="json") for r in records])
         return
-    table = Table("id", "type", "status", "priority", "attempts", "created", "progress")
+    table = Table(
+        Column("id", no_wrap=True),
+        "type",
+        "status",
+        "prio",
+        "tries",
+        Column("created", no_wrap=True),
+        "done",
+    )
     for r in records:
         table.add_row(
-            r.id, r.type, r.status.value, r.priority.value, str(r.attempts),
-            f"{r.created_at:%Y-%m-%d %H:%M:%S}", f"{r.progress:.0%}",
+            r.id,
+            r.type,
+            r.status.value,
+            r.priority.value,
+            str(r.attempts),
+            f"{r.created_at:%m-%d %H:%M:%S}",
+            f"{r.progress:.0%}",
         )
     out.print(table)
 
@@ -219,8 +238,12 @@ def queues(socket: SocketOpt = None, as_json: JsonOpt = False) -> None:
     for label, q in data.items():
         w = q["workers"]
         table.add_row(
-            label, str(q["high"]), str(q["normal"]), str(q["taken"]),
-            f"{w.get('alive', 0)}/{w.get('configured', 0)}", str(w.get("restarts", 0)),
+            label,
+            str(q["high"]),
+            str(q["normal"]),
+            str(q["taken"]),
+            f"{w.get('alive', 0)}/{w.get('configured', 0)}",
+            str(w.get("restarts", 0)),
         )
     out.print(table)
 
@@ -235,11 +258,15 @@ def health(socket: SocketOpt = None, as_json: JsonOpt = False) -> None:
     else:
         colour = "green" if data["status"] == "ok" else "red"
         out.print(f"[{colour}]{data['status']}[/]  pi-render {data['version']}  pid {data['pid']}")
-        out.print(f"  socket {data['socket']}  data {data['data_dir']}")
+        out.print(f"  socket {data['socket']}")
+        out.print(f"  data   {data['data_dir']}")
         for label, w in data["workers"].items():
-            out.print(f"  workers {label}: {w['alive']}/{w['configured']} alive, "
-                      f"{w['restarts']} restarts")
-        out.print(f"  records {data['records']}")
+            out.print(
+                f"  workers {label}: {w['alive']}/{w['configured']} alive, "
+                f"{w['restarts']} restarts"
+            )
+        counts = ", ".join(f"{k} {v}" for k, v in data["records"].items())
+        out.print(f"  records: {counts}")
     if data["status"] != "ok":
         raise typer.Exit(1)
 

@@ -1,4 +1,4 @@
-"""Settings: a pydantic model read from a TOML file plus PI_RENDER_* overrides; no file is needed."""
+"""Settings: a pydantic model from a TOML file plus PI_RENDER_* overrides; no file needed."""
 
 import os
 import tomllib

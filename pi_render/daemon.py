@@ -69,7 +69,9 @@ class Daemon:
             self.pool = self._build_pool()
             sock = bind_unix_socket(settings.socket)
             try:
-                self._server = make_server(create_app(self.service, waiters, self.health, self.queues))
+                self._server = make_server(
+                    create_app(self.service, waiters, self.health, self.queues)
+                )
                 signal.signal(signal.SIGTERM, self._on_signal)
                 signal.signal(signal.SIGINT, self._on_signal)
                 self.pool.start()
@@ -101,7 +103,9 @@ class Daemon:
             if self.router.locate(record.id) is None:
                 if record.label in self.router.queues:
                     self.router.put(record)
-                    log.info("re-enqueued task missing from its queue", extra={"task_id": record.id})
+                    log.info(
+                        "re-enqueued task missing from its queue", extra={"task_id": record.id}
+                    )
                 else:
                     log.error(
                         "pending task's label has no workers; it waits until one is configured",

@@ -8,7 +8,7 @@ class PiRenderError(Exception):
 
 
 class ConfigError(PiRenderError):
-    """Raised when the config file or an environment override is invalid (names file, key, reason)."""
+    """Raised when the config file or an env override is invalid (names file, key, reason)."""
 
 
 class DaemonAlreadyRunning(PiRenderError):
@@ -36,7 +36,7 @@ class InvalidTaskArgs(PiRenderError):
 
     http_status = 422
 
-    def __init__(self, message: str, errors: list[dict[str, object]]) -> None:
+    def __init__(self, message: str, errors: list[dict[str, str]]) -> None:
         super().__init__(message)
         self.errors = errors
 

@@ -9,6 +9,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import pytest
 
 from pi_render.api.client import Client
 from pi_render.errors import DaemonUnreachable
+from pi_render.task.record import TaskRecord
 
 PLUGINS = Path(__file__).parent / "plugins"
 START_TIMEOUT_S = 30.0
@@ -32,6 +34,12 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         pause.wait(0.02)
+
+
+def started(record: TaskRecord) -> datetime:
+    """When the task last started; fails the test if it never did."""
+    assert record.started_at is not None, f"task {record.id} never started"
+    return record.started_at
 
 
 class DaemonProcess:

@@ -7,8 +7,8 @@ import subprocess
 
 import httpx
 import pytest
-
 from conftest import DaemonProcess, wait_until
+
 from pi_render.api.client import ApiError
 
 
@@ -54,7 +54,7 @@ def test_post_tasks_answers_201_with_the_record(daemon: DaemonProcess) -> None:
         (b'{"args": {}}', 422, "type"),
         (b'{"type": "noop", "priority": "urgent"}', 422, "priority"),
         (b'{"type": "noop", "label": "nowhere"}', 409, "no workers consume routing label"),
-        (b'[1, 2, 3]', 422, "invalid request"),
+        (b"[1, 2, 3]", 422, "invalid request"),
     ],
 )
 def test_bad_requests_are_refused_with_a_message_and_change_nothing(
@@ -126,7 +126,10 @@ def test_openapi_health_and_queues(daemon: DaemonProcess) -> None:
     health = daemon.client.health()
     assert health["status"] == "ok"
     assert health["workers"]["default"] == {
-        "configured": 2, "alive": 2, "restarts": 0, "last_death": None
+        "configured": 2,
+        "alive": 2,
+        "restarts": 0,
+        "last_death": None,
     }
     queues = daemon.client.queues()
     assert queues["default"]["high"] == 0 and queues["default"]["normal"] == 0
@@ -138,7 +141,9 @@ def test_curl_over_the_unix_socket(daemon: DaemonProcess) -> None:
     daemon.client.wait(record.id, 30)
     out = subprocess.run(
         ["curl", "-sf", "--unix-socket", str(daemon.socket), f"http://localhost/tasks/{record.id}"],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
     assert json.loads(out)["result"] == {"payload": "curl"}
 

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from conftest import DaemonProcess, wait_until
+
 from pi_render.api.client import ApiError, Client
 from pi_render.errors import DaemonUnreachable
 from pi_render.task.record import TaskRecord
@@ -61,7 +62,8 @@ def test_kill_9_at_random_points_loses_nothing_and_reruns_nothing_completed(
         target = len(journal_lines(journal)) + rng.randrange(0, 80)
         wait_until(
             lambda: len(journal_lines(journal)) >= target or not submitter.is_alive(),
-            timeout=60, what="work to happen before the kill",
+            timeout=60,
+            what="work to happen before the kill",
         )
         daemon.kill()
         submitter.join(30)

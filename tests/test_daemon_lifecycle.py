@@ -1,11 +1,11 @@
-"""A real daemon's life: one per data dir, cancel, priority, worker deaths, graceful stop, resume."""
+"""A real daemon's life: one per data dir, cancel, priority, worker deaths, stop, resume."""
 
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from conftest import DaemonProcess, wait_until
+from conftest import DaemonProcess, started, wait_until
 
 ONE_WORKER = "[workers]\ndefault = 1\n"
 
@@ -14,7 +14,10 @@ def test_second_daemon_on_the_same_data_dir_is_refused(daemon: DaemonProcess) ->
     assert daemon.proc is not None
     second = subprocess.run(
         [sys.executable, "-m", "pi_render", "serve", "--config", str(daemon.config_path)],
-        env=daemon.env(), capture_output=True, text=True, timeout=60,
+        env=daemon.env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert second.returncode == 1
     assert f"pid {daemon.proc.pid}" in second.stderr
@@ -52,7 +55,7 @@ def test_high_priority_overtakes_normal(make_daemon: Callable[..., DaemonProcess
     high = daemon.client.submit("noop", {"payload": "vip"}, priority="high").id
     daemon.client.cancel(blocker.id)
     done = {i: daemon.client.wait(i, 30) for i in [*normals, high]}
-    order = sorted(done, key=lambda i: done[i].started_at)  # type: ignore[arg-type, return-value]
+    order = sorted(done, key=lambda i: started(done[i]))
     assert order == [high, *normals]
 
 
@@ -104,4 +107,4 @@ def test_restart_keeps_pending_tasks_in_order(make_daemon: Callable[..., DaemonP
     daemon.client.cancel(blocker.id)
     done = {i: daemon.client.wait(i, 30) for i in ids}
     assert all(r.status == "completed" for r in done.values())
-    assert sorted(ids, key=lambda i: done[i].started_at) == ids  # type: ignore[arg-type, return-value]
+    assert sorted(ids, key=lambda i: started(done[i])) == ids

@@ -1,4 +1,4 @@
-"""HTTP/JSON routes over the task service; every error is JSON with a message a person can act on."""
+"""HTTP/JSON routes over the task service; every error is JSON a person can act on."""
 
 from collections.abc import Callable
 from typing import Any

@@ -55,7 +55,9 @@ class Client:
         except ValueError:
             body = {"message": response.text}
         if response.status_code >= 400:
-            raise ApiError(response.status_code, body if isinstance(body, dict) else {"detail": body})
+            raise ApiError(
+                response.status_code, body if isinstance(body, dict) else {"detail": body}
+            )
         return body
 
     def submit(

@@ -1,4 +1,4 @@
-"""Long-poll support: asyncio futures resolved from worker threads when a task reaches a final state."""
+"""Long-poll support: asyncio futures that worker threads resolve when a task ends."""
 
 import asyncio
 import threading

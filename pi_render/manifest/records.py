@@ -145,9 +145,7 @@ class TaskRecordManifest:
             listener(record)
 
     @staticmethod
-    def _filters(
-        status: TaskStatus | None, type_name: str | None
-    ) -> tuple[str, tuple[str, ...]]:
+    def _filters(status: TaskStatus | None, type_name: str | None) -> tuple[str, tuple[str, ...]]:
         clauses, params = [], []
         if status is not None:
             clauses.append("json_extract(value, '$.status') = ?")

@@ -1,4 +1,4 @@
-"""Typed task types: `MetaTask` registers every `TaskBase[Args, Result]` subclass by its type name."""
+"""Typed task types: `MetaTask` registers each `TaskBase[Args, Result]` subclass by type name."""
 
 from typing import Any, ClassVar, Generic, TypeVar, get_args, get_origin
 
@@ -60,7 +60,7 @@ class TaskBase(Generic[ArgsT, ResultT], metaclass=MetaTask):
             InvalidTaskArgs: naming each bad field.
         """
         try:
-            return cls.args_model.model_validate(raw if raw is not None else {})  # type: ignore
+            parsed = cls.args_model.model_validate(raw if raw is not None else {})
         except ValidationError as exc:
             errors = [
                 {"field": ".".join(str(p) for p in e["loc"]) or "(args)", "message": e["msg"]}
@@ -70,6 +70,7 @@ class TaskBase(Generic[ArgsT, ResultT], metaclass=MetaTask):
             raise InvalidTaskArgs(
                 f"invalid arguments for task type {cls.type_name!r}: {summary}", errors
             ) from None
+        return parsed  # type: ignore[return-value]  # args_model is ArgsT by construction
 
     @classmethod
     def parse_result(cls, raw: Any) -> ResultT:

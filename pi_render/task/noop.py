@@ -1,4 +1,4 @@
-"""`noop`: echoes its payload after an optional, cancellable sleep; for diagnostics and benchmarks."""
+"""`noop`: echoes its payload after an optional, cancellable sleep (diagnostics, benchmarks)."""
 
 from typing import Any
 

@@ -77,7 +77,9 @@ class WorkerPool:
                 if slot.thread is not None:
                     slot.thread.join()
                 slot.restarts += 1
-                log.warning("restarting worker", extra={"worker": slot.label, "restarts": slot.restarts})
+                log.warning(
+                    "restarting worker", extra={"worker": slot.label, "restarts": slot.restarts}
+                )
                 self._launch(slot)
 
     def stop(self, grace_s: float, force_s: float = 30.0) -> None:

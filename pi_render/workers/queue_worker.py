@@ -68,7 +68,9 @@ class QueueWorker(LoopWorker):
                     item.task_id, lambda r: lifecycle.start(r, self.clock.now(), self.name)
                 )
             except TaskNotFound:
-                log.warning("queued task has no record; dropping it", extra={"task_id": item.task_id})
+                log.warning(
+                    "queued task has no record; dropping it", extra={"task_id": item.task_id}
+                )
                 record = None
             if record is None:  # final already (done before a crash, or cancelled): never rerun
                 self.queue.ack(item)
@@ -96,7 +98,8 @@ class QueueWorker(LoopWorker):
                 log.info("task interrupted by shutdown; it resumes on the next start", extra=extra)
                 return True
             self.records.change(
-                record.id, lambda r: lifecycle.cancel(r, self.clock.now(), "cancelled while running")
+                record.id,
+                lambda r: lifecycle.cancel(r, self.clock.now(), "cancelled while running"),
             )
             log.info("task cancelled while running", extra=extra)
         except Exception as exc:  # the worker's boundary: a processor's error fails its task only
@@ -104,7 +107,9 @@ class QueueWorker(LoopWorker):
             self.records.change(record.id, lambda r: lifecycle.fail(r, self.clock.now(), error))
             log.error("task failed: %s", error.message, extra=extra)
         else:
-            self.records.change(record.id, lambda r: lifecycle.complete(r, self.clock.now(), result))
+            self.records.change(
+                record.id, lambda r: lifecycle.complete(r, self.clock.now(), result)
+            )
             seconds = self.clock.monotonic() - started
             log.info("task completed in %.3fs", seconds, extra=extra)
         self.queue.ack(item)  # only now: the outcome is durable

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Set everything up, then run the whole test suite: flake8, mypy --strict, pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+echo "== flake8"
+.venv/bin/flake8 pi_render tests bench
+echo "== mypy --strict"
+.venv/bin/mypy
+echo "== pytest"
+.venv/bin/python -m pytest "$@"

@@ -1,0 +1,77 @@
+"""TaskRecordManifest on a real SQLite file: durable JSON, atomic changes, indexed queries."""
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from pi_render.clock import FakeClock
+from pi_render.errors import TaskNotFound
+from pi_render.manifest.records import TaskIdGenerator, TaskRecordManifest
+from pi_render.task import lifecycle
+from pi_render.task.record import TaskRecord, TaskStatus
+
+
+def new_record(ids: TaskIdGenerator, clock: FakeClock, type_name: str = "noop") -> TaskRecord:
+    return TaskRecord(id=ids.new(), type=type_name, label="default", created_at=clock.now())
+
+
+def test_ids_sort_by_submission_even_within_one_microsecond() -> None:
+    clock = FakeClock()
+    ids = TaskIdGenerator(clock)
+    made = [ids.new() for _ in range(100)]
+    assert made == sorted(made) and len(set(made)) == 100
+
+
+def test_records_are_durable_json(tmp_path: Path) -> None:
+    clock = FakeClock()
+    ids = TaskIdGenerator(clock)
+    records = TaskRecordManifest(tmp_path / "r.sqlite")
+    record = records.create(new_record(ids, clock))
+    records.change(record.id, lambda r: lifecycle.start(r, clock.now(), "w"))
+    records.close()
+    with sqlite3.connect(tmp_path / "r.sqlite") as db:
+        (value,) = db.execute("SELECT value FROM tasks WHERE key = ?", (record.id,)).fetchone()
+    stored = json.loads(value)
+    assert stored["status"] == "running" and stored["attempts"] == 1
+    assert TaskRecordManifest(tmp_path / "r.sqlite").get(record.id).worker == "w"
+
+
+def test_change_is_compare_and_set(tmp_path: Path) -> None:
+    clock = FakeClock()
+    ids = TaskIdGenerator(clock)
+    records = TaskRecordManifest(tmp_path / "r.sqlite")
+    record = records.create(new_record(ids, clock))
+    assert records.change(record.id, lambda r: lifecycle.cancel(r, clock.now(), "no")) is not None
+    assert records.change(record.id, lambda r: lifecycle.start(r, clock.now(), "w")) is None
+    assert records.get(record.id).status is TaskStatus.CANCELLED
+    with pytest.raises(TaskNotFound):
+        records.get("missing")
+
+
+def test_query_filters_newest_first_and_counts(tmp_path: Path) -> None:
+    clock = FakeClock()
+    ids = TaskIdGenerator(clock)
+    records = TaskRecordManifest(tmp_path / "r.sqlite")
+    made = []
+    for i in range(6):
+        clock.advance(1)
+        made.append(records.create(new_record(ids, clock, "noop" if i % 2 else "other")).id)
+    records.change(made[0], lambda r: lifecycle.cancel(r, clock.now(), "x"))
+    assert [r.id for r in records.query(limit=3)] == made[::-1][:3]
+    assert [r.id for r in records.query(type_name="noop")] == [made[5], made[3], made[1]]
+    assert [r.id for r in records.query(status=TaskStatus.CANCELLED)] == [made[0]]
+    assert records.count_by_status()["pending"] == 5
+    assert [r.id for r in records.unfinished()] == made[1:]
+
+
+def test_queries_use_the_indexes(tmp_path: Path) -> None:
+    TaskRecordManifest(tmp_path / "r.sqlite").close()
+    with sqlite3.connect(tmp_path / "r.sqlite") as db:
+        plan = db.execute(
+            "EXPLAIN QUERY PLAN SELECT value FROM tasks WHERE json_extract(value, '$.status') = ?"
+            " ORDER BY key DESC LIMIT 10",
+            ("pending",),
+        ).fetchall()
+    assert "tasks_status" in str(plan)
