@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn, Optional
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Column, Table
 
@@ -204,15 +205,8 @@ def list_cmd(
     if as_json:
         emit_json([r.model_dump(mode="json") for r in records])
         return
-    table = Table(
-        Column("id", no_wrap=True),
-        "type",
-        "status",
-        "prio",
-        "tries",
-        Column("created", no_wrap=True),
-        "done",
-    )
+    columns = ("id", "type", "status", "prio", "tries", "created", "done")
+    table = Table(*(Column(c, no_wrap=True) for c in columns), box=box.SIMPLE_HEAD)
     for r in records:
         table.add_row(
             r.id,
@@ -220,7 +214,7 @@ def list_cmd(
             r.status.value,
             r.priority.value,
             str(r.attempts),
-            f"{r.created_at:%m-%d %H:%M:%S}",
+            f"{r.created_at:%m-%d %H:%M}",
             f"{r.progress:.0%}",
         )
     out.print(table)
@@ -269,6 +263,38 @@ def health(socket: SocketOpt = None, as_json: JsonOpt = False) -> None:
         out.print(f"  records: {counts}")
     if data["status"] != "ok":
         raise typer.Exit(1)
+
+
+@app.command()
+def inspect(
+    file: Annotated[Path, typer.Argument(help="A .blend file (plain, gzip or zstd).")],
+    as_json: JsonOpt = False,
+) -> None:
+    """What a .blend will render: version, scenes, the current scene's settings. No daemon needed."""
+    from pi_render.blend import BlendFileError, read_blend_info
+
+    try:
+        info = read_blend_info(file)
+    except BlendFileError as exc:
+        fail(str(exc), EXIT_TASK_FAILED)
+    if as_json:
+        emit_json(info.model_dump(mode="json"))
+        return
+    s = info.scene
+    bits = "64" if info.pointer_size == 8 else "32"
+    out.print(f"[bold]{file}[/]  Blender {info.blender_version} "
+              f"(file {info.file_version}.{info.file_subversion}), {info.compression}, "
+              f"{bits}-bit {info.endian}-endian", highlight=False)  # fmt: skip
+    out.print(f"  scenes   {', '.join(info.scenes)}  (current: [bold]{s.name}[/])")
+    out.print(f"  frames   {s.frame_start}–{s.frame_end} step {s.frame_step} "
+              f"(current {s.frame_current}) at {s.fps / s.fps_base:g} fps")  # fmt: skip
+    scale = s.resolution_percentage / 100
+    out.print(f"  size     {s.resolution_x}×{s.resolution_y} at {s.resolution_percentage}% → "
+              f"{int(s.resolution_x * scale)}×{int(s.resolution_y * scale)}")  # fmt: skip
+    samples = f", {s.cycles_samples} samples" if s.cycles_samples is not None else ""
+    out.print(f"  engine   {s.engine}{samples}   camera {s.camera or '(none)'}")
+    out.print(f"  output   {s.file_format} {s.color_mode} {s.color_depth}-bit → "
+              f"{s.output_path_resolved}", highlight=False)  # fmt: skip
 
 
 @app.command()

@@ -58,7 +58,7 @@ class TaskService:
         )
         self.records.create(record)
         self.router.put(record)
-        log.info("task submitted", extra={"task_id": record.id, "type": type_name, "label": label})
+        log.debug("task submitted", extra={"task_id": record.id, "type": type_name, "label": label})
         return record
 
     def get(self, task_id: str) -> TaskRecord:
@@ -81,7 +81,7 @@ class TaskService:
         """
         now = self.clock.now()
         with self.records.lock:
-            record = self.records.get(task_id)
+            record = self.records.latest(task_id)
             if record.status.is_final:
                 raise TaskStateConflict(
                     f"task {task_id} has already ended ({record.status.value}); nothing to cancel"

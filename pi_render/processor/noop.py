@@ -13,5 +13,4 @@ class NoopProcessor(Processor[NoopArgs, NoopResult]):
             ctx.report_progress(0.0, f"sleeping {args.sleep_s:g}s")
             ctx.sleep(args.sleep_s)
         ctx.check_stop()
-        ctx.report_progress(1.0, None)
         return NoopResult(payload=args.payload)

@@ -118,7 +118,7 @@ class QueueWorker(LoopWorker):
     def _on_progress(self, task_id: str, fraction: float, message: str | None) -> None:
         now = self.clock.monotonic()
         last = self._last_progress.get(task_id, float("-inf"))
-        if now - last < PROGRESS_MIN_INTERVAL_S and fraction < 1.0:
-            return
+        if now - last < PROGRESS_MIN_INTERVAL_S:
+            return  # completion records progress 1.0 anyway
         self._last_progress[task_id] = now
         self.records.change(task_id, lambda r: lifecycle.progress(r, fraction, message))
