@@ -5,6 +5,7 @@ from typing import Any
 
 from fastapi import FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 
@@ -40,6 +41,11 @@ class TaskStatusView(BaseModel):
     error: str | None
 
 
+def _json(model: BaseModel, status: int = 200) -> Response:
+    """Serialise once, in pydantic's Rust core (FastAPI would validate the model again)."""
+    return Response(model.model_dump_json(), status_code=status, media_type="application/json")
+
+
 def _error(status: int, kind: str, message: str, **extra: Any) -> JSONResponse:
     return JSONResponse(status_code=status, content={"error": kind, "message": message, **extra})
 
@@ -72,39 +78,40 @@ def create_app(
     def get_health() -> dict[str, Any]:
         return health()
 
-    @app.post("/tasks", status_code=201)
-    def submit(body: SubmitRequest) -> TaskRecord:
-        return service.submit(body.type, body.args, body.priority, body.label)
+    @app.post("/tasks", status_code=201, response_model=TaskRecord)
+    def submit(body: SubmitRequest) -> Response:
+        return _json(service.submit(body.type, body.args, body.priority, body.label), 201)
 
-    @app.get("/tasks")
+    @app.get("/tasks", response_model=list[TaskRecord])
     def list_tasks(
         status: TaskStatus | None = None,
         type: str | None = None,
         limit: int = Query(50, ge=1, le=1000),
         offset: int = Query(0, ge=0),
-    ) -> list[TaskRecord]:
-        return service.list(status, type, limit, offset)
+    ) -> Response:
+        records = service.list(status, type, limit, offset)
+        return Response("[" + ",".join(r.model_dump_json() for r in records) + "]",
+                        media_type="application/json")  # fmt: skip
 
-    @app.get("/tasks/{task_id}")
-    def get_task(task_id: str) -> TaskRecord:
-        return service.get(task_id)
+    @app.get("/tasks/{task_id}", response_model=TaskRecord)
+    def get_task(task_id: str) -> Response:
+        return _json(service.get(task_id))
 
-    @app.post("/tasks/{task_id}/cancel")
-    def cancel(task_id: str, response: Response) -> TaskRecord:
+    @app.post("/tasks/{task_id}/cancel", response_model=TaskRecord)
+    def cancel(task_id: str) -> Response:
         record = service.cancel(task_id)
-        if not record.status.is_final:
-            response.status_code = 202  # running: asked to stop; `wait` tells when it has
-        return record
+        # 202 while running: the processor was asked to stop; `wait` tells when it has
+        return _json(record, 200 if record.status.is_final else 202)
 
-    @app.get("/tasks/{task_id}/wait")
-    async def wait(task_id: str, timeout: float = Query(30.0, ge=0, le=MAX_WAIT_S)) -> TaskRecord:
+    @app.get("/tasks/{task_id}/wait", response_model=TaskRecord)
+    async def wait(task_id: str, timeout: float = Query(30.0, ge=0, le=MAX_WAIT_S)) -> Response:
         future = waiters.register(task_id)
         try:
-            record = service.get(task_id)
+            record = await run_in_threadpool(service.get, task_id)
             if not record.status.is_final and timeout > 0:
                 await waiters.wait(future, timeout)
-                record = service.get(task_id)
-            return record
+                record = await run_in_threadpool(service.get, task_id)
+            return _json(record)
         finally:
             waiters.unregister(task_id, future)
 

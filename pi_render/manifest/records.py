@@ -8,6 +8,7 @@ and memory-flat however many records pile up.
 import secrets
 import sqlite3
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -19,8 +20,14 @@ from pi_render.task import codec
 from pi_render.task.record import TaskRecord, TaskStatus
 
 TABLE = "tasks"
+RECENT_CACHE = 4096  # records kept in memory for read-modify-write (running tasks and more)
 Listener = Callable[[TaskRecord], None]
 Change = Callable[[TaskRecord], TaskRecord | None]
+
+
+def _encode(value: object) -> str:
+    """Records arrive already serialised (pydantic's JSON); anything else goes through the codec."""
+    return value if isinstance(value, str) else codec.dumps(value)
 
 
 class TaskIdGenerator:
@@ -48,7 +55,7 @@ class TaskRecordManifest:
             tablename=TABLE,
             autocommit=False,
             journal_mode="WAL",
-            encode=codec.dumps,
+            encode=_encode,
             decode=codec.loads,
             outer_stack=False,
         )
@@ -57,8 +64,9 @@ class TaskRecordManifest:
         self._db.conn.execute("PRAGMA synchronous=FULL")
         self._db.commit(blocking=True)
         self.lock = threading.RLock()  # held across read-modify-write; callers may hold it too
-        # records written but not yet committed: read-modify-write sees them, readers do not
-        self._uncommitted: dict[str, TaskRecord] = {}
+        # the newest version of recently written records, committed or not: read-modify-write
+        # starts from here (no SQL, no JSON); only this process writes, so it is never stale
+        self._recent: OrderedDict[str, TaskRecord] = OrderedDict()
         self._listeners: list[Listener] = []
         self._reader = sqlite3.connect(str(path), check_same_thread=False, timeout=30)
         self._reader_lock = threading.Lock()
@@ -97,12 +105,13 @@ class TaskRecordManifest:
             ).fetchone()
         if row is None:
             raise TaskNotFound(f"no task with id {task_id!r}")
-        return codec.record_from_json(codec.loads(row[0]))
+        return TaskRecord.model_validate_json(row[0])
 
     def latest(self, task_id: str) -> TaskRecord:
         """The newest record, committed or not: for callers holding `lock` about to change it."""
         with self.lock:
-            return self._uncommitted.get(task_id) or self.get(task_id)
+            record = self._recent.get(task_id)
+            return record if record is not None else self.get(task_id)
 
     def change(self, task_id: str, change: Change) -> TaskRecord | None:
         """Apply `change` atomically (compare-and-set): it returns the new record, or None to
@@ -127,7 +136,7 @@ class TaskRecordManifest:
         sql = f"SELECT value FROM {TABLE}{where} ORDER BY key DESC LIMIT ? OFFSET ?"
         with self._reader_lock:
             rows = self._reader.execute(sql, (*params, limit, offset)).fetchall()
-        return [codec.record_from_json(codec.loads(row[0])) for row in rows]
+        return [TaskRecord.model_validate_json(row[0]) for row in rows]
 
     def unfinished(self) -> Iterator[TaskRecord]:
         """Pending and running records, oldest first (for recovery after a crash)."""
@@ -138,7 +147,7 @@ class TaskRecordManifest:
                     f"SELECT value FROM {TABLE}{where} ORDER BY key", params
                 ).fetchall()
             for row in rows:
-                yield codec.record_from_json(codec.loads(row[0]))
+                yield TaskRecord.model_validate_json(row[0])
 
     def count_by_status(self) -> dict[str, int]:
         sql = f"SELECT json_extract(value, '$.status'), count(*) FROM {TABLE} GROUP BY 1"
@@ -156,16 +165,16 @@ class TaskRecordManifest:
 
     def _stage(self, record: TaskRecord) -> None:
         """Queue the write (under the lock, so writes reach SQLite in the order they were made)."""
-        self._uncommitted[record.id] = record
-        self._db[record.id] = codec.record_to_json(record)
+        self._recent[record.id] = record
+        self._recent.move_to_end(record.id)
+        if len(self._recent) > RECENT_CACHE:
+            self._recent.popitem(last=False)
+        self._db[record.id] = record.model_dump_json()
 
     def _commit(self, record: TaskRecord) -> None:
         """Wait for a commit that covers the staged write, outside the lock: writers that staged
         meanwhile share one fsync (group commit)."""
         self._db.commit(blocking=True)
-        with self.lock:
-            if self._uncommitted.get(record.id) is record:
-                del self._uncommitted[record.id]
         for listener in self._listeners:
             listener(record)
 

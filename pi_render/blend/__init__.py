@@ -1,0 +1,19 @@
+"""A pure-Python .blend reader: version, scenes and the current scene's render settings.
+
+Imports nothing else of pi_render. Every problem with a file is a `BlendFileError`.
+"""
+
+from pi_render.blend.errors import (
+    BlendFileError,
+    CorruptBlendFile,
+    NotABlendFile,
+    TruncatedBlendFile,
+    UnsupportedBlendFile,
+)
+from pi_render.blend.file import BlendFile, open_blend
+from pi_render.blend.scene import BlendInfo, SceneInfo, read_blend_info
+
+__all__ = [
+    "BlendFile", "BlendFileError", "BlendInfo", "CorruptBlendFile", "NotABlendFile",
+    "SceneInfo", "TruncatedBlendFile", "UnsupportedBlendFile", "open_blend", "read_blend_info",
+]  # fmt: skip

@@ -1,0 +1,200 @@
+"""What a .blend will render: its version, its scenes, and the current scene's render settings.
+
+Field names follow Blender's Python API (`scene.render.resolution_x`, `image_settings.file_format`…).
+"""
+
+import os
+import struct
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel
+
+from pi_render.blend.blocks import Block
+from pi_render.blend.errors import BlendFileError, CorruptBlendFile, UnsupportedBlendFile
+from pi_render.blend.file import BlendFile, open_blend
+from pi_render.blend.header import blender_version
+from pi_render.blend.idprops import scene_int_property
+
+SCENE = b"SC\0\0"
+R_EXTENSION = 1 << 4
+
+# R_IMF_IMTYPE_* (DNA_scene_types.h) → Blender's identifiers
+FILE_FORMATS = {
+    0: "TARGA", 1: "IRIS", 4: "JPEG", 7: "IRIZ", 14: "TARGA_RAW", 15: "AVI_RAW", 16: "AVI_JPEG",
+    17: "PNG", 20: "BMP", 21: "HDR", 22: "TIFF", 23: "OPEN_EXR", 24: "FFMPEG", 26: "CINEON",
+    27: "DPX", 28: "OPEN_EXR_MULTILAYER", 29: "DDS", 30: "JPEG2000", 31: "H264", 32: "XVID",
+    33: "THEORA", 34: "PSD", 35: "WEBP", 36: "AV1", 37: "AVIF",
+}  # fmt: skip
+COLOR_MODES = {8: "BW", 24: "RGB", 32: "RGBA"}
+COLOR_DEPTHS = {1: "1", 2: "8", 4: "10", 8: "12", 16: "16", 32: "24", 64: "32"}
+
+T = TypeVar("T")
+
+
+class SceneInfo(BaseModel):
+    """The render settings of one scene."""
+
+    name: str
+    frame_start: int
+    frame_end: int
+    frame_step: int
+    frame_current: int
+    resolution_x: int
+    resolution_y: int
+    resolution_percentage: int
+    fps: int
+    fps_base: float
+    engine: str
+    file_format: str
+    color_mode: str
+    color_depth: str
+    output_path: str
+    output_path_resolved: str
+    use_file_extension: bool
+    camera: str | None
+    cycles_samples: int | None
+
+
+class BlendInfo(BaseModel):
+    """Everything `pi-render inspect` reports about a file."""
+
+    path: str
+    compression: Literal["none", "gzip", "zstd"]
+    file_version: int
+    file_subversion: int
+    blender_version: str
+    pointer_size: int
+    endian: Literal["little", "big"]
+    scenes: list[str]
+    scene: SceneInfo
+
+
+def _scene_of_window(blend: BlendFile) -> Block | None:
+    """The first window's scene: `wmWindow.scene` (2.80+), else `wmWindow.screen → bScreen.scene`."""
+    wm = next(blend.blocks.with_code(b"WM\0\0"), None)
+    if wm is None or not blend.has_field("wmWindowManager", "windows"):
+        return None
+    window = blend.deref(blend.get(wm, "windows.first", "wmWindowManager"))
+    if window is None:
+        return None
+    if blend.has_field("wmWindow", "scene"):
+        return blend.deref(blend.get(window, "scene", "wmWindow"))
+    if blend.has_field("wmWindow", "screen") and blend.has_field("bScreen", "scene"):
+        screen = blend.deref(blend.get(window, "screen", "wmWindow"))
+        return blend.deref(blend.get(screen, "scene", "bScreen")) if screen else None
+    return None
+
+
+def current_scene_block(blend: BlendFile) -> Block:
+    """`FileGlobal.curscene`, else the window's scene, else the first scene.
+
+    Raises:
+        UnsupportedBlendFile: the file has no scene at all.
+    """
+    glob = next(blend.blocks.with_code(b"GLOB"), None)
+    candidates = []
+    if glob is not None and blend.has_field("FileGlobal", "curscene"):
+        candidates.append(lambda: blend.deref(blend.get(glob, "curscene", "FileGlobal")))
+    candidates.append(lambda: _scene_of_window(blend))
+    candidates.append(lambda: next(blend.blocks.with_code(SCENE), None))
+    for candidate in candidates:
+        block = candidate()
+        if block is not None and block.code == SCENE:
+            return block
+    raise UnsupportedBlendFile("the file has no scene", blend.path)
+
+
+def _resolve_output(output: str, blend_path: Path) -> str:
+    folder = blend_path.resolve().parent
+    if output.startswith("//"):
+        return os.path.normpath(folder / output[2:]) + ("/" if output.endswith("/") else "")
+    return output if os.path.isabs(output) else os.path.normpath(folder / output)
+
+
+def read_scene(blend: BlendFile, scene: Block) -> SceneInfo:
+    def r(path: str) -> Any:
+        return blend.get(scene, f"r.{path}", "Scene")
+
+    camera = blend.deref(blend.get(scene, "camera", "Scene"))
+    imtype = int(r("im_format.imtype"))
+    output = str(r("pic"))
+    return SceneInfo(
+        name=blend.id_name(scene),
+        frame_start=r("sfra"),
+        frame_end=r("efra"),
+        frame_step=r("frame_step"),
+        frame_current=r("cfra"),
+        resolution_x=r("xsch"),
+        resolution_y=r("ysch"),
+        resolution_percentage=r("size"),
+        fps=r("frs_sec"),
+        fps_base=round(float(r("frs_sec_base")), 6),
+        engine=r("engine") if blend.has_field("Scene", "r.engine") else "BLENDER_RENDER",
+        file_format=FILE_FORMATS.get(imtype, f"UNKNOWN_{imtype}"),
+        color_mode=COLOR_MODES.get(r("im_format.planes"), "RGB"),
+        color_depth=COLOR_DEPTHS.get(r("im_format.depth"), "8"),
+        output_path=output,
+        output_path_resolved=_resolve_output(output, blend.path),
+        use_file_extension=bool(r("scemode") & R_EXTENSION),
+        camera=blend.id_name(camera) if camera is not None and camera.id_code == b"OB" else None,
+        cycles_samples=scene_int_property(blend, scene, "cycles", "samples"),
+    )
+
+
+def read_current_scene(blend: BlendFile) -> SceneInfo:
+    blend.sdna  # noqa: B018  (raises TruncatedBlendFile when the catalogue is missing)
+    return _guarded(blend.path, lambda: read_scene(blend, current_scene_block(blend)))
+
+
+def _subversion(blend: BlendFile) -> int:
+    glob = next(blend.blocks.with_code(b"GLOB"), None)
+    if glob is None or not blend.has_field("FileGlobal", "subversion"):
+        return 0
+    return int(blend.get(glob, "subversion", "FileGlobal"))
+
+
+def read_blend_info(path: str | Path) -> BlendInfo:
+    """Read a .blend's version and its current scene's render settings.
+
+    Raises:
+        BlendFileError (a subclass for each kind of problem), and nothing else.
+    """
+    path = Path(path)
+    try:
+        with open_blend(path) as blend:
+
+            def build() -> BlendInfo:
+                blend.sdna  # noqa: B018  (a file without its catalogue is truncated: say so first)
+                h = blend.header
+                return BlendInfo(
+                    path=str(path),
+                    compression=blend.compression,  # type: ignore[arg-type]
+                    file_version=h.file_version,
+                    file_subversion=_subversion(blend),
+                    blender_version=blender_version(h.file_version),
+                    pointer_size=h.pointer_size,
+                    endian=h.endian,  # type: ignore[arg-type]
+                    scenes=[blend.id_name(b) for b in blend.blocks.with_code(SCENE)],
+                    scene=read_scene(blend, current_scene_block(blend)),
+                )
+
+            return _guarded(path, build)
+    except BlendFileError:
+        raise
+    except (MemoryError, RecursionError) as exc:  # pragma: no cover - defensive
+        raise CorruptBlendFile(f"cannot be read ({type(exc).__name__})", path, 0) from None
+
+
+def _guarded(path: Path, build: Callable[[], T]) -> T:
+    """Turn the low-level errors a corrupt file can cause into BlendFileErrors."""
+    try:
+        return build()
+    except BlendFileError:
+        raise
+    except KeyError as exc:
+        raise UnsupportedBlendFile(f"this file's SDNA has no {exc.args[0]}", path) from None
+    except (struct.error, IndexError, ValueError, TypeError, OverflowError) as exc:
+        raise CorruptBlendFile(f"inconsistent data ({exc})", path, 0) from None
+

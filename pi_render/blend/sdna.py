@@ -1,0 +1,150 @@
+"""The file's own struct catalogue (DNA1): parsed up to each struct's start, field tables on demand.
+
+Offsets are never hard-coded: `Scene.r` is at 416 in 3.4 and 608 in 5.0. makesdna pads explicitly,
+so a field's offset is the sum of the sizes before it.
+"""
+
+import re
+import struct
+from dataclasses import dataclass
+from math import prod
+from pathlib import Path
+
+from pi_render.blend.errors import CorruptBlendFile, TruncatedBlendFile
+
+_DIMS = re.compile(rb"\[(\d+)\]")
+
+# C type name → struct format for scalar reads (unknown types are read as raw bytes)
+SCALAR_FORMATS = {
+    b"char": "B", b"uchar": "B", b"uint8_t": "B", b"int8_t": "b", b"bool": "B",
+    b"short": "h", b"ushort": "H", b"int16_t": "h", b"uint16_t": "H",
+    b"int": "i", b"int32_t": "i", b"uint": "I", b"uint32_t": "I",
+    b"float": "f", b"double": "d",
+    b"int64_t": "q", b"uint64_t": "Q", b"long": "i", b"ulong": "I",
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Field:
+    """A struct member: `name` is bare (no `*`, `[]`, `()`); `dims` are its array sizes."""
+
+    name: str
+    type_name: str
+    offset: int
+    size: int
+    is_pointer: bool
+    dims: tuple[int, ...]
+
+
+class SDNA:
+    """Names, types and type sizes of a DNA1 payload; struct field tables built on first use."""
+
+    def __init__(self, data: bytes, start: int, length: int, endian: str, pointer_size: int,
+                 path: Path) -> None:  # fmt: skip
+        self._data = data
+        self._start = start
+        self._end = start + length
+        self._e = "<" if endian == "little" else ">"
+        self._path = path
+        self.pointer_size = pointer_size
+        self._fields: dict[str, dict[str, Field]] = {}
+        at = self._expect(start, b"SDNA")
+        at = self._expect(at, b"NAME")
+        self.names, at = self._strings(at)
+        at = self._expect(self._pad(at), b"TYPE")
+        self.types, at = self._strings(at)
+        at = self._expect(self._pad(at), b"TLEN")
+        count = len(self.types)
+        self._need(at, 2 * count, "type sizes")
+        self.sizes = struct.unpack_from(f"{self._e}{count}H", data, at)
+        at = self._expect(self._pad(at + 2 * count), b"STRC")
+        self._struct_at: dict[bytes, int] = {}
+        self.struct_index: dict[bytes, int] = {}
+        self.struct_types: list[int] = []
+        (n_structs,) = self._ints(at, 1)
+        at += 4
+        if n_structs > (self._end - at) // 4:
+            raise CorruptBlendFile(f"SDNA claims {n_structs} structs", path, at)
+        u16 = struct.Struct(f"{self._e}HH")
+        for index in range(n_structs):
+            self._need(at, 4, "a struct header")
+            type_index, n_fields = u16.unpack_from(data, at)
+            self._need(at + 4, 4 * n_fields, "struct fields")
+            if type_index >= count:
+                raise CorruptBlendFile(f"struct type index {type_index} out of range", path, at)
+            name = self.types[type_index]
+            self._struct_at[name] = at
+            self.struct_index[name] = index
+            self.struct_types.append(type_index)
+            at += 4 + 4 * n_fields
+
+    def _expect(self, at: int, tag: bytes) -> int:
+        self._need(at, 4, tag.decode())
+        if self._data[at : at + 4] != tag:
+            raise CorruptBlendFile(f"SDNA has no {tag.decode()} section", self._path, at)
+        return at + 4
+
+    def _need(self, at: int, size: int, what: str) -> None:
+        if size < 0 or at + size > self._end:
+            raise TruncatedBlendFile(f"SDNA ends inside {what} (at byte {at})", self._path)
+
+    def _pad(self, at: int) -> int:
+        """Align to 4 relative to the DNA1 payload (not the file: the v1 header is 17 bytes)."""
+        return self._start + ((at - self._start + 3) & ~3)
+
+    def _ints(self, at: int, n: int) -> tuple[int, ...]:
+        self._need(at, 4 * n, "a count")
+        return struct.unpack_from(f"{self._e}{n}i", self._data, at)
+
+    def _strings(self, at: int) -> tuple[list[bytes], int]:
+        (count,) = self._ints(at, 1)
+        at += 4
+        if count < 0 or count > self._end - at:
+            raise CorruptBlendFile(f"SDNA claims {count} strings", self._path, at)
+        parts = self._data[at : self._end].split(b"\0", count)
+        if len(parts) <= count:
+            raise TruncatedBlendFile("SDNA ends inside its string table", self._path)
+        strings = parts[:count]
+        return strings, at + sum(map(len, strings)) + count
+
+    def has_struct(self, name: str) -> bool:
+        return name.encode() in self._struct_at
+
+    def struct_size(self, name: str) -> int:
+        at = self._struct_at.get(name.encode())
+        if at is None:
+            raise KeyError(name)
+        (type_index,) = struct.unpack_from(f"{self._e}H", self._data, at)
+        return int(self.sizes[type_index])
+
+    def fields(self, struct_name: str) -> dict[str, Field]:
+        """The struct's fields by bare name. Raises KeyError for an unknown struct."""
+        table = self._fields.get(struct_name)
+        if table is not None:
+            return table
+        at = self._struct_at.get(struct_name.encode())
+        if at is None:
+            raise KeyError(struct_name)
+        _, n_fields = struct.unpack_from(f"{self._e}HH", self._data, at)
+        raw = struct.unpack_from(f"{self._e}{2 * n_fields}H", self._data, at + 4)
+        table, offset = {}, 0
+        for type_index, name_index in zip(raw[::2], raw[1::2]):
+            if type_index >= len(self.types) or name_index >= len(self.names):
+                raise CorruptBlendFile(f"struct {struct_name} has a bad field", self._path, at)
+            full = self.names[name_index]
+            is_pointer = full.startswith(b"*") or full.startswith(b"(")
+            dims = tuple(int(d) for d in _DIMS.findall(full))
+            size = (self.pointer_size if is_pointer else self.sizes[type_index]) * prod(dims)
+            bare = full.split(b"[", 1)[0].translate(None, b"*()").decode("ascii", "replace")
+            table[bare] = Field(
+                bare, self.types[type_index].decode("ascii", "replace"), offset, size, is_pointer,
+                dims,
+            )  # fmt: skip
+            offset += size
+        self._fields[struct_name] = table
+        return table
+
+    def struct_name_of(self, sdna_index: int) -> str | None:
+        if 0 <= sdna_index < len(self.struct_types):
+            return self.types[self.struct_types[sdna_index]].decode("ascii", "replace")
+        return None

@@ -1,0 +1,13 @@
+"""The inspect_blend processor: the .blend reader, run in a worker."""
+
+from pi_render.blend import BlendInfo, read_blend_info
+from pi_render.processor.base import Processor
+from pi_render.processor.context import TaskContext
+from pi_render.task.inspect_blend import InspectBlendArgs, InspectBlendTask
+
+
+class InspectBlendProcessor(Processor[InspectBlendArgs, BlendInfo]):
+    task = InspectBlendTask
+
+    def _process(self, args: InspectBlendArgs, ctx: TaskContext) -> BlendInfo:
+        return read_blend_info(args.path)
