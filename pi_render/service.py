@@ -4,7 +4,7 @@ import logging
 from typing import Any
 
 from pi_render.clock import Clock
-from pi_render.errors import TaskStateConflict
+from pi_render.errors import PiRenderError, TaskStateConflict
 from pi_render.manifest.records import TaskIdGenerator, TaskRecordManifest
 from pi_render.processor.context import StopReason
 from pi_render.queue.router import Router
@@ -44,11 +44,34 @@ class TaskService:
         Raises:
             UnknownTaskType, InvalidTaskArgs, NoConsumer: nothing is written then.
         """
+        return self.submit_many([(type_name, args, priority, label)])[0]
+
+    def submit_many(
+        self, requests: list[tuple[str, Any, Priority, str | None]]
+    ) -> list[TaskRecord]:
+        """All or nothing: every request is validated before any is written; one commit."""
+        records = []
+        for index, (type_name, args, priority, label) in enumerate(requests):
+            try:
+                records.append(self._new_record(type_name, args, priority, label))
+            except PiRenderError as exc:
+                if len(requests) > 1:
+                    exc.args = (f"task {index}: {exc}",)
+                raise
+        self.records.create_many(records)
+        for record in records:
+            self.router.put(record)
+            log.debug("task submitted", extra={"task_id": record.id, "type": record.type})
+        return records
+
+    def _new_record(
+        self, type_name: str, args: Any, priority: Priority, label: str | None
+    ) -> TaskRecord:
         cls = task_type(type_name)
         parsed = cls.parse_args(args)
         label = label or cls.default_label
         self.router.queue_for(label)  # refuse before writing anything
-        record = TaskRecord(
+        return TaskRecord(
             id=self.ids.new(),
             type=type_name,
             label=label,
@@ -56,10 +79,6 @@ class TaskService:
             args=parsed.model_dump(mode="json"),
             created_at=self.clock.now(),
         )
-        self.records.create(record)
-        self.router.put(record)
-        log.debug("task submitted", extra={"task_id": record.id, "type": type_name, "label": label})
-        return record
 
     def get(self, task_id: str) -> TaskRecord:
         return self.records.get(task_id)

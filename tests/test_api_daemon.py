@@ -171,3 +171,23 @@ def test_cancel_of_a_finished_task_is_a_conflict(daemon: DaemonProcess) -> None:
         daemon.client.cancel(record.id)
     assert info.value.http_status == 409
     assert "already ended" in str(info.value)
+
+
+def test_batch_submit_is_all_or_nothing(daemon: DaemonProcess) -> None:
+    records = daemon.client.submit_many(
+        [{"type": "noop", "args": {"payload": i}} for i in range(50)]
+        + [{"type": "noop", "args": {"payload": "vip"}, "priority": "high"}]
+    )
+    assert len(records) == 51 and records[-1].priority == "high"
+    assert [daemon.client.wait(r.id, 30).result for r in records[:3]] == [
+        {"payload": 0}, {"payload": 1}, {"payload": 2}
+    ]
+    before = sum(daemon.client.health()["records"].values())
+    with pytest.raises(ApiError) as info:
+        daemon.client.submit_many(
+            [{"type": "noop"}, {"type": "noop", "args": {"sleep_s": "x"}}, {"type": "noop"}]
+        )
+    assert info.value.http_status == 422 and "task 1:" in str(info.value)
+    assert sum(daemon.client.health()["records"].values()) == before  # none of it was written
+    with raw(daemon) as http:
+        assert http.post("/tasks/batch", json={"tasks": []}).status_code == 422

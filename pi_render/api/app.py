@@ -7,7 +7,7 @@ from fastapi import FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from pi_render import __version__
 from pi_render.api.waiters import FinalStateWaiters
@@ -17,6 +17,7 @@ from pi_render.task.base import task_types
 from pi_render.task.record import Priority, TaskRecord, TaskStatus
 
 MAX_WAIT_S = 3600.0
+MAX_BATCH = 1000
 
 
 class SubmitRequest(BaseModel):
@@ -28,6 +29,14 @@ class SubmitRequest(BaseModel):
     args: dict[str, Any] | None = None
     priority: Priority = Priority.NORMAL
     label: str | None = None
+
+
+class BatchSubmitRequest(BaseModel):
+    """POST /tasks/batch body: all are accepted, or none."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tasks: list[SubmitRequest] = Field(min_length=1, max_length=MAX_BATCH)
 
 
 class TaskStatusView(BaseModel):
@@ -44,6 +53,11 @@ class TaskStatusView(BaseModel):
 def _json(model: BaseModel, status: int = 200) -> Response:
     """Serialise once, in pydantic's Rust core (FastAPI would validate the model again)."""
     return Response(model.model_dump_json(), status_code=status, media_type="application/json")
+
+
+def _json_list(models: list[TaskRecord], status: int = 200) -> Response:
+    body = "[" + ",".join(m.model_dump_json() for m in models) + "]"
+    return Response(body, status_code=status, media_type="application/json")
 
 
 def _error(status: int, kind: str, message: str, **extra: Any) -> JSONResponse:
@@ -82,6 +96,13 @@ def create_app(
     def submit(body: SubmitRequest) -> Response:
         return _json(service.submit(body.type, body.args, body.priority, body.label), 201)
 
+    @app.post("/tasks/batch", status_code=201, response_model=list[TaskRecord])
+    def submit_batch(body: BatchSubmitRequest) -> Response:
+        records = service.submit_many(
+            [(t.type, t.args, t.priority, t.label) for t in body.tasks]
+        )
+        return _json_list(records, 201)
+
     @app.get("/tasks", response_model=list[TaskRecord])
     def list_tasks(
         status: TaskStatus | None = None,
@@ -89,9 +110,7 @@ def create_app(
         limit: int = Query(50, ge=1, le=1000),
         offset: int = Query(0, ge=0),
     ) -> Response:
-        records = service.list(status, type, limit, offset)
-        return Response("[" + ",".join(r.model_dump_json() for r in records) + "]",
-                        media_type="application/json")  # fmt: skip
+        return _json_list(service.list(status, type, limit, offset))
 
     @app.get("/tasks/{task_id}", response_model=TaskRecord)
     def get_task(task_id: str) -> Response:

@@ -72,6 +72,11 @@ class Client:
             body["label"] = label
         return TaskRecord.model_validate(self._call("POST", "/tasks", json=body))
 
+    def submit_many(self, tasks: list[dict[str, Any]]) -> list[TaskRecord]:
+        """Submit up to 1000 tasks ({type, args, priority?, label?}) at once: all or none."""
+        body = self._call("POST", "/tasks/batch", json={"tasks": tasks})
+        return [TaskRecord.model_validate(r) for r in body]
+
     def get(self, task_id: str) -> TaskRecord:
         return TaskRecord.model_validate(self._call("GET", f"/tasks/{task_id}"))
 

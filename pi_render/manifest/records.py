@@ -88,10 +88,15 @@ class TaskRecordManifest:
         self._listeners.append(listener)
 
     def create(self, record: TaskRecord) -> TaskRecord:
-        with self.lock:
-            self._stage(record)
-        self._commit(record)
+        self.create_many([record])
         return record
+
+    def create_many(self, records: list[TaskRecord]) -> None:
+        """Write new records; one commit covers them all."""
+        with self.lock:
+            for record in records:
+                self._stage(record)
+        self._commit(*records)
 
     def get(self, task_id: str) -> TaskRecord:
         """The last committed record (read beside the writer: WAL readers never wait on fsync).
@@ -171,12 +176,13 @@ class TaskRecordManifest:
             self._recent.popitem(last=False)
         self._db[record.id] = record.model_dump_json()
 
-    def _commit(self, record: TaskRecord) -> None:
-        """Wait for a commit that covers the staged write, outside the lock: writers that staged
+    def _commit(self, *records: TaskRecord) -> None:
+        """Wait for a commit that covers the staged writes, outside the lock: writers that staged
         meanwhile share one fsync (group commit)."""
         self._db.commit(blocking=True)
-        for listener in self._listeners:
-            listener(record)
+        for record in records:
+            for listener in self._listeners:
+                listener(record)
 
     @staticmethod
     def _filters(status: TaskStatus | None, type_name: str | None) -> tuple[str, tuple[str, ...]]:
