@@ -270,7 +270,7 @@ def inspect(
     file: Annotated[Path, typer.Argument(help="A .blend file (plain, gzip or zstd).")],
     as_json: JsonOpt = False,
 ) -> None:
-    """What a .blend will render: version, scenes, the current scene's settings. No daemon needed."""
+    """What a .blend will render: version, scenes, current scene's settings. No daemon needed."""
     from pi_render.blend import BlendFileError, read_blend_info
 
     try:

@@ -180,7 +180,9 @@ def test_batch_submit_is_all_or_nothing(daemon: DaemonProcess) -> None:
     )
     assert len(records) == 51 and records[-1].priority == "high"
     assert [daemon.client.wait(r.id, 30).result for r in records[:3]] == [
-        {"payload": 0}, {"payload": 1}, {"payload": 2}
+        {"payload": 0},
+        {"payload": 1},
+        {"payload": 2},
     ]
     before = sum(daemon.client.health()["records"].values())
     with pytest.raises(ApiError) as info:

@@ -1,7 +1,10 @@
 """A real daemon's life: one per data dir, cancel, priority, worker deaths, stop, resume."""
 
+import os
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -108,3 +111,20 @@ def test_restart_keeps_pending_tasks_in_order(make_daemon: Callable[..., DaemonP
     done = {i: daemon.client.wait(i, 30) for i in ids}
     assert all(r.status == "completed" for r in done.values())
     assert sorted(ids, key=lambda i: started(done[i])) == ids
+
+
+def test_an_idle_daemon_uses_almost_no_cpu(daemon: DaemonProcess) -> None:
+    """Workers sleep on a condition that `put` signals: no polling while idle."""
+    assert daemon.proc is not None
+    pid, ticks = daemon.proc.pid, os.sysconf("SC_CLK_TCK")
+
+    def cpu_seconds() -> float:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        fields = stat.rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / ticks
+
+    before, t0 = cpu_seconds(), time.monotonic()
+    window = threading.Event()
+    window.wait(3.0)  # the measurement window itself, not a wait for something to happen
+    used = (cpu_seconds() - before) / (time.monotonic() - t0)
+    assert used < 0.03, f"idle daemon used {used:.1%} of a core"

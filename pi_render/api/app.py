@@ -4,8 +4,8 @@ from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Query, Request, Response
-from fastapi.exceptions import RequestValidationError
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -98,9 +98,7 @@ def create_app(
 
     @app.post("/tasks/batch", status_code=201, response_model=list[TaskRecord])
     def submit_batch(body: BatchSubmitRequest) -> Response:
-        records = service.submit_many(
-            [(t.type, t.args, t.priority, t.label) for t in body.tasks]
-        )
+        records = service.submit_many([(t.type, t.args, t.priority, t.label) for t in body.tasks])
         return _json_list(records, 201)
 
     @app.get("/tasks", response_model=list[TaskRecord])

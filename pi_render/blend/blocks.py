@@ -30,7 +30,7 @@ class Block:
 
 
 class BlockIndex:
-    """Every block of a file, scanned once; a missing ENDB is treated as the end (as Blender does)."""
+    """Every block of a file, scanned once; a missing ENDB counts as the end (as in Blender)."""
 
     def __init__(self, data: bytes, header: BlendHeader, path: Path) -> None:
         self._data = data
@@ -54,7 +54,9 @@ class BlockIndex:
                 return
             length = fields[len_at]
             if length < 0 or fields[h.count_at] < 0:
-                raise CorruptBlendFile(f"block {code!r} has a negative length or count", path, offset)
+                raise CorruptBlendFile(
+                    f"block {code!r} has a negative length or count", path, offset
+                )
             payload_end = offset + size + length
             if payload_end > end:
                 return  # truncated inside this block: the index stops before it

@@ -6,6 +6,7 @@ Decompression is streamed with a cap, so a small hostile file cannot make us all
 import io
 import zlib
 from pathlib import Path
+from typing import Literal
 
 import zstandard
 
@@ -18,6 +19,8 @@ MAX_RATIO = 200  # a .blend rarely compresses past 20:1; far beyond that is a bo
 MAX_FLOOR = 64 << 20  # …but small files may legitimately inflate past 200×
 CHUNK = 1 << 20
 
+Compression = Literal["none", "gzip", "zstd"]
+
 
 def _is_zstd(data: bytes) -> bool:
     if data[:4] == ZSTD_MAGIC:
@@ -27,7 +30,7 @@ def _is_zstd(data: bytes) -> bool:
 
 
 def detect(data: bytes) -> str:
-    """"none", "gzip" or "zstd" from the magic bytes."""
+    """ "none", "gzip" or "zstd" from the magic bytes."""
     if data[:7] == BLEND_MAGIC:
         return "none"
     if data[:2] == GZIP_MAGIC:
@@ -37,7 +40,7 @@ def detect(data: bytes) -> str:
     return "unknown"
 
 
-def decompress(data: bytes, path: Path) -> tuple[bytes, str]:
+def decompress(data: bytes, path: Path) -> tuple[bytes, Compression]:
     """The plain .blend bytes and the compression that was used.
 
     Raises:
@@ -47,14 +50,14 @@ def decompress(data: bytes, path: Path) -> tuple[bytes, str]:
         raise NotABlendFile("the file is empty", path)
     kind = detect(data)
     if kind == "none":
-        return data, kind
+        return data, "none"
     if kind == "unknown":
         raise NotABlendFile("not a .blend file (no BLENDER, gzip or zstd magic)", path)
     limit = max(MAX_FLOOR, MAX_RATIO * len(data))
     out = _gunzip(data, path, limit) if kind == "gzip" else _unzstd(data, path, limit)
     if out[:7] != BLEND_MAGIC:
         raise NotABlendFile(f"{kind}-compressed, but the content is not a .blend file", path)
-    return out, kind
+    return out, "gzip" if kind == "gzip" else "zstd"
 
 
 def _gunzip(data: bytes, path: Path, limit: int) -> bytes:

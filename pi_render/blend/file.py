@@ -1,4 +1,4 @@
-"""BlendFile: decompressed bytes + header + block index + lazily parsed SDNA; reads fields by path."""
+"""BlendFile: decompressed bytes, header, block index and lazy SDNA; reads fields by path."""
 
 import struct
 from collections.abc import Iterator
@@ -36,7 +36,9 @@ class BlendFile:
     def sdna(self) -> SDNA:
         dna = next(self.blocks.with_code(b"DNA1"), None)
         if dna is None:
-            raise TruncatedBlendFile("no DNA1 block: the file is truncated or incomplete", self.path)
+            raise TruncatedBlendFile(
+                "no DNA1 block: the file is truncated or incomplete", self.path
+            )
         return SDNA(
             self.data, dna.offset, dna.length, self.header.endian, self.header.pointer_size,
             self.path,
@@ -91,11 +93,11 @@ class BlendFile:
         if field.type_name == "char" and field.dims:
             raw = self.data[at : at + field.size]
             return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
-        fmt = SCALAR_FORMATS.get(field.type_name.encode())
-        if fmt is None:
+        scalar = SCALAR_FORMATS.get(field.type_name.encode())
+        if scalar is None:
             return self.data[at : at + field.size]
-        count = field.size // struct.calcsize(fmt)
-        values = struct.unpack_from(f"{self._e}{count}{fmt}", self.data, at)
+        count = field.size // struct.calcsize(scalar)
+        values = struct.unpack_from(f"{self._e}{count}{scalar}", self.data, at)
         return values[0] if not field.dims else values
 
     def deref(self, pointer: int) -> Block | None:

@@ -1,8 +1,9 @@
-"""The file header, decided by its bytes: legacy `BLENDER-v304` (12 bytes) or v1 `BLENDER17-01v0500`."""
+"""The file header, decided by its bytes: legacy `BLENDER-v304` or v1 `BLENDER17-01v0500`."""
 
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from pi_render.blend.errors import NotABlendFile, TruncatedBlendFile, UnsupportedBlendFile
 
@@ -13,7 +14,7 @@ class BlendHeader:
 
     size: int
     pointer_size: int
-    endian: str  # "little" | "big"
+    endian: Literal["little", "big"]
     file_version: int
     format_version: int  # 0: legacy BHead4/SmallBHead8; 1: LargeBHead8
     bhead: struct.Struct
@@ -38,7 +39,7 @@ def parse_header(data: bytes, path: Path) -> BlendHeader:
         pointer_size = 4 if data[7:8] == b"_" else 8
         if data[8:9] not in (b"v", b"V"):
             raise NotABlendFile(f"unknown endianness mark {data[8:9]!r}", path)
-        endian = "little" if data[8:9] == b"v" else "big"
+        endian: Literal["little", "big"] = "little" if data[8:9] == b"v" else "big"
         version = _digits(data[9:12], path)
         e = "<" if endian == "little" else ">"
         layout = f"{e}4si{'I' if pointer_size == 4 else 'Q'}ii"  # code, len, old, sdna, nr

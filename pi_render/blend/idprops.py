@@ -9,7 +9,8 @@ MAX_CHILDREN = 100_000  # a cycle in a corrupt list must not hang us
 
 
 def _children(blend: BlendFile, group: Block) -> list[Block]:
-    children, seen = [], set()
+    children: list[Block] = []
+    seen: set[int] = set()
     child = blend.deref(blend.get(group, "data.group.first", "IDProperty"))
     while child is not None and child.old not in seen and len(children) < MAX_CHILDREN:
         seen.add(child.old)

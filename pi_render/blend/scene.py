@@ -1,6 +1,6 @@
 """What a .blend will render: its version, its scenes, and the current scene's render settings.
 
-Field names follow Blender's Python API (`scene.render.resolution_x`, `image_settings.file_format`…).
+Field names follow Blender's Python API (`render.resolution_x`, `image_settings.file_format`…).
 """
 
 import os
@@ -72,7 +72,7 @@ class BlendInfo(BaseModel):
 
 
 def _scene_of_window(blend: BlendFile) -> Block | None:
-    """The first window's scene: `wmWindow.scene` (2.80+), else `wmWindow.screen → bScreen.scene`."""
+    """The first window's scene: `wmWindow.scene` (2.80+), else `wmWindow.screen.scene`."""
     wm = next(blend.blocks.with_code(b"WM\0\0"), None)
     if wm is None or not blend.has_field("wmWindowManager", "windows"):
         return None
@@ -94,7 +94,7 @@ def current_scene_block(blend: BlendFile) -> Block:
         UnsupportedBlendFile: the file has no scene at all.
     """
     glob = next(blend.blocks.with_code(b"GLOB"), None)
-    candidates = []
+    candidates: list[Callable[[], Block | None]] = []
     if glob is not None and blend.has_field("FileGlobal", "curscene"):
         candidates.append(lambda: blend.deref(blend.get(glob, "curscene", "FileGlobal")))
     candidates.append(lambda: _scene_of_window(blend))
@@ -170,12 +170,12 @@ def read_blend_info(path: str | Path) -> BlendInfo:
                 h = blend.header
                 return BlendInfo(
                     path=str(path),
-                    compression=blend.compression,  # type: ignore[arg-type]
+                    compression=blend.compression,
                     file_version=h.file_version,
                     file_subversion=_subversion(blend),
                     blender_version=blender_version(h.file_version),
                     pointer_size=h.pointer_size,
-                    endian=h.endian,  # type: ignore[arg-type]
+                    endian=h.endian,
                     scenes=[blend.id_name(b) for b in blend.blocks.with_code(SCENE)],
                     scene=read_scene(blend, current_scene_block(blend)),
                 )
@@ -197,4 +197,3 @@ def _guarded(path: Path, build: Callable[[], T]) -> T:
         raise UnsupportedBlendFile(f"this file's SDNA has no {exc.args[0]}", path) from None
     except (struct.error, IndexError, ValueError, TypeError, OverflowError) as exc:
         raise CorruptBlendFile(f"inconsistent data ({exc})", path, 0) from None
-

@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 LANES = (Priority.HIGH, Priority.NORMAL)  # the order in which lanes are served
 
 
-class _AckQueue(persistqueue.SQLiteAckQueue):  # type: ignore[misc]
+class _AckQueue(persistqueue.SQLiteAckQueue):
     """persist-queue's ack queue with `synchronous=NORMAL` on its connections (see above)."""
 
     def _new_db_connection(

@@ -18,7 +18,9 @@ class InspectBlendArgs(BaseModel):
     @classmethod
     def _absolute(cls, value: str) -> str:
         if not Path(value).is_absolute():
-            raise ValueError("must be an absolute path (the daemon has no working directory of yours)")
+            raise ValueError(
+                "must be an absolute path (the daemon has no working directory of yours)"
+            )
         return value
 
 
