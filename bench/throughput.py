@@ -6,14 +6,18 @@ persist-queue and huey (SqliteHuey with a real consumer), on this host, in one r
 
 Phases, in order:
   1. pi_render throughput: a `pi_render serve` subprocess (temp data dir, [workers] default = W);
-     N `noop` tasks submitted from C client threads, each with its own Client, as fast as they
-     go, so a backlog builds; records are read back through the list API.
-  2. pi_render latency: a fresh, idle daemon; one client submits a task and waits for it, L
+     N `noop` tasks submitted from C client threads, each with its own Client, one
+     `POST /tasks` per task, as fast as they go, so a backlog builds; records are read back
+     through the list API.
+  2. pi_render (batch) throughput: the same with a fresh daemon, but each client submits its
+     share through `Client.submit_many` (`POST /tasks/batch`), B tasks per request.
+  3. pi_render latency: a fresh, idle daemon; one client submits a task and waits for it, L
      times in a row; latency = record.started_at - wall time just before the submit request.
-  3. persist-queue: SQLiteAckQueue as pi_render opens it; put N, then get+ack N with W threads.
-  4. huey throughput: SqliteHuey in a temp file, a real consumer subprocess (thread workers,
+  4. persist-queue: SQLiteAckQueue as pi_render opens it (WAL, synchronous=NORMAL, json);
+     put N, then get+ack N with W threads.
+  5. huey throughput: SqliteHuey in a temp file, a real consumer subprocess (thread workers,
      W of them, all other consumer settings at huey's defaults); N tasks enqueued from C threads.
-  5. huey latency: the same consumer once idle; one thread enqueues a task and waits for its
+  6. huey latency: the same consumer once idle; one thread enqueues a task and waits for its
      result, L times in a row; latency = time.time() inside the task - time before enqueue.
 
 No figure is asserted: this is a measurement, not a test. Everything it starts is stopped and
@@ -57,6 +61,9 @@ HUEY_NAME = "bench"
 HUEY_TASK = "bench_noop"
 HUEY_RESULT_POLL_S = 0.005  # how often we look for a huey result (our waiting, not huey's)
 WARMUP = 5  # untimed requests before each latency series (connections, imports, caches)
+MAX_BATCH = 1000  # the most tasks POST /tasks/batch takes
+PI = "pi_render"
+PI_BATCH = "pi_render (batch)"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -210,13 +217,21 @@ class Report:
 
 
 def add_rate_rows(
-    report: Report, system: str, n: int, t_first: float, t_submitted: float, done: Sequence[float]
+    report: Report,
+    system: str,
+    n: int,
+    t_first: float,
+    t_submitted: float,
+    done: Sequence[float],
+    submit_unit: str = "req/s",
 ) -> None:
-    """The throughput rows shared by pi_render and huey, from wall-clock completion stamps."""
+    """The throughput rows shared by pi_render and huey, from wall-clock completion stamps.
+
+    The submit rate counts tasks; its unit says "req/s" where each task is one request."""
     t_last = max(done)
     drain = [stamp for stamp in done if stamp > t_submitted]
     report.add(system, "end-to-end rate", n / (t_last - t_first), "tasks/s")
-    report.add(system, "submit/enqueue rate", n / (t_submitted - t_first), "req/s")
+    report.add(system, "submit/enqueue rate", n / (t_submitted - t_first), submit_unit)
     report.add(system, "rate, first 10% done", window_rate(done, 0.1, False), "tasks/s")
     report.add(system, "rate, last 10% done", window_rate(done, 0.1, True), "tasks/s")
     report.add(system, "backlog when submits ended", len(drain), "tasks")
@@ -329,10 +344,17 @@ def temp_dir(prefix: str, parent: Path, stack: ExitStack, keep: bool) -> Path:
 
 
 def bench_pi_render_throughput(
-    args: argparse.Namespace, tmp: Path, sock_root: Path, stack: ExitStack, report: Report
+    args: argparse.Namespace,
+    tmp: Path,
+    sock_root: Path,
+    stack: ExitStack,
+    report: Report,
+    batch: int | None = None,
 ) -> None:
-    root = temp_dir("tp-", tmp, stack, args.keep)
-    sock_dir = Path(tempfile.mkdtemp(prefix="t", dir=sock_root))
+    """N noop tasks from C clients: one POST /tasks each, or (batch=B) B per POST /tasks/batch."""
+    system = PI if batch is None else PI_BATCH
+    root = temp_dir("tp-" if batch is None else "tpb-", tmp, stack, args.keep)
+    sock_dir = Path(tempfile.mkdtemp(prefix="t" if batch is None else "b", dir=sock_root))
     daemon = DaemonProcess(root, sock_dir, args.workers, args.log_level)
     stack.callback(daemon.stop)
     daemon.start()
@@ -341,17 +363,31 @@ def bench_pi_render_throughput(
     first_start = [0.0] * args.clients
     last_end = [0.0] * args.clients
     last_ids: list[str] = [""] * args.clients
+    requests = [0] * args.clients
 
     def submitter(index: int) -> None:
         with daemon.client() as client:
             first_start[index] = time.time()
             record_id = ""
-            for _ in range(counts[index]):
-                record_id = client.submit("noop").id
+            if batch is None:
+                for _ in range(counts[index]):
+                    record_id = client.submit("noop").id
+                    requests[index] += 1
+            else:
+                left = counts[index]
+                while left > 0:
+                    size = min(batch, left)
+                    records = client.submit_many([{"type": "noop"}] * size)
+                    if len(records) != size:
+                        raise RuntimeError(f"asked for {size} tasks, got {len(records)} back")
+                    record_id = records[-1].id
+                    left -= size
+                    requests[index] += 1
             last_end[index] = time.time()
             last_ids[index] = record_id
 
-    print(f"[pi_render] submitting {args.tasks} noop tasks from {args.clients} clients...",
+    how = "one request each" if batch is None else f"in batches of {batch}"
+    print(f"[{system}] submitting {args.tasks} noop tasks from {args.clients} clients, {how}...",
           flush=True)
     daemon_cpu0, own_cpu0, wall0 = daemon.cpu_s(), own_cpu_s(), time.monotonic()
     run_threads(args.clients, submitter)
@@ -369,7 +405,7 @@ def bench_pi_render_throughput(
             time.sleep(0.1)
         wall = time.monotonic() - wall0
         daemon_cpu, own_cpu = daemon.cpu_s() - daemon_cpu0, own_cpu_s() - own_cpu0
-        print("[pi_render] all done; reading records back...", flush=True)
+        print(f"[{system}] all done; reading records back...", flush=True)
         records = fetch_all(client, args.tasks)
     daemon.stop()
 
@@ -377,10 +413,12 @@ def bench_pi_render_throughput(
     if bad:
         raise RuntimeError(f"{len(bad)} tasks did not complete, e.g. {bad[0]!r}")
     finished = [r.finished_at.timestamp() for r in records if r.finished_at is not None]
-    add_rate_rows(report, "pi_render", args.tasks, t_first, t_submitted, finished)
+    add_rate_rows(report, system, args.tasks, t_first, t_submitted, finished,
+                  "req/s" if batch is None else "tasks/s")
     report.notes.append(
-        f"pi_render throughput phase: daemon CPU {daemon_cpu:.1f} s, bench process (clients) "
-        f"CPU {own_cpu:.1f} s over {wall:.1f} s wall ({os.cpu_count()} CPUs)"
+        f"{system} throughput phase: {sum(requests)} submit requests; daemon CPU "
+        f"{daemon_cpu:.1f} s, bench process (clients) CPU {own_cpu:.1f} s over {wall:.1f} s "
+        f"wall ({os.cpu_count()} CPUs)"
     )
 
 
@@ -418,10 +456,23 @@ def bench_pi_render_latency(
 # persist-queue
 
 
+class NormalSyncAckQueue(persistqueue.SQLiteAckQueue):
+    """The ack queue as pi_render/queue/sqlite.py opens it: WAL (persist-queue's own setting)
+    and `synchronous=NORMAL` on every connection (pi_render's). Mirrored here, not imported:
+    pi_render's class is private."""
+
+    def _new_db_connection(
+        self, path: str, multithreading: bool, timeout: float
+    ) -> sqlite3.Connection:
+        conn: sqlite3.Connection = super()._new_db_connection(path, multithreading, timeout)
+        conn.execute("PRAGMA synchronous=NORMAL")
+        return conn
+
+
 def bench_persist_queue(args: argparse.Namespace, tmp: Path, stack: ExitStack,
                         report: Report) -> None:
     root = temp_dir("pq-", tmp, stack, args.keep)
-    queue: Any = persistqueue.SQLiteAckQueue(
+    queue: Any = NormalSyncAckQueue(
         str(root),
         name="normal",
         db_file_name="default.sqlite",
@@ -602,7 +653,7 @@ def print_table(report: Report) -> None:
     huey = {row.metric: row.value for row in report.rows if row.system == "huey"}
     for row in report.rows:
         comparable = row.unit in ("tasks/s", "req/s", "ms")
-        if row.system == "pi_render" and row.metric in huey and comparable:
+        if row.system in (PI, PI_BATCH) and row.metric in huey and comparable:
             row.huey = huey[row.metric]
         if row.system == "persist-queue" and row.metric == "put rate":
             row.huey = huey.get("submit/enqueue rate")
@@ -624,25 +675,34 @@ def print_table(report: Report) -> None:
 
 
 def print_goals(report: Report) -> None:
-    e2e = report.get("pi_render", "end-to-end rate") / report.get("huey", "end-to-end rate")
-    flat = report.get("pi_render", "rate, last 10% done") / report.get(
-        "pi_render", "rate, first 10% done"
-    )
-    p50 = report.get("pi_render", "submit->start latency p50")
-    print("goals:")
-    print(f"  pi_render end-to-end >= huey's:        {e2e:.2f}x  "
-          f"({'met' if e2e >= 1 else 'not met'})")
-    print(f"  rate flat as backlog grows:            last 10% / first 10% done = {flat:.2f}")
-    try:
-        drain = report.get("pi_render", "drain rate, last 10% of drain") / report.get(
-            "pi_render", "drain rate, first 10% of drain"
+    huey_e2e = report.get("huey", "end-to-end rate")
+    lines: list[tuple[str, str]] = []
+    for system in (PI, PI_BATCH):
+        e2e = report.get(system, "end-to-end rate") / huey_e2e
+        lines.append((f"{system} end-to-end >= huey's:",
+                      f"{e2e:.2f}x  ({'met' if e2e >= 1 else 'not met'})"))
+    for system in (PI, PI_BATCH):
+        flat = report.get(system, "rate, last 10% done") / report.get(
+            system, "rate, first 10% done"
         )
-    except KeyError:
-        pass
-    else:
-        print(f"    (no submits competing: last 10% / first 10% of the drain = {drain:.2f})")
-    print(f"  pi_render p50 submit->start <= 5 ms:   {p50:.2f} ms  "
-          f"({'met' if p50 <= 5 else 'not met'})")
+        lines.append((f"{system} rate flat as backlog grows:",
+                      f"last 10% / first 10% done = {flat:.2f}"))
+        try:
+            drain = report.get(system, "drain rate, last 10% of drain") / report.get(
+                system, "drain rate, first 10% of drain"
+            )
+        except KeyError:
+            pass
+        else:
+            lines.append(("", f"(no submits competing: last 10% / first 10% of the drain = "
+                              f"{drain:.2f})"))
+    p50 = report.get(PI, "submit->start latency p50")
+    lines.append(("pi_render p50 submit->start <= 5 ms:",
+                  f"{p50:.2f} ms  ({'met' if p50 <= 5 else 'not met'})"))
+    width = max(len(label) for label, _ in lines)
+    print("goals:")
+    for label, text in lines:
+        print(f"  {label:<{width}}  {text}" if label else f"    {text}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -656,6 +716,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=2,
                         help="pi_render [workers] default; huey consumer workers; "
                         "persist-queue consumer threads (2)")
+    parser.add_argument("--batch-size", type=int, default=100,
+                        help=f"tasks per POST /tasks/batch in the batch phase (100; "
+                        f"at most {MAX_BATCH})")
     parser.add_argument("--latency-samples", type=int, default=500,
                         help="sequential submits for the latency phases (500)")
     parser.add_argument("--log-level", default="INFO",
@@ -664,14 +727,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tmp-dir", type=Path, default=Path(tempfile.gettempdir()),
                         help="where the data dirs go (the system temp dir)")
     parser.add_argument("--skip", action="append", default=[],
-                        choices=("pi_render", "persist-queue", "huey"),
-                        help="leave a system out (repeatable)")
+                        choices=("pi_render", "pi_render-batch", "persist-queue", "huey"),
+                        help="leave a system out (repeatable; pi_render leaves out its "
+                        "single-submit and latency phases, pi_render-batch its batch phase)")
     parser.add_argument("--keep", action="store_true",
                         help="keep the temp data dirs (and daemon logs) for a post-mortem")
     parser.add_argument("--huey-consumer", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.tasks < 20 or args.clients < 1 or args.workers < 1 or args.latency_samples < 2:
         parser.error("need --tasks >= 20, --clients >= 1, --workers >= 1, --latency-samples >= 2")
+    if not 1 <= args.batch_size <= MAX_BATCH:
+        parser.error(f"need 1 <= --batch-size <= {MAX_BATCH}")
     return args
 
 
@@ -690,8 +756,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"command: {shlex.join(sys.orig_argv)}")
     print_machine(args.tmp_dir)
     print(f"settings: tasks={args.tasks} clients={args.clients} workers={args.workers} "
-          f"latency_samples={args.latency_samples} (+{WARMUP} untimed warm-up each) "
-          f"pi_render log_level={args.log_level}")
+          f"batch_size={args.batch_size} latency_samples={args.latency_samples} "
+          f"(+{WARMUP} untimed warm-up each) pi_render log_level={args.log_level}")
     print("huey consumer: workers=%d, worker_type=thread, initial delay (-d) 0.1 s, backoff "
           "1.15, max delay 10 s (huey's defaults); results polled every %g s by the bench"
           % (args.workers, HUEY_RESULT_POLL_S))
@@ -707,6 +773,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         stack.callback(shutil.rmtree, sock_root, True)
         if "pi_render" not in args.skip:
             bench_pi_render_throughput(args, tmp, sock_root, stack, report)
+        if "pi_render-batch" not in args.skip:
+            bench_pi_render_throughput(args, tmp, sock_root, stack, report, args.batch_size)
+        if "pi_render" not in args.skip:
             bench_pi_render_latency(args, tmp, sock_root, stack, report)
         if "persist-queue" not in args.skip:
             bench_persist_queue(args, tmp, stack, report)

@@ -11,7 +11,7 @@ from pi_render.blend.blocks import Block, BlockIndex
 from pi_render.blend.compression import decompress
 from pi_render.blend.errors import BlendFileError, CorruptBlendFile, TruncatedBlendFile
 from pi_render.blend.header import BlendHeader, parse_header
-from pi_render.blend.sdna import SCALAR_FORMATS, SDNA, Field
+from pi_render.blend.sdna import SCALAR_FORMATS, SDNA, Field, cached_sdna
 
 
 class BlendFile:
@@ -39,10 +39,8 @@ class BlendFile:
             raise TruncatedBlendFile(
                 "no DNA1 block: the file is truncated or incomplete", self.path
             )
-        return SDNA(
-            self.data, dna.offset, dna.length, self.header.endian, self.header.pointer_size,
-            self.path,
-        )  # fmt: skip
+        payload = self.data[dna.offset : dna.offset + dna.length]
+        return cached_sdna(payload, self.header.endian, self.header.pointer_size, self.path)
 
     def struct_of(self, block: Block) -> str:
         name = self.sdna.struct_name_of(block.sdna_index)
@@ -60,7 +58,11 @@ class BlendFile:
         current = struct_name
         parts = path.split(".")
         for depth, part in enumerate(parts):
-            field = self.sdna.fields(current)[part]
+            try:
+                table = self.sdna.fields(current)
+            except ValueError as exc:
+                raise CorruptBlendFile(str(exc), self.path, 0) from None
+            field = table[part]
             offset += field.offset
             if depth < len(parts) - 1:
                 if field.is_pointer or not self.sdna.has_struct(field.type_name):

@@ -6,6 +6,8 @@ so a field's offset is the sum of the sizes before it.
 
 import re
 import struct
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from math import prod
 from pathlib import Path
@@ -48,6 +50,8 @@ class SDNA:
         self._path = path
         self.pointer_size = pointer_size
         self._fields: dict[str, dict[str, Field]] = {}
+        self._name_info: dict[int, tuple[str, bool, tuple[int, ...], int]] = {}
+        self._type_names: dict[int, str] = {}
         at = self._expect(start, b"SDNA")
         at = self._expect(at, b"NAME")
         self.names, at = self._strings(at)
@@ -58,25 +62,29 @@ class SDNA:
         self._need(at, 2 * count, "type sizes")
         self.sizes = struct.unpack_from(f"{self._e}{count}H", data, at)
         at = self._expect(self._pad(at + 2 * count), b"STRC")
-        self._struct_at: dict[bytes, int] = {}
-        self.struct_index: dict[bytes, int] = {}
-        self.struct_types: list[int] = []
         (n_structs,) = self._ints(at, 1)
         at += 4
         if n_structs > (self._end - at) // 4:
             raise CorruptBlendFile(f"SDNA claims {n_structs} structs", path, at)
-        u16 = struct.Struct(f"{self._e}HH")
-        for index in range(n_structs):
-            self._need(at, 4, "a struct header")
-            type_index, n_fields = u16.unpack_from(data, at)
-            self._need(at + 4, 4 * n_fields, "struct fields")
+        # the struct table as u16s in one go; walking it is then plain list indexing
+        words = (self._end - at) // 2
+        table = struct.unpack_from(f"{self._e}{words}H", data, at)
+        self._struct_at: dict[bytes, int] = {}  # struct name → its index into `table`
+        self.struct_types: list[int] = []
+        self._table = table
+        i = 0
+        for _ in range(n_structs):
+            if i + 2 > words:
+                raise TruncatedBlendFile("SDNA ends inside its struct table", path)
+            type_index, n_fields = table[i], table[i + 1]
             if type_index >= count:
-                raise CorruptBlendFile(f"struct type index {type_index} out of range", path, at)
-            name = self.types[type_index]
-            self._struct_at[name] = at
-            self.struct_index[name] = index
+                raise CorruptBlendFile(f"struct type index {type_index} out of range", path,
+                                       at + 2 * i)  # fmt: skip
+            if i + 2 + 2 * n_fields > words:
+                raise TruncatedBlendFile("SDNA ends inside a struct's fields", path)
+            self._struct_at[self.types[type_index]] = i
             self.struct_types.append(type_index)
-            at += 4 + 4 * n_fields
+            i += 2 + 2 * n_fields
 
     def _expect(self, at: int, tag: bytes) -> int:
         self._need(at, 4, tag.decode())
@@ -114,8 +122,7 @@ class SDNA:
         at = self._struct_at.get(name.encode())
         if at is None:
             raise KeyError(name)
-        (type_index,) = struct.unpack_from(f"{self._e}H", self._data, at)
-        return int(self.sizes[type_index])
+        return int(self.sizes[self._table[at]])
 
     def fields(self, struct_name: str) -> dict[str, Field]:
         """The struct's fields by bare name. Raises KeyError for an unknown struct."""
@@ -125,26 +132,69 @@ class SDNA:
         at = self._struct_at.get(struct_name.encode())
         if at is None:
             raise KeyError(struct_name)
-        _, n_fields = struct.unpack_from(f"{self._e}HH", self._data, at)
-        raw = struct.unpack_from(f"{self._e}{2 * n_fields}H", self._data, at + 4)
+        n_fields = self._table[at + 1]
+        raw = self._table[at + 2 : at + 2 + 2 * n_fields]
+        n_types, n_names, names = len(self.types), len(self.names), self._name_info
         table, offset = {}, 0
         for type_index, name_index in zip(raw[::2], raw[1::2]):
-            if type_index >= len(self.types) or name_index >= len(self.names):
-                raise CorruptBlendFile(f"struct {struct_name} has a bad field", self._path, at)
-            full = self.names[name_index]
-            is_pointer = full.startswith(b"*") or full.startswith(b"(")
-            dims = tuple(int(d) for d in _DIMS.findall(full))
-            size = (self.pointer_size if is_pointer else self.sizes[type_index]) * prod(dims)
-            bare = full.split(b"[", 1)[0].translate(None, b"*()").decode("ascii", "replace")
-            table[bare] = Field(
-                bare, self.types[type_index].decode("ascii", "replace"), offset, size, is_pointer,
-                dims,
-            )  # fmt: skip
+            if type_index >= n_types or name_index >= n_names:
+                raise ValueError(f"SDNA struct {struct_name} has a field out of range")
+            info = names.get(name_index)
+            if info is None:
+                info = names[name_index] = self._parse_name(name_index)
+            bare, is_pointer, dims, count = info
+            size = (self.pointer_size if is_pointer else self.sizes[type_index]) * count
+            table[bare] = Field(bare, self.type_name(type_index), offset, size, is_pointer, dims)
             offset += size
         self._fields[struct_name] = table
         return table
 
+    def _parse_name(self, index: int) -> tuple[str, bool, tuple[int, ...], int]:
+        """`*next` → ("next", pointer); `mat[4][4]` → ("mat", dims (4, 4), 16 elements)."""
+        full = self.names[index]
+        if full.isalnum() or full.replace(b"_", b"a").isalnum():  # the common, plain case
+            return full.decode("ascii"), False, (), 1
+        is_pointer = full[:1] in (b"*", b"(")
+        dims = tuple(int(d) for d in _DIMS.findall(full)) if b"[" in full else ()
+        bare = full.split(b"[", 1)[0].translate(None, b"*()").decode("ascii", "replace")
+        return bare, is_pointer, dims, prod(dims)
+
+    def type_name(self, index: int) -> str:
+        name = self._type_names.get(index)
+        if name is None:
+            name = self._type_names[index] = self.types[index].decode("ascii", "replace")
+        return name
+
     def struct_name_of(self, sdna_index: int) -> str | None:
         if 0 <= sdna_index < len(self.struct_types):
-            return self.types[self.struct_types[sdna_index]].decode("ascii", "replace")
+            return self.type_name(self.struct_types[sdna_index])
         return None
+
+
+_CACHE: "OrderedDict[tuple[bytes, str, int], SDNA]" = OrderedDict()
+_CACHE_LOCK = threading.Lock()
+CACHE_SIZE = 8  # catalogues of different Blender builds kept parsed
+
+
+def cached_sdna(payload: bytes, endian: str, pointer_size: int, path: Path) -> SDNA:
+    """Files saved by the same Blender build carry byte-identical catalogues: parse each once.
+
+    The cache holds only the DNA1 payload (tens of KB), never the file it came from.
+    """
+    key = (payload, endian, pointer_size)
+    with _CACHE_LOCK:
+        sdna = _CACHE.get(key)
+        if sdna is not None:
+            _CACHE.move_to_end(key)
+            return sdna
+    sdna = SDNA(payload, 0, len(payload), endian, pointer_size, path)
+    with _CACHE_LOCK:
+        _CACHE[key] = sdna
+        if len(_CACHE) > CACHE_SIZE:
+            _CACHE.popitem(last=False)
+    return sdna
+
+
+def clear_cache() -> None:
+    with _CACHE_LOCK:
+        _CACHE.clear()
