@@ -72,7 +72,10 @@ def show_record(record: TaskRecord) -> None:
         f"  label {record.label}  priority {record.priority.value}  attempts {record.attempts}"
     )
     out.print(f"  created {record.created_at:%Y-%m-%d %H:%M:%S}  progress {record.progress:.0%}")
-    if record.result is not None:
+    if record.result is not None and isinstance(record.result.get("frames"), list):
+        frames = record.result["frames"]
+        out.print(f"  {len(frames)} frame(s) in {record.result.get('output_dir')}", highlight=False)
+    elif record.result is not None:
         out.print(f"  result {json.dumps(record.result)}", highlight=False)
     if record.error is not None:
         out.print(f"  [red]error {record.error.type}: {record.error.message}[/]", highlight=False)
@@ -205,14 +208,13 @@ def list_cmd(
     if as_json:
         emit_json([r.model_dump(mode="json") for r in records])
         return
-    columns = ("id", "type", "status", "prio", "tries", "created", "done")
+    columns = ("id", "type", "status", "tries", "created", "done")
     table = Table(*(Column(c, no_wrap=True) for c in columns), box=box.SIMPLE_HEAD)
     for r in records:
         table.add_row(
             r.id,
             r.type,
-            r.status.value,
-            r.priority.value,
+            r.status.value + (" !" if r.priority.value == "high" else ""),
             str(r.attempts),
             f"{r.created_at:%m-%d %H:%M}",
             f"{r.progress:.0%}",
@@ -263,6 +265,99 @@ def health(socket: SocketOpt = None, as_json: JsonOpt = False) -> None:
         out.print(f"  records: {counts}")
     if data["status"] != "ok":
         raise typer.Exit(1)
+
+
+def parse_frames(spec: str) -> tuple[int, int]:
+    """`1-100` → (1, 100); `7` → (7, 7)."""
+    start, _, end = spec.partition("-")
+    try:
+        return int(start), int(end or start)
+    except ValueError:
+        fail(f"--frames must look like 1-100 or 7, not {spec!r}", EXIT_USAGE)
+
+
+def render_progress(client: Client, task_id: str, timeout: float | None) -> TaskRecord:
+    """A progress bar fed by the record's frames done and ETA, until the task ends."""
+    import time
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    deadline = None if timeout is None else time.monotonic() + timeout
+    columns = (TextColumn("{task.description}"), BarColumn(),
+               TextColumn("{task.fields[frames]} frames"), TimeRemainingColumn())  # fmt: skip
+    with Progress(*columns, console=err, transient=False) as bar:
+        line = bar.add_task(f"render {task_id}", total=None, frames="…")
+        while True:
+            left = 1.0 if deadline is None else min(1.0, max(0.0, deadline - time.monotonic()))
+            record = client.wait(task_id, left)
+            detail = record.progress_detail or {}
+            bar.update(
+                line,
+                total=detail.get("frames_total"),
+                completed=detail.get("frames_done", 0),
+                description=f"{record.status.value} frame {detail.get('current_frame', '…')}",
+            )
+            if record.status.is_final or (deadline is not None and time.monotonic() >= deadline):
+                if record.status.value == "completed" and record.result:
+                    n = len(record.result.get("frames", []))
+                    bar.update(line, total=n, completed=n, frames=f"{n}/{n}")
+                return record
+
+
+@app.command()
+def render(
+    file: Annotated[Path, typer.Argument(help="A .blend, or a .zip project (with --blend).")],
+    blend: Annotated[Optional[str], typer.Option(help="The .blend inside the zip.")] = None,
+    frames: Annotated[Optional[str], typer.Option(help="Frames, e.g. 1-100 or 7.")] = None,
+    step: Annotated[Optional[int], typer.Option(min=1, help="Render every Nth frame.")] = None,
+    format: Annotated[Optional[str], typer.Option("--format", help="Blender -F name.")] = None,
+    output: Annotated[Optional[Path], typer.Option(help="Output folder.")] = None,
+    scene: Annotated[Optional[str], typer.Option(help="Scene to render.")] = None,
+    engine: Annotated[Optional[str], typer.Option(help="Engine, e.g. CYCLES.")] = None,
+    priority: Annotated[Priority, typer.Option(help="normal or high.")] = Priority.NORMAL,
+    timeout: Annotated[Optional[float], typer.Option(help="Render time limit, seconds.")] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Show progress until it ends.")] = False,
+    socket: SocketOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Render a .blend (its own frames and format unless told otherwise)."""
+    request: dict[str, Any] = {"source": str(file.expanduser().absolute()), "blend": blend,
+                               "frame_step": step, "output_type": format, "scene": scene,
+                               "engine": engine, "timeout_s": timeout,
+                               "priority": priority.value}  # fmt: skip
+    if frames:
+        request["start_frame"], request["end_frame"] = parse_frames(frames)
+    if output:
+        request["output_dir"] = str(output.expanduser().absolute())
+    request = {k: v for k, v in request.items() if v is not None}
+    with client_for(socket) as client:
+        record = client.render(request)
+        if wait:
+            record = client.wait(record.id) if as_json else render_progress(client, record.id, None)
+    _finish(record, as_json, check=wait)
+
+
+@app.command()
+def logs(
+    task_id: str,
+    follow: Annotated[bool, typer.Option("-f", "--follow", help="Follow until it ends.")] = False,
+    socket: SocketOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Blender's log for a task; -f follows it live."""
+    with client_for(socket) as client:
+        text, offset = client.log(task_id)
+        if as_json and not follow:
+            emit_json({"task_id": task_id, "log": text, "size": offset})
+            return
+        sys.stdout.write(text)
+        while follow:
+            record = client.wait(task_id, 1.0)
+            text, offset = client.log(task_id, offset)
+            sys.stdout.write(text)
+            sys.stdout.flush()
+            if record.status.is_final and not text:
+                return
 
 
 @app.command()

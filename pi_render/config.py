@@ -43,6 +43,13 @@ class Settings(BaseModel):
     task_modules: list[str] = Field(
         default_factory=list, description="extra modules to import for their task types"
     )
+    blender: str | None = Field(None, description="Blender executable; else PATH, else bpy")
+    output_root: Path | None = Field(None, description="default parent of render outputs")
+    render_threads: int = Field(0, ge=0, description="Blender -t; 0 = all cores")
+    render_timeout_s: float | None = Field(None, gt=0, description="default render time limit")
+    render_stall_timeout_s: float = Field(600.0, gt=0, description="hang watchdog")
+    render_stop_grace_s: float = Field(10.0, ge=0, description="SIGTERM → SIGKILL grace")
+    allow_blend_scripts: bool = Field(False, description="let scripts in .blend files run")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
 
@@ -70,6 +77,18 @@ class Settings(BaseModel):
     @property
     def records_path(self) -> Path:
         return self.data_dir / "records.sqlite"
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.data_dir / "spool"
+
+    @property
+    def frames_path(self) -> Path:
+        return self.data_dir / "frames.sqlite"
+
+    @property
+    def outputs(self) -> Path:
+        return self.output_root or self.data_dir / "output"
 
     @property
     def lock_path(self) -> Path:

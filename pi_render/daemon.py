@@ -17,7 +17,10 @@ from pi_render.api.waiters import FinalStateWaiters
 from pi_render.clock import Clock, SystemClock
 from pi_render.config import Settings
 from pi_render.errors import ConfigError
+from pi_render.manifest.frames import FrameLedger
 from pi_render.manifest.records import TaskRecordManifest
+from pi_render.processor.base import ProcessorEnv
+from pi_render.processor.blender import find_blender
 from pi_render.processor.context import StopReason
 from pi_render.queue.router import Router
 from pi_render.service import TaskService
@@ -62,7 +65,10 @@ class Daemon:
             self.records = TaskRecordManifest(settings.records_path)
             self.router = Router(settings)
             self.running = RunningTasks()
-            self.service = TaskService(self.records, self.router, self.running, self.clock)
+            self.service = TaskService(self.records, self.router, self.running, self.clock,
+                                       settings.spool_dir, settings.outputs)  # fmt: skip
+            self.frames = FrameLedger(settings.frames_path)
+            self.env = ProcessorEnv(settings, find_blender(settings.blender), self.frames)
             waiters = FinalStateWaiters()
             self.records.add_listener(waiters)
             self.recover()
@@ -88,6 +94,7 @@ class Daemon:
                 self.pool.stop(settings.shutdown_grace_s)
             self.router.close()
             self.records.close()
+            self.frames.close()
         finally:
             self.lock.release()
         log.info("pi-render stopped")
@@ -117,7 +124,8 @@ class Daemon:
         for label, queue in self.router.queues.items():
             for index in range(self.settings.workers[label]):
                 name = f"{label}-{index}"
-                make = partial(QueueWorker, name, queue, self.records, self.running, self.clock)
+                make = partial(QueueWorker, name, queue, self.records, self.running, self.clock,
+                               env=self.env)  # fmt: skip
                 pool.add(label, make)
         return pool
 
@@ -157,5 +165,14 @@ class Daemon:
             "degraded_labels": degraded,
             "queues": {label: q.depth() for label, q in self.router.queues.items()},
             "running": len(self.running),
+            "blender": (
+                None
+                if self.env.blender is None
+                else {
+                    "kind": self.env.blender.kind,
+                    "path": self.env.blender.path,
+                    "version": self.env.blender.version,
+                }
+            ),
             "records": self.records.count_by_status(),
         }

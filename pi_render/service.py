@@ -1,15 +1,18 @@
 """TaskService: what every interface (API, CLI, cron) may do with tasks, checked at the edge."""
 
 import logging
+import os
+import shutil
+from pathlib import Path
 from typing import Any
 
 from pi_render.clock import Clock
-from pi_render.errors import PiRenderError, TaskStateConflict
+from pi_render.errors import PiRenderError, TaskNotFound, TaskStateConflict
 from pi_render.manifest.records import TaskIdGenerator, TaskRecordManifest
 from pi_render.processor.context import StopReason
 from pi_render.queue.router import Router
 from pi_render.task import lifecycle
-from pi_render.task.base import task_type
+from pi_render.task.base import SubmitContext, task_type
 from pi_render.task.record import Priority, TaskRecord, TaskStatus
 from pi_render.workers.running import RunningTasks
 
@@ -25,7 +28,11 @@ class TaskService:
         router: Router,
         running: RunningTasks,
         clock: Clock,
+        spool_dir: Path,
+        output_root: Path,
     ) -> None:
+        self.spool_dir = spool_dir
+        self.output_root = output_root
         self.records = records
         self.router = router
         self.running = running
@@ -47,14 +54,16 @@ class TaskService:
         return self.submit_many([(type_name, args, priority, label)])[0]
 
     def submit_many(
-        self, requests: list[tuple[str, Any, Priority, str | None]]
+        self, requests: list[tuple[str, Any, Priority, str | None]], task_id: str | None = None
     ) -> list[TaskRecord]:
         """All or nothing: every request is validated before any is written; one commit."""
-        records = []
+        records: list[TaskRecord] = []
         for index, (type_name, args, priority, label) in enumerate(requests):
             try:
-                records.append(self._new_record(type_name, args, priority, label))
+                records.append(self._new_record(type_name, args, priority, label, task_id))
             except PiRenderError as exc:
+                for made in records:  # undo what earlier requests prepared (snapshots)
+                    shutil.rmtree(self.spool_dir / made.id, ignore_errors=True)
                 if len(requests) > 1:
                     exc.args = (f"task {index}: {exc}",)
                 raise
@@ -65,20 +74,68 @@ class TaskService:
         return records
 
     def _new_record(
-        self, type_name: str, args: Any, priority: Priority, label: str | None
+        self,
+        type_name: str,
+        args: Any,
+        priority: Priority,
+        label: str | None,
+        task_id: str | None = None,
     ) -> TaskRecord:
         cls = task_type(type_name)
         parsed = cls.parse_args(args)
         label = label or cls.default_label
         self.router.queue_for(label)  # refuse before writing anything
+        task_id = task_id or self.ids.new()
+        parsed = cls.prepare(parsed, SubmitContext(task_id, self.spool_dir / task_id,
+                                                   self.output_root))  # fmt: skip
         return TaskRecord(
-            id=self.ids.new(),
+            id=task_id,
             type=type_name,
             label=label,
             priority=priority,
             args=parsed.model_dump(mode="json"),
             created_at=self.clock.now(),
         )
+
+    def init_upload(self, file_name: str) -> tuple[str, Path]:
+        """The seed's init_new_task: a task id and the spool path to upload its file to."""
+        task_id = self.ids.new()
+        folder = self.spool_dir / task_id / "upload"
+        folder.mkdir(parents=True, mode=0o770)
+        return task_id, folder / file_name
+
+    def run_upload(self, task_id: str, args: dict[str, Any], priority: Priority) -> TaskRecord:
+        """The seed's run_task: render what was uploaded for `task_id`.
+
+        Raises:
+            TaskNotFound: no such upload; TaskStateConflict: it was already run.
+        """
+        folder = self.spool_dir / task_id / "upload"
+        uploads = sorted(folder.iterdir()) if folder.is_dir() else []
+        if not uploads:
+            raise TaskNotFound(f"no upload for task {task_id}: call init_new_task, then write "
+                               f"the file to the path it returned")  # fmt: skip
+        try:
+            self.records.get(task_id)
+        except TaskNotFound:
+            pass
+        else:
+            raise TaskStateConflict(f"task {task_id} was already run")
+        return self.submit_many([("render", {**args, "source": str(uploads[0])}, priority, None)],
+                                task_id=task_id)[0]  # fmt: skip
+
+    def log(self, task_id: str, offset: int = 0, limit: int = 1 << 20) -> tuple[str, int]:
+        """Up to `limit` bytes of the task's log from `offset`, and the log's size."""
+        self.records.get(task_id)  # 404 for an unknown task
+        path = self.spool_dir.parent / "logs" / f"{task_id}.log"
+        try:
+            with open(path, "rb") as handle:
+                size = os.fstat(handle.fileno()).st_size
+                handle.seek(min(offset, size))
+                chunk = handle.read(limit)
+        except FileNotFoundError:
+            return "", 0
+        return chunk.decode("utf-8", "replace"), min(offset, size) + len(chunk)
 
     def get(self, task_id: str) -> TaskRecord:
         return self.records.get(task_id)

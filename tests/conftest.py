@@ -50,13 +50,11 @@ class DaemonProcess:
         self.data_dir = root / "data"
         self.socket = socket_dir / "api.sock"
         self.config_path = root / "config.toml"
-        self.config_path.write_text(
+        grace = "" if "shutdown_grace_s" in config else "shutdown_grace_s = 5\n"
+        self.config_path.write_text(  # top-level keys first: TOML tables ([workers]) come last
             f'data_dir = "{self.data_dir}"\nsocket = "{self.socket}"\n'
-            f'task_modules = ["pi_render_testtasks"]\n{config}'
+            f'task_modules = ["pi_render_testtasks"]\n{grace}{config}'
         )
-        if "shutdown_grace_s" not in config:
-            with self.config_path.open("a") as handle:
-                handle.write("shutdown_grace_s = 5\n")
         self.log_path = root / "daemon.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.client = Client(self.socket, timeout=60)

@@ -71,10 +71,10 @@ def run_noop(args: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
 
 def test_noop_processor_echoes_and_its_sleep_is_cancellable() -> None:
     progress: list[float] = []
-    ctx = TaskContext("t", 1, lambda f, m: progress.append(f))
+    ctx = TaskContext("t", 1, lambda f, m, d: progress.append(f))
     assert run_noop({"payload": {"a": [1]}}, ctx) == {"payload": {"a": [1]}}
 
-    ctx = TaskContext("t", 1, lambda f, m: progress.append(f))
+    ctx = TaskContext("t", 1, lambda f, m, d: progress.append(f))
     ctx.request_stop(StopReason.CANCEL)
     with pytest.raises(TaskStopped) as info:
         run_noop({"sleep_s": 3600}, ctx)  # returns at once: the stop is already set

@@ -1,7 +1,7 @@
 """HTTP/JSON routes over the task service; every error is JSON a person can act on."""
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import FastAPI, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
@@ -37,6 +37,34 @@ class BatchSubmitRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     tasks: list[SubmitRequest] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class RenderRequest(BaseModel):
+    """POST /render-tasks body: a source on this host plus any overrides (see RenderArgs)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    priority: Priority = Priority.NORMAL
+
+
+class InitUploadRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    data_type: Literal["SingleFile", "MultiFile"] = "SingleFile"
+
+
+class InitUploadView(BaseModel):
+    task_id: str
+    file_path: str
+
+
+class RunUploadRequest(BaseModel):
+    """POST /render-tasks/run_task body: the id from init_new_task plus any overrides."""
+
+    model_config = ConfigDict(extra="allow")
+
+    task_id: str
+    priority: Priority = Priority.NORMAL
 
 
 class TaskStatusView(BaseModel):
@@ -131,6 +159,29 @@ def create_app(
             return _json(record)
         finally:
             waiters.unregister(task_id, future)
+
+    @app.post("/render-tasks", status_code=201, response_model=TaskRecord)
+    def submit_render(body: RenderRequest) -> Response:
+        args = body.model_dump(exclude={"priority"})
+        return _json(service.submit("render", args, body.priority), 201)
+
+    @app.post("/render-tasks/init_new_task", status_code=201)
+    def init_new_task(body: InitUploadRequest | None = None) -> InitUploadView:
+        name = "project.zip" if body and body.data_type == "MultiFile" else "scene.blend"
+        task_id, path = service.init_upload(name)
+        return InitUploadView(task_id=task_id, file_path=str(path))
+
+    @app.post("/render-tasks/run_task", status_code=201, response_model=TaskRecord)
+    def run_task(body: RunUploadRequest) -> Response:
+        args = body.model_dump(exclude={"priority", "task_id"})
+        return _json(service.run_upload(body.task_id, args, body.priority), 201)
+
+    @app.get("/tasks/{task_id}/log")
+    def task_log(task_id: str, offset: int = Query(0, ge=0)) -> Response:
+        """Blender's log from byte `offset`; `X-Log-Size` says where to continue (for -f)."""
+        text, size = service.log(task_id, offset)
+        return Response(text, media_type="text/plain; charset=utf-8",
+                        headers={"X-Log-Size": str(size)})  # fmt: skip
 
     @app.get("/queues")
     def get_queues() -> dict[str, Any]:

@@ -77,6 +77,27 @@ class Client:
         body = self._call("POST", "/tasks/batch", json={"tasks": tasks})
         return [TaskRecord.model_validate(r) for r in body]
 
+    def render(self, request: dict[str, Any]) -> TaskRecord:
+        return TaskRecord.model_validate(self._call("POST", "/render-tasks", json=request))
+
+    def init_new_task(self, data_type: str = "SingleFile") -> tuple[str, Path]:
+        body = self._call("POST", "/render-tasks/init_new_task", json={"data_type": data_type})
+        return str(body["task_id"]), Path(body["file_path"])
+
+    def run_task(self, task_id: str, **overrides: Any) -> TaskRecord:
+        body = self._call("POST", "/render-tasks/run_task", json={"task_id": task_id, **overrides})
+        return TaskRecord.model_validate(body)
+
+    def log(self, task_id: str, offset: int = 0) -> tuple[str, int]:
+        """Log text from `offset` and the offset to continue from."""
+        try:
+            response = self._http.get(f"/tasks/{task_id}/log", params={"offset": offset})
+        except (httpx.TransportError, FileNotFoundError) as exc:
+            raise DaemonUnreachable(f"no pi-render daemon answers on {self.socket_path} ({exc})")
+        if response.status_code >= 400:
+            raise ApiError(response.status_code, response.json())
+        return response.text, int(response.headers.get("X-Log-Size", offset))
+
     def get(self, task_id: str) -> TaskRecord:
         return TaskRecord.model_validate(self._call("GET", f"/tasks/{task_id}"))
 

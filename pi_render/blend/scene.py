@@ -155,8 +155,16 @@ def _subversion(blend: BlendFile) -> int:
     return int(blend.get(glob, "subversion", "FileGlobal"))
 
 
-def read_blend_info(path: str | Path) -> BlendInfo:
-    """Read a .blend's version and its current scene's render settings.
+def scene_block_named(blend: BlendFile, name: str) -> Block:
+    for block in blend.blocks.with_code(SCENE):
+        if blend.id_name(block) == name:
+            return block
+    scenes = ", ".join(blend.id_name(b) for b in blend.blocks.with_code(SCENE))
+    raise BlendFileError(f"no scene named {name!r} (scenes: {scenes})", blend.path)
+
+
+def read_blend_info(path: str | Path, scene: str | None = None) -> BlendInfo:
+    """Read a .blend's version and the render settings of its current scene (or of `scene`).
 
     Raises:
         BlendFileError (a subclass for each kind of problem), and nothing else.
@@ -177,7 +185,10 @@ def read_blend_info(path: str | Path) -> BlendInfo:
                     pointer_size=h.pointer_size,
                     endian=h.endian,
                     scenes=[blend.id_name(b) for b in blend.blocks.with_code(SCENE)],
-                    scene=read_scene(blend, current_scene_block(blend)),
+                    scene=read_scene(
+                        blend,
+                        scene_block_named(blend, scene) if scene else current_scene_block(blend),
+                    ),
                 )
 
             return _guarded(path, build)

@@ -6,28 +6,20 @@ and memory-flat however many records pile up.
 """
 
 import secrets
-import sqlite3
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from sqlitedict import SqliteDict
-
 from pi_render.clock import Clock
 from pi_render.errors import TaskNotFound
-from pi_render.task import codec
+from pi_render.manifest.base import DurableJsonTable
 from pi_render.task.record import TaskRecord, TaskStatus
 
 TABLE = "tasks"
 RECENT_CACHE = 4096  # records kept in memory for read-modify-write (running tasks and more)
 Listener = Callable[[TaskRecord], None]
 Change = Callable[[TaskRecord], TaskRecord | None]
-
-
-def _encode(value: object) -> str:
-    """Records arrive already serialised (pydantic's JSON); anything else goes through the codec."""
-    return value if isinstance(value, str) else codec.dumps(value)
 
 
 class TaskIdGenerator:
@@ -49,39 +41,20 @@ class TaskRecordManifest:
     """Durable, thread-safe task records; every write is committed before it returns."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = SqliteDict(
-            str(path),
-            tablename=TABLE,
-            autocommit=False,
-            journal_mode="WAL",
-            encode=_encode,
-            decode=codec.loads,
-            outer_stack=False,
-        )
-        # sqlitedict turns fsync off on its connection; a record the API has confirmed must
-        # survive a power cut, so turn it back on (the commit below makes it take effect first)
-        self._db.conn.execute("PRAGMA synchronous=FULL")
-        self._db.commit(blocking=True)
+        self._store = DurableJsonTable(path, TABLE)
         self.lock = threading.RLock()  # held across read-modify-write; callers may hold it too
         # the newest version of recently written records, committed or not: read-modify-write
         # starts from here (no SQL, no JSON); only this process writes, so it is never stale
         self._recent: OrderedDict[str, TaskRecord] = OrderedDict()
         self._listeners: list[Listener] = []
-        self._reader = sqlite3.connect(str(path), check_same_thread=False, timeout=30)
-        self._reader_lock = threading.Lock()
-        with self._reader_lock:
-            for column in ("status", "type"):
-                self._reader.execute(
-                    f"CREATE INDEX IF NOT EXISTS {TABLE}_{column} ON {TABLE}"
-                    f"(json_extract(value, '$.{column}'), key)"
-                )
-            self._reader.commit()
+        for column in ("status", "type"):
+            self._store.execute_ddl(
+                f"CREATE INDEX IF NOT EXISTS {TABLE}_{column} ON {TABLE}"
+                f"(json_extract(value, '$.{column}'), key)"
+            )
 
     def synchronous(self) -> int:
-        """The writer connection's `PRAGMA synchronous` (2 = FULL)."""
-        row = self._db.conn.select_one("PRAGMA synchronous")
-        return int(row[0])
+        return self._store.synchronous()
 
     def add_listener(self, listener: Listener) -> None:
         """Called (in the writer's thread) after every committed change."""
@@ -104,13 +77,10 @@ class TaskRecordManifest:
         Raises:
             TaskNotFound.
         """
-        with self._reader_lock:
-            row = self._reader.execute(
-                f"SELECT value FROM {TABLE} WHERE key = ?", (task_id,)
-            ).fetchone()
-        if row is None:
+        text = self._store.text(task_id)
+        if text is None:
             raise TaskNotFound(f"no task with id {task_id!r}")
-        return TaskRecord.model_validate_json(row[0])
+        return TaskRecord.model_validate_json(text)
 
     def latest(self, task_id: str) -> TaskRecord:
         """The newest record, committed or not: for callers holding `lock` about to change it."""
@@ -139,34 +109,27 @@ class TaskRecordManifest:
         """Newest first, filtered by status and/or type."""
         where, params = self._filters(status, type_name)
         sql = f"SELECT value FROM {TABLE}{where} ORDER BY key DESC LIMIT ? OFFSET ?"
-        with self._reader_lock:
-            rows = self._reader.execute(sql, (*params, limit, offset)).fetchall()
+        rows = self._store.query(sql, (*params, limit, offset))
         return [TaskRecord.model_validate_json(row[0]) for row in rows]
 
     def unfinished(self) -> Iterator[TaskRecord]:
         """Pending and running records, oldest first (for recovery after a crash)."""
         for status in (TaskStatus.PENDING, TaskStatus.RUNNING):
             where, params = self._filters(status, None)
-            with self._reader_lock:
-                rows = self._reader.execute(
-                    f"SELECT value FROM {TABLE}{where} ORDER BY key", params
-                ).fetchall()
+            rows = self._store.query(f"SELECT value FROM {TABLE}{where} ORDER BY key", params)
             for row in rows:
                 yield TaskRecord.model_validate_json(row[0])
 
     def count_by_status(self) -> dict[str, int]:
         sql = f"SELECT json_extract(value, '$.status'), count(*) FROM {TABLE} GROUP BY 1"
-        with self._reader_lock:
-            rows = self._reader.execute(sql).fetchall()
+        rows = self._store.query(sql)
         counts = {status.value: 0 for status in TaskStatus}
         counts.update({str(status): int(n) for status, n in rows})
         return counts
 
     def close(self) -> None:
         with self.lock:
-            self._db.close()
-        with self._reader_lock:
-            self._reader.close()
+            self._store.close()
 
     def _stage(self, record: TaskRecord) -> None:
         """Queue the write (under the lock, so writes reach SQLite in the order they were made)."""
@@ -174,12 +137,12 @@ class TaskRecordManifest:
         self._recent.move_to_end(record.id)
         if len(self._recent) > RECENT_CACHE:
             self._recent.popitem(last=False)
-        self._db[record.id] = record.model_dump_json()
+        self._store.stage(record.id, record.model_dump_json())
 
     def _commit(self, *records: TaskRecord) -> None:
         """Wait for a commit that covers the staged writes, outside the lock: writers that staged
         meanwhile share one fsync (group commit)."""
-        self._db.commit(blocking=True)
+        self._store.commit()
         for record in records:
             for listener in self._listeners:
                 listener(record)

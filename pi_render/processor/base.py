@@ -1,17 +1,40 @@
 """Processors do a task's work; `run()` validates around the subclass's `_process()`."""
 
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar, Generic
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Generic
 
 from pi_render.errors import PiRenderError
 from pi_render.processor.context import TaskContext
 from pi_render.task.base import ArgsT, ResultT, TaskBase
+
+if TYPE_CHECKING:
+    from pi_render.config import Settings
+    from pi_render.manifest.frames import FrameLedger
+    from pi_render.processor.blender import BlenderInstall
 
 _PROCESSORS: dict[str, "type[Processor[Any, Any]]"] = {}
 
 
 class NoProcessor(PiRenderError):
     """Raised when a task type has no processor registered in this daemon."""
+
+
+@dataclass
+class ProcessorEnv:
+    """What processors may use of the daemon: settings, Blender, the frame ledger, folders."""
+
+    settings: "Settings"
+    blender: "BlenderInstall | None"
+    frames: "FrameLedger"
+
+    @property
+    def logs(self) -> Path:
+        return self.settings.data_dir / "logs"
+
+    def spool(self, task_id: str) -> Path:
+        return self.settings.spool_dir / task_id
 
 
 class Processor(ABC, Generic[ArgsT, ResultT]):
@@ -21,6 +44,9 @@ class Processor(ABC, Generic[ArgsT, ResultT]):
     """
 
     task: ClassVar[type[TaskBase[Any, Any]]]
+
+    def __init__(self, env: ProcessorEnv | None = None) -> None:
+        self.env = env
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -38,13 +64,13 @@ class Processor(ABC, Generic[ArgsT, ResultT]):
         """The work itself; raise TaskStopped when `ctx` asks to stop."""
 
 
-def processor_for(type_name: str) -> Processor[Any, Any]:
+def processor_for(type_name: str, env: ProcessorEnv | None = None) -> Processor[Any, Any]:
     """A fresh processor for a task type.
 
     Raises:
         NoProcessor: when none is registered.
     """
     try:
-        return _PROCESSORS[type_name]()
+        return _PROCESSORS[type_name](env)
     except KeyError:
         raise NoProcessor(f"no processor is registered for task type {type_name!r}") from None

@@ -3,6 +3,7 @@
 import threading
 from collections.abc import Callable
 from enum import StrEnum
+from typing import Any
 
 
 class StopReason(StrEnum):
@@ -20,7 +21,7 @@ class TaskStopped(Exception):
         self.reason = reason
 
 
-ProgressSink = Callable[[float, str | None], None]
+ProgressSink = Callable[[float, str | None, dict[str, Any] | None], None]
 
 
 class TaskContext:
@@ -32,12 +33,27 @@ class TaskContext:
         self._on_progress = on_progress
         self._stop = threading.Event()
         self._reason: StopReason | None = None
+        self._on_stop: list[Callable[[], None]] = []
+        self._lock = threading.Lock()
 
     def request_stop(self, reason: StopReason) -> None:
         """Ask the processor to stop; the first reason given wins."""
-        if self._reason is None:
-            self._reason = reason
-        self._stop.set()
+        with self._lock:
+            if self._reason is None:
+                self._reason = reason
+            self._stop.set()
+            callbacks = list(self._on_stop)
+        for callback in callbacks:
+            callback()
+
+    def on_stop(self, callback: Callable[[], None]) -> None:
+        """Call `callback` when a stop is requested (at once if one already was): lets a
+        processor that waits on something else (a subprocess) hear about it."""
+        with self._lock:
+            self._on_stop.append(callback)
+            stopped = self._stop.is_set()
+        if stopped:
+            callback()
 
     @property
     def stop_reason(self) -> StopReason | None:
@@ -57,5 +73,7 @@ class TaskContext:
         if self._stop.is_set():
             raise TaskStopped(self._reason or StopReason.CANCEL)
 
-    def report_progress(self, fraction: float, message: str | None = None) -> None:
-        self._on_progress(min(1.0, max(0.0, fraction)), message)
+    def report_progress(
+        self, fraction: float, message: str | None = None, detail: dict[str, Any] | None = None
+    ) -> None:
+        self._on_progress(min(1.0, max(0.0, fraction)), message, detail)

@@ -1,5 +1,7 @@
 """Typed task types: `MetaTask` registers each `TaskBase[Args, Result]` subclass by type name."""
 
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
@@ -11,6 +13,15 @@ ArgsT = TypeVar("ArgsT", bound=BaseModel)
 ResultT = TypeVar("ResultT", bound=BaseModel)
 
 _REGISTRY: dict[str, "type[TaskBase[Any, Any]]"] = {}
+
+
+@dataclass(frozen=True)
+class SubmitContext:
+    """What a task type may use to prepare its arguments at submit (before anything is written)."""
+
+    task_id: str
+    spool: Path  # this task's private folder in the daemon's data dir
+    output_root: Path  # default parent of output folders
 
 
 class MetaTask(type):
@@ -71,6 +82,14 @@ class TaskBase(Generic[ArgsT, ResultT], metaclass=MetaTask):
                 f"invalid arguments for task type {cls.type_name!r}: {summary}", errors
             ) from None
         return parsed  # type: ignore[return-value]  # args_model is ArgsT by construction
+
+    @classmethod
+    def prepare(cls, args: ArgsT, ctx: SubmitContext) -> ArgsT:
+        """Complete and check the arguments at submit (a render snapshots its file here).
+
+        Raises a PiRenderError to refuse the task; nothing is recorded then.
+        """
+        return args
 
     @classmethod
     def parse_result(cls, raw: Any) -> ResultT:

@@ -26,15 +26,22 @@ def start(record: TaskRecord, now: datetime, worker: str) -> TaskRecord | None:
     )
 
 
-def progress(record: TaskRecord, fraction: float, message: str | None) -> TaskRecord | None:
+def progress(
+    record: TaskRecord, fraction: float, message: str | None, detail: dict[str, Any] | None = None
+) -> TaskRecord | None:
     if record.status is not TaskStatus.RUNNING:
         return None
-    return record.model_copy(update={"progress": fraction, "progress_message": message})
+    return record.model_copy(
+        update={"progress": fraction, "progress_message": message, "progress_detail": detail}
+    )
 
 
 def complete(record: TaskRecord, now: datetime, result: dict[str, Any]) -> TaskRecord | None:
     if record.status is not TaskStatus.RUNNING:
         return None
+    detail = record.progress_detail
+    if detail and "frames_total" in detail:  # the last throttled report may be behind
+        detail = {**detail, "frames_done": detail["frames_total"], "percent": 100.0, "eta_s": 0}
     return record.model_copy(
         update={
             "status": TaskStatus.COMPLETED,
@@ -42,6 +49,7 @@ def complete(record: TaskRecord, now: datetime, result: dict[str, Any]) -> TaskR
             "error": None,
             "finished_at": now,
             "progress": 1.0,
+            "progress_detail": detail,
         }
     )
 

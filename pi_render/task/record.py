@@ -57,3 +57,4 @@ class TaskRecord(BaseModel):
     worker: str | None = None
     progress: float = 0.0
     progress_message: str | None = None
+    progress_detail: dict[str, Any] | None = None  # e.g. a render's frames done, ETA

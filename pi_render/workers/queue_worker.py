@@ -3,11 +3,12 @@
 import logging
 import threading
 from functools import partial
+from typing import Any
 
 from pi_render.clock import Clock
 from pi_render.errors import TaskNotFound
 from pi_render.manifest.records import TaskRecordManifest
-from pi_render.processor.base import processor_for
+from pi_render.processor.base import ProcessorEnv, processor_for
 from pi_render.processor.context import StopReason, TaskContext, TaskStopped
 from pi_render.queue.base import QueueItem, TaskQueue
 from pi_render.task import lifecycle
@@ -31,8 +32,10 @@ class QueueWorker(LoopWorker):
         running: RunningTasks,
         clock: Clock,
         idle_wait_s: float = 60.0,
+        env: ProcessorEnv | None = None,
     ) -> None:
         super().__init__(name)
+        self.env = env
         self.queue = queue
         self.records = records
         self.running = running
@@ -90,7 +93,7 @@ class QueueWorker(LoopWorker):
         log.info("task started", extra={**extra, "worker": self.name})
         started = self.clock.monotonic()
         try:
-            result = processor_for(record.type).run(record.args, ctx)
+            result = processor_for(record.type, self.env).run(record.args, ctx)
         except TaskStopped as stop:
             if stop.reason is StopReason.SHUTDOWN:
                 self.records.change(record.id, lifecycle.requeue)
@@ -115,10 +118,12 @@ class QueueWorker(LoopWorker):
         self.queue.ack(item)  # only now: the outcome is durable
         return True
 
-    def _on_progress(self, task_id: str, fraction: float, message: str | None) -> None:
+    def _on_progress(
+        self, task_id: str, fraction: float, message: str | None, detail: dict[str, Any] | None
+    ) -> None:
         now = self.clock.monotonic()
         last = self._last_progress.get(task_id, float("-inf"))
         if now - last < PROGRESS_MIN_INTERVAL_S:
             return  # completion records progress 1.0 anyway
         self._last_progress[task_id] = now
-        self.records.change(task_id, lambda r: lifecycle.progress(r, fraction, message))
+        self.records.change(task_id, lambda r: lifecycle.progress(r, fraction, message, detail))

@@ -1,0 +1,72 @@
+"""A durable JSON table on sqlitedict: fsynced writes through sqlitedict, reads beside them.
+
+sqlitedict turns fsync off on its connection; everything a manifest confirms must survive a power
+cut, so it is turned back on. Reads go through a second connection (WAL readers never wait on
+the writer's fsync) and may use SQL over the table: key ranges, json_extract, indexes.
+"""
+
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any
+
+from sqlitedict import SqliteDict
+
+from pi_render.task import codec
+
+
+def _encode(value: object) -> str:
+    """Values may arrive as JSON text already (pydantic's); anything else goes through the codec."""
+    return value if isinstance(value, str) else codec.dumps(value)
+
+
+class DurableJsonTable:
+    """One sqlitedict table of JSON values, synchronous=FULL, with a read-only side connection."""
+
+    def __init__(self, path: Path, table: str) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.table = table
+        self._db = SqliteDict(
+            str(path),
+            tablename=table,
+            autocommit=False,
+            journal_mode="WAL",
+            encode=_encode,
+            decode=codec.loads,
+            outer_stack=False,
+        )
+        self._db.conn.execute("PRAGMA synchronous=FULL")
+        self._db.commit(blocking=True)
+        self._reader = sqlite3.connect(str(path), check_same_thread=False, timeout=30)
+        self._reader_lock = threading.Lock()
+
+    def stage(self, key: str, value: object) -> None:
+        """Queue a write; it is durable after the next `commit`."""
+        self._db[key] = value
+
+    def commit(self) -> None:
+        """Block until every staged write is on disk (concurrent writers share the fsync)."""
+        self._db.commit(blocking=True)
+
+    def text(self, key: str) -> str | None:
+        rows = self.query(f"SELECT value FROM {self.table} WHERE key = ?", (key,))
+        return str(rows[0][0]) if rows else None
+
+    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        with self._reader_lock:
+            return self._reader.execute(sql, params).fetchall()
+
+    def execute_ddl(self, sql: str) -> None:
+        with self._reader_lock:
+            self._reader.execute(sql)
+            self._reader.commit()
+
+    def synchronous(self) -> int:
+        """The writer connection's `PRAGMA synchronous` (2 = FULL)."""
+        row = self._db.conn.select_one("PRAGMA synchronous")
+        return int(row[0])
+
+    def close(self) -> None:
+        self._db.close()
+        with self._reader_lock:
+            self._reader.close()

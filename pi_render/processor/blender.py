@@ -1,0 +1,113 @@
+"""Finding Blender, building its command line, and reading what it prints."""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+HOOKS = Path(__file__).parent / "scripts" / "progress_hooks.py"
+BPY_RUNNER = Path(__file__).parent / "scripts" / "bpy_runner.py"
+
+
+@dataclass(frozen=True)
+class BlenderInstall:
+    """How to start Blender: an executable, or Python with the `bpy` module."""
+
+    kind: str  # "executable" | "bpy"
+    path: str
+    version: str | None
+
+
+def find_blender(configured: str | None) -> BlenderInstall | None:
+    """A configured executable, else `blender` on PATH, else the `bpy` module, else None."""
+    for candidate in (configured, shutil.which("blender")):
+        if candidate and os.access(candidate, os.X_OK):
+            return BlenderInstall("executable", candidate, _version([candidate, "--version"]))
+    probe = [sys.executable, "-c", "import bpy; print('Blender', bpy.app.version_string)"]
+    version = _version(probe)
+    return BlenderInstall("bpy", sys.executable, version) if version else None
+
+
+def _version(command: list[str]) -> str | None:
+    try:
+        out = subprocess.run(command, capture_output=True, text=True, timeout=60).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    match = re.search(r"Blender (\S+)", out)
+    return match.group(1) if match else None
+
+
+@dataclass(frozen=True)
+class RenderCommand:
+    """Everything one Blender run needs; `argv()` puts it in the order Blender requires."""
+
+    blend: Path
+    output_pattern: str  # "…/frame_####"
+    frames: list[int]
+    scene: str | None = None
+    engine: str | None = None
+    file_format: str | None = None
+    threads: int = 0
+    allow_scripts: bool = False
+
+    def argv(self, blender: BlenderInstall) -> list[str]:
+        if blender.kind == "bpy":
+            return [blender.path, str(BPY_RUNNER), *self._bpy_args()]
+        argv = [blender.path, "-b", "-y" if self.allow_scripts else "-Y", "-noaudio",
+                str(self.blend)]  # fmt: skip
+        if self.scene:
+            argv += ["-S", self.scene]
+        if self.engine:
+            argv += ["-E", self.engine]
+        argv += ["-o", self.output_pattern]
+        if self.file_format:
+            argv += ["-F", self.file_format]
+        argv += ["-x", "1", "-t", str(self.threads)]
+        argv += ["--python-exit-code", "3", "--python", str(HOOKS)]
+        argv += ["-f", frame_list(self.frames)]  # the action comes last: Blender runs in order
+        return argv
+
+    def _bpy_args(self) -> list[str]:
+        return [str(self.blend), self.output_pattern, frame_list(self.frames),
+                self.scene or "", self.engine or "", self.file_format or "",
+                str(self.threads), "1" if self.allow_scripts else "0"]  # fmt: skip
+
+
+def frame_list(frames: list[int]) -> str:
+    """Blender's `-f` syntax: runs of consecutive frames as `a..b`, the rest comma-separated."""
+    parts, i = [], 0
+    while i < len(frames):
+        j = i
+        while j + 1 < len(frames) and frames[j + 1] == frames[j] + 1:
+            j += 1
+        parts.append(f"{frames[i]}..{frames[j]}" if j > i else str(frames[i]))
+        i = j + 1
+    return ",".join(parts)
+
+
+MARKER = re.compile(r"^@@PI_RENDER (\w+)(?: (\S+))?")
+SAVED = re.compile(r"Saved: '(.+)'")
+FRA = re.compile(r"^Fra:(\d+) ")
+ERROR = re.compile(r"^(Error: .*|.*Render error \(.*\) cannot save.*)$")
+
+
+@dataclass(frozen=True)
+class BlenderEvent:
+    kind: str  # "frame_start" | "frame_written" | "saved" | "error" | "ready" | "cancel"
+    value: str | None
+
+
+def parse_line(line: str) -> BlenderEvent | None:
+    """The one fact a line of Blender's output carries, if any."""
+    if match := MARKER.match(line):
+        return BlenderEvent(match.group(1), match.group(2))
+    if match := SAVED.search(line):
+        return BlenderEvent("saved", match.group(1))
+    if match := FRA.match(line):
+        return BlenderEvent("frame_start", match.group(1))
+    if match := ERROR.match(line.strip()):
+        return BlenderEvent("error", match.group(1))
+    return None

@@ -1,0 +1,188 @@
+"""One Blender run, supervised: its whole process group, its log, a timeout, a hang watchdog, and
+a stop (cancel or shutdown) that reaches it within seconds. Failures get names."""
+
+import os
+import queue
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO
+
+from pi_render.errors import PiRenderError
+from pi_render.processor.blender import BlenderEvent, parse_line
+from pi_render.processor.context import StopReason, TaskContext, TaskStopped
+
+
+class RenderFailed(PiRenderError):
+    """Raised when Blender exits without doing what was asked; the message has its error line."""
+
+
+class BlendUnreadable(RenderFailed):
+    """Raised when Blender cannot read the .blend (missing, truncated, corrupt, too new)."""
+
+
+class UnknownEngine(RenderFailed):
+    """Raised when Blender does not know the requested render engine."""
+
+
+class BlenderCannotSave(RenderFailed):
+    """Raised when Blender cannot write its output files."""
+
+
+class BlenderPythonError(RenderFailed):
+    """Raised when a Python script failed inside Blender."""
+
+
+class BlenderKilled(RenderFailed):
+    """Raised when Blender was killed by SIGKILL: most often the kernel's out-of-memory killer."""
+
+
+class BlenderCrashed(RenderFailed):
+    """Raised when Blender died of a signal (segfault, abort…) or failed without saying why."""
+
+
+class RenderTimeout(RenderFailed):
+    """Raised when the render ran past its time limit."""
+
+
+class RenderStalled(RenderFailed):
+    """Raised when Blender printed nothing for longer than the hang watchdog allows."""
+
+
+_CLASSES = [
+    ("Cannot read file", BlendUnreadable), ("Failed to read blend file", BlendUnreadable),
+    ("File format is not supported", BlendUnreadable), ("engine not found", UnknownEngine),
+    ("cannot save", BlenderCannotSave), ("script failed", BlenderPythonError),
+    ("Python", BlenderPythonError),
+]  # fmt: skip
+_STOP = object()
+
+
+class BlenderProcess:
+    """Runs `argv` in its own process group, feeding each output line to `on_event`."""
+
+    def __init__(
+        self,
+        argv: list[str],
+        log: IO[str],
+        ctx: TaskContext,
+        on_event: Callable[[BlenderEvent], None],
+        timeout_s: float | None,
+        stall_s: float,
+        grace_s: float,
+        pid_file: Path,
+    ) -> None:
+        self.argv, self.log, self.ctx, self.on_event = argv, log, ctx, on_event
+        self.pid_file = pid_file
+        self.timeout_s, self.stall_s, self.grace_s = timeout_s, stall_s, grace_s
+        self.errors: list[str] = []
+
+    def run(self) -> None:
+        """Raises a RenderFailed subclass, or TaskStopped when asked to stop."""
+        proc = subprocess.Popen(
+            self.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True, text=True, errors="replace", bufsize=1,
+        )  # fmt: skip
+        self.pid_file.write_text(f"{proc.pid}\n")  # so a daemon killed now can reap it later
+        lines: queue.Queue[object] = queue.Queue()
+        reader = threading.Thread(target=_pump, args=(proc, lines), daemon=True)
+        reader.start()
+        self.ctx.on_stop(lambda: lines.put(_STOP))
+        started = last_output = time.monotonic()
+        try:
+            while True:
+                now = time.monotonic()
+                limits = [last_output + self.stall_s]
+                if self.timeout_s is not None:
+                    limits.append(started + self.timeout_s)
+                try:
+                    item = lines.get(timeout=max(0.0, min(limits) - now))
+                except queue.Empty:
+                    self._kill(proc)
+                    if self.timeout_s is not None and time.monotonic() >= started + self.timeout_s:
+                        raise RenderTimeout(f"the render ran past its {self.timeout_s:g}s limit")
+                    raise RenderStalled(
+                        f"Blender printed nothing for {self.stall_s:g}s (hang watchdog)"
+                    ) from None
+                if item is _STOP:
+                    self._kill(proc)
+                    raise TaskStopped(self.ctx.stop_reason or StopReason.CANCEL)
+                if item is None:
+                    break
+                last_output = time.monotonic()
+                self._handle(str(item))
+        finally:
+            if proc.poll() is None:
+                self._kill(proc)
+            reader.join(5)
+            self.pid_file.unlink(missing_ok=True)
+        self._check_exit(proc.wait())
+
+    def _handle(self, line: str) -> None:
+        self.log.write(line)
+        event = parse_line(line)
+        if event is None:
+            return
+        if event.kind == "error" and event.value:
+            self.errors.append(event.value)
+        self.on_event(event)
+
+    def _check_exit(self, code: int) -> None:
+        last_error = self.errors[-1] if self.errors else None
+        if code < 0:
+            name = signal.Signals(-code).name
+            if -code == signal.SIGKILL:
+                raise BlenderKilled(f"Blender was killed by {name} (out of memory?)")
+            raise BlenderCrashed(
+                f"Blender died of {name}" + (f": {last_error}" if last_error else "")
+            )
+        if code == 0:
+            return
+        for needle, error in _CLASSES:
+            for line in self.errors:
+                if needle in line:
+                    raise error(line)
+        raise BlenderCrashed(f"Blender exited with code {code}" + (
+            f": {last_error}" if last_error else " without an error line"))  # fmt: skip
+
+    def _kill(self, proc: "subprocess.Popen[str]") -> None:
+        """SIGTERM to the whole group (Blender stops at once), SIGKILL after the grace."""
+        for sig, wait in ((signal.SIGTERM, self.grace_s), (signal.SIGKILL, 10.0)):
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                return
+            try:
+                proc.wait(wait)
+                return
+            except subprocess.TimeoutExpired:
+                continue
+
+
+def reap_orphan(pid_file: Path, marker: str) -> bool:
+    """Kill the process group of a Blender that outlived a killed daemon (its pid file says which,
+    and its command line must still name `marker`, the task's snapshot). True if one was found."""
+    try:
+        pid = int(pid_file.read_text().strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except (OSError, ValueError):
+        pid_file.unlink(missing_ok=True)
+        return False
+    pid_file.unlink(missing_ok=True)
+    if marker not in cmdline:
+        return False  # the pid was reused by something else
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _pump(proc: "subprocess.Popen[str]", lines: "queue.Queue[object]") -> None:
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        lines.put(line)
+    lines.put(None)

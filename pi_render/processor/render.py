@@ -1,0 +1,154 @@
+"""The render processor: renders the frames the ledger does not have yet, validating and placing
+each one as Blender saves it, with live progress and a log kept per task."""
+
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from pi_render.errors import PiRenderError
+from pi_render.manifest.frames import FrameLedger, FrameOutput
+from pi_render.processor.base import Processor
+from pi_render.processor.blender import BlenderEvent, RenderCommand, frame_list
+from pi_render.processor.blender_run import BlenderProcess, reap_orphan
+from pi_render.processor.context import TaskContext
+from pi_render.processor.outputs import check_image, frame_number, place, still_there
+from pi_render.task.render import RenderArgs, RenderOutputType, RenderResult, RenderTask
+
+log = logging.getLogger(__name__)
+
+
+class NoBlender(PiRenderError):
+    """Raised when no Blender executable or bpy module can be found."""
+
+
+class MissingFrames(PiRenderError):
+    """Raised when Blender finished but expected frames are not there."""
+
+
+class FrameProgress:
+    """Frames done of total, the current frame, the last frame's time and an ETA."""
+
+    def __init__(self, ctx: TaskContext, total: int, done: int) -> None:
+        self.ctx, self.total, self.done = ctx, total, done
+        self.current: int | None = None
+        self.started = time.monotonic()
+        self.rendered = 0
+        self.last_frame_s: float | None = None
+        self._frame_started: float | None = None
+
+    def frame_started(self, frame: int) -> None:
+        if frame != self.current:
+            self.current, self._frame_started = frame, time.monotonic()
+            self.report()
+
+    def frame_done(self) -> None:
+        now = time.monotonic()
+        self.done += 1
+        self.rendered += 1
+        if self._frame_started is not None:
+            self.last_frame_s = round(now - self._frame_started, 3)
+        self.report()
+
+    def report(self) -> None:
+        per_frame = (time.monotonic() - self.started) / self.rendered if self.rendered else None
+        left = self.total - self.done
+        detail: dict[str, Any] = {
+            "frames_done": self.done, "frames_total": self.total, "current_frame": self.current,
+            "percent": round(100 * self.done / self.total, 1) if self.total else 100.0,
+            "last_frame_s": self.last_frame_s,
+            "eta_s": round(per_frame * left, 1) if per_frame is not None else None,
+        }  # fmt: skip
+        message = f"frame {self.current}: {self.done}/{self.total} done"
+        self.ctx.report_progress(self.done / self.total if self.total else 1.0, message, detail)
+
+
+class RenderProcessor(Processor[RenderArgs, RenderResult]):
+    task = RenderTask
+
+    def _process(self, args: RenderArgs, ctx: TaskContext) -> RenderResult:
+        env = self.env
+        if env is None or env.blender is None:
+            raise NoBlender("no Blender found: install Debian's `blender` package, "
+                            "set `blender` in the config, or install the bpy module")  # fmt: skip
+        ledger: FrameLedger = env.frames
+        assert args.snapshot is not None and args.output_dir is not None
+        output_dir = Path(args.output_dir)
+        expected = args.frames()
+        video = args.output_type is RenderOutputType.FFMPEG
+        done: dict[int, FrameOutput] = {}
+        if not video:  # a video cannot be resumed frame by frame: it is rendered whole
+            done = {f.frame: f for f in ledger.frames(ctx.task_id)
+                    if f.frame in expected and still_there(f)}  # fmt: skip
+        missing = [f for f in expected if f not in done]
+        progress = FrameProgress(ctx, len(expected), len(done))
+        if missing:
+            self._render(args, ctx, missing, output_dir, done, progress, video)
+        absent = [f for f in expected if f not in done]
+        if absent:
+            raise MissingFrames(f"Blender finished but frames {absent[:10]} are missing")
+        return RenderResult(output_dir=str(output_dir), frames=[done[f] for f in sorted(done)])
+
+    def _render(
+        self,
+        args: RenderArgs,
+        ctx: TaskContext,
+        frames: list[int],
+        output_dir: Path,
+        done: dict[int, FrameOutput],
+        progress: FrameProgress,
+        video: bool,
+    ) -> None:
+        env = self.env
+        assert env is not None and env.blender is not None and args.snapshot is not None
+        pid_file = env.spool(ctx.task_id) / "blender.pid"
+        if reap_orphan(pid_file, args.snapshot):
+            log.warning(
+                "killed a Blender left running by a dead daemon", extra={"task_id": ctx.task_id}
+            )
+        partial = env.spool(ctx.task_id) / "partial"
+        shutil.rmtree(partial, ignore_errors=True)  # leftovers of a killed run are not trusted
+        partial.mkdir(parents=True)
+        command = RenderCommand(
+            blend=Path(args.snapshot), output_pattern=str(partial / "frame_####"), frames=frames,
+            scene=args.scene, engine=args.engine,
+            file_format=args.output_type.value if args.output_type else None,
+            threads=env.settings.render_threads,
+            allow_scripts=env.settings.allow_blend_scripts,
+        )  # fmt: skip
+
+        def land(path: Path) -> None:
+            frame = frame_number(path)
+            if video or frame is None or frame in done or not path.exists():
+                return
+            output = place(path, output_dir, frame)
+            env.frames.record(ctx.task_id, output)  # durable before anyone is told
+            done[frame] = output
+            progress.frame_done()
+
+        def on_event(event: BlenderEvent) -> None:
+            if event.kind == "frame_start" and event.value and event.value.lstrip("-").isdigit():
+                progress.frame_started(int(event.value))
+            elif event.kind == "saved" and event.value:
+                land(Path(event.value))
+
+        env.logs.mkdir(parents=True, exist_ok=True)
+        with open(env.logs / f"{ctx.task_id}.log", "a", encoding="utf-8") as task_log:
+            argv = command.argv(env.blender)
+            task_log.write(f"=== pi-render attempt {ctx.attempt}: {len(frames)} frame(s) "
+                           f"{frame_list(frames)}\n$ {' '.join(argv)}\n")  # fmt: skip
+            task_log.flush()
+            timeout = args.timeout_s or env.settings.render_timeout_s
+            settings = env.settings
+            BlenderProcess(argv, task_log, ctx, on_event, timeout, settings.render_stall_timeout_s,
+                           settings.render_stop_grace_s, pid_file).run()  # fmt: skip
+        for path in sorted(partial.iterdir()):  # anything saved without a `Saved:` line
+            if video:
+                check_image(path)
+                output = place(path, output_dir, args.start_frame or 0)
+                for frame in frames:
+                    done[frame] = output
+                env.frames.record(ctx.task_id, output)
+            else:
+                land(path)

@@ -1,0 +1,1 @@
+"""Scripts that run inside Blender (never imported by the daemon)."""

@@ -1,0 +1,167 @@
+"""`render`: a .blend (or a zipped project) rendered by real Blender, frame by frame.
+
+Anything the request leaves out comes from the file itself, read at submit from the snapshot.
+"""
+
+import shutil
+import tempfile
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from pi_render.blend import BlendFileError, read_blend_info
+from pi_render.errors import PiRenderError
+from pi_render.manifest.frames import FrameOutput
+from pi_render.task import labels
+from pi_render.task.base import SubmitContext, TaskBase
+from pi_render.task.snapshot import SnapshotError, snapshot_blend, snapshot_project
+
+
+class BlenderDataType(StrEnum):
+    """The seed's data types: one .blend, or a project (textures, libraries) as a zip."""
+
+    SINGLE_FILE = "SingleFile"
+    MULTI_FILE = "MultiFile"
+
+
+class RenderOutputType(StrEnum):
+    """Blender's `-F` names."""
+
+    TGA = "TGA"
+    RAWTGA = "RAWTGA"
+    JPEG = "JPEG"
+    IRIS = "IRIS"
+    IRIZ = "IRIZ"
+    PNG = "PNG"
+    BMP = "BMP"
+    HDR = "HDR"
+    TIFF = "TIFF"
+    OPEN_EXR = "OPEN_EXR"
+    OPEN_EXR_MULTILAYER = "OPEN_EXR_MULTILAYER"
+    FFMPEG = "FFMPEG"
+    CINEON = "CINEON"
+    DPX = "DPX"
+    DDS = "DDS"
+    JP2 = "JP2"
+    WEBP = "WEBP"
+
+
+# the reader reports Blender's identifiers; `-F` spells three of them differently
+_FROM_FILE_FORMAT = {"TARGA": "TGA", "TARGA_RAW": "RAWTGA", "JPEG2000": "JP2"}
+
+
+class InvalidRenderRequest(PiRenderError):
+    """Raised at submit when the file or the requested settings cannot be rendered."""
+
+    http_status = 422
+
+
+class RenderArgs(BaseModel):
+    """What to render; after submit every field but `blend` and `timeout_s` is filled in."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: str
+    blend: str | None = None  # MultiFile: the .blend inside the zip
+    data_type: BlenderDataType | None = None
+    output_type: RenderOutputType | None = None
+    start_frame: int | None = None
+    end_frame: int | None = None
+    frame_step: int | None = Field(None, ge=1)
+    scene: str | None = None
+    engine: str | None = None
+    output_dir: str | None = None
+    timeout_s: float | None = Field(None, gt=0)
+    snapshot: str | None = None  # set at submit: the copy in the spool that Blender renders
+
+    @field_validator("source", "output_dir")
+    @classmethod
+    def _absolute(cls, value: str | None) -> str | None:
+        if value is not None and not Path(value).is_absolute():
+            raise ValueError("must be an absolute path")
+        return value
+
+    def frames(self) -> list[int]:
+        assert self.start_frame is not None and self.end_frame is not None
+        return list(range(self.start_frame, self.end_frame + 1, self.frame_step or 1))
+
+
+class RenderResult(BaseModel):
+    output_dir: str
+    frames: list[FrameOutput]
+
+
+class RenderTask(TaskBase[RenderArgs, RenderResult]):
+    """Snapshots its source at submit, then renders on the `render` label's workers."""
+
+    type_name = "render"
+    default_label = labels.RENDER
+
+    @classmethod
+    def prepare(cls, args: RenderArgs, ctx: SubmitContext) -> RenderArgs:
+        source = Path(args.source)
+        data_type = args.data_type or (
+            BlenderDataType.MULTI_FILE if source.suffix.lower() == ".zip"
+            else BlenderDataType.SINGLE_FILE
+        )  # fmt: skip
+        try:
+            snapshot = _snapshot(source, data_type, args.blend, ctx.spool)
+            try:
+                info = read_blend_info(snapshot, scene=args.scene)
+            except BlendFileError as exc:
+                raise InvalidRenderRequest(f"cannot render {source}: {exc.message}") from None
+            scene = info.scene
+            start = scene.frame_start if args.start_frame is None else args.start_frame
+            end = scene.frame_end if args.end_frame is None else args.end_frame
+            if not scene.frame_start <= start <= end <= scene.frame_end:
+                raise InvalidRenderRequest(
+                    f"frames {start}-{end} are outside the file's range "
+                    f"{scene.frame_start}-{scene.frame_end} (scene {scene.name!r})"
+                )
+            output_dir = Path(args.output_dir or ctx.output_root / ctx.task_id)
+            _check_writable(output_dir)
+            file_format = _FROM_FILE_FORMAT.get(scene.file_format, scene.file_format)
+            output_type = args.output_type or (
+                RenderOutputType(file_format) if file_format in RenderOutputType.__members__
+                else None
+            )  # fmt: skip
+        except PiRenderError:
+            shutil.rmtree(ctx.spool, ignore_errors=True)  # refused: leave nothing behind
+            raise
+        return args.model_copy(
+            update={
+                "data_type": data_type,
+                "snapshot": str(snapshot),
+                "scene": scene.name,
+                "start_frame": start,
+                "end_frame": end,
+                "frame_step": args.frame_step or scene.frame_step,
+                "engine": args.engine or scene.engine,
+                "output_type": output_type,
+                "output_dir": str(output_dir),
+            }
+        )
+
+
+def _snapshot(source: Path, data_type: BlenderDataType, blend: str | None, spool: Path) -> Path:
+    if source.is_relative_to(spool):  # uploaded through init_new_task: already in the spool
+        if not source.is_file():
+            raise SnapshotError(f"nothing was uploaded to {source}")
+        return source
+    if data_type is BlenderDataType.MULTI_FILE:
+        if not blend:
+            raise InvalidRenderRequest("a MultiFile (zip) render needs `blend`: the .blend inside")
+        return snapshot_project(source, blend, spool)
+    return snapshot_blend(source, spool)
+
+
+def _check_writable(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".pi-render-probe-"):
+            pass
+    except OSError as exc:
+        raise InvalidRenderRequest(
+            f"output dir {folder} is not writable: {exc.strerror or exc}"
+        ) from None

@@ -1,0 +1,90 @@
+"""Snapshot at submit: the .blend (or a zipped project) is copied into the task's spool folder,
+so editing or deleting the source afterwards changes nothing."""
+
+import os
+import shutil
+import stat
+import zipfile
+from pathlib import Path, PurePosixPath
+
+from pi_render.errors import PiRenderError
+
+MAX_PROJECT_BYTES = 20 << 30  # a zip that unpacks to more than this is refused
+MAX_PROJECT_FILES = 100_000
+
+
+class SnapshotError(PiRenderError):
+    """Raised when the source cannot be snapshotted: missing, unreadable, or an unsafe zip."""
+
+    http_status = 422
+
+
+def snapshot_blend(source: Path, spool: Path) -> Path:
+    """Copy one .blend into the spool; returns the copy's path."""
+    if not source.is_file():
+        raise SnapshotError(f"source {source} does not exist or is not a file")
+    spool.mkdir(parents=True, exist_ok=True)
+    target = spool / "scene.blend"
+    try:
+        shutil.copyfile(source, target)
+        _fsync(target)
+    except OSError as exc:
+        raise SnapshotError(f"cannot copy {source} into the spool: {exc.strerror or exc}") from None
+    return target
+
+
+def snapshot_project(source: Path, blend: str, spool: Path) -> Path:
+    """Unpack a zipped project into the spool; returns the path of its `blend` inside.
+
+    Refuses members that would land outside the folder (absolute paths, `..`, symlinks), and zips
+    that claim more than MAX_PROJECT_BYTES or MAX_PROJECT_FILES.
+    """
+    if not source.is_file():
+        raise SnapshotError(f"source {source} does not exist or is not a file")
+    root = spool / "project"
+    try:
+        with zipfile.ZipFile(source) as archive:
+            members = archive.infolist()
+            if len(members) > MAX_PROJECT_FILES:
+                raise SnapshotError(f"{source} has more than {MAX_PROJECT_FILES} entries")
+            if sum(m.file_size for m in members) > MAX_PROJECT_BYTES:
+                raise SnapshotError(f"{source} unpacks to more than {MAX_PROJECT_BYTES} bytes")
+            for member in members:
+                target = _safe_target(root, member, source)
+                if member.is_dir():
+                    target.mkdir(parents=True, exist_ok=True)
+                    continue
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with archive.open(member) as src, open(target, "wb") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)
+    except zipfile.BadZipFile:
+        raise SnapshotError(f"{source} is not a valid zip file") from None
+    except OSError as exc:
+        raise SnapshotError(f"cannot unpack {source}: {exc.strerror or exc}") from None
+    inner = _safe_relative(blend, source)
+    path = root / inner
+    if not path.is_file():
+        raise SnapshotError(f"{source} has no {blend!r} (name it with --blend, e.g. shots/a.blend)")
+    return path
+
+
+def _safe_relative(name: str, source: Path) -> Path:
+    pure = PurePosixPath(name.replace("\\", "/"))
+    if pure.is_absolute() or ".." in pure.parts or not pure.parts:
+        raise SnapshotError(f"{source}: unsafe path {name!r} (absolute or with '..')")
+    return Path(*pure.parts)
+
+
+def _safe_target(root: Path, member: zipfile.ZipInfo, source: Path) -> Path:
+    mode = member.external_attr >> 16
+    if stat.S_ISLNK(mode):
+        raise SnapshotError(f"{source}: {member.filename!r} is a symlink; links are refused")
+    return root / _safe_relative(member.filename, source)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,269 @@
+"""Real rendering with real Blender (Debian's 3.4 in CI): tiny scenes, 32×32 px, Cycles at 1
+sample; a slower scene where a test must catch a render in the middle."""
+
+import hashlib
+import json
+import os
+import struct
+import subprocess
+import sys
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from blender_env import blender_or_skip, run_blender_script
+from conftest import DaemonProcess, started, wait_until
+from pi_render.api.client import ApiError
+
+MAKE_SCENE = Path(__file__).parent / "blender" / "make_scene.py"
+RENDER_CONFIG = "render_stop_grace_s = 3\n[workers]\ndefault = 1\nrender = 1\n"
+
+
+@pytest.fixture(scope="session")
+def scenes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    blender = blender_or_skip()
+    folder = tmp_path_factory.mktemp("scenes")
+    made = {"tiny": ("3", "1", "32"), "slow": ("12", "800", "64")}
+    for name, args in made.items():
+        run_blender_script(blender, MAKE_SCENE, str(folder / f"{name}.blend"), *args)
+    return {name: folder / f"{name}.blend" for name in made}
+
+
+@pytest.fixture
+def renderer(make_daemon: Callable[..., DaemonProcess]) -> DaemonProcess:
+    return make_daemon(RENDER_CONFIG).start()
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    head = path.read_bytes()[:24]
+    assert head[:8] == b"\x89PNG\r\n\x1a\n", path
+    width, height = struct.unpack(">II", head[16:24])
+    return width, height
+
+
+def outputs(folder: Path) -> list[Path]:
+    return sorted(folder.glob("frame_*")) if folder.exists() else []
+
+
+def cli(daemon: DaemonProcess, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pi_render", *args, "--socket", str(daemon.socket)],
+        capture_output=True, text=True, timeout=300, env=daemon.env(),
+    )  # fmt: skip
+
+
+def test_render_three_frames_in_png_and_jpeg(renderer: DaemonProcess, scenes: dict[str, Path],
+                                             tmp_path: Path) -> None:  # fmt: skip
+    result = cli(renderer, "render", str(scenes["tiny"]), "--output", str(tmp_path / "png"),
+                 "--wait", "--json")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout)
+    assert record["status"] == "completed"
+    frames = record["result"]["frames"]
+    assert [f["frame"] for f in frames] == [1, 2, 3]
+    for frame in frames:
+        path = Path(frame["path"])
+        assert path.parent == tmp_path / "png" and png_size(path) == (32, 32)
+        assert frame["size"] == path.stat().st_size
+        assert frame["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    detail = record["progress_detail"]
+    assert detail["frames_done"] == detail["frames_total"] == 3
+
+    jpeg = renderer.client.render({"source": str(scenes["tiny"]), "output_type": "JPEG",
+                                   "start_frame": 2, "end_frame": 3,
+                                   "output_dir": str(tmp_path / "jpg")})  # fmt: skip
+    done = renderer.client.wait(jpeg.id, 120)
+    assert done.status == "completed", done.error
+    files = outputs(tmp_path / "jpg")
+    assert [p.name for p in files] == ["frame_0002.jpg", "frame_0003.jpg"]
+    assert all(p.read_bytes()[:3] == b"\xff\xd8\xff" for p in files)
+    log = cli(renderer, "logs", jpeg.id).stdout
+    assert "Saved:" in log and "-F JPEG" in log and "-Y" in log
+
+
+def test_the_source_is_snapshotted_at_submit(renderer: DaemonProcess, scenes: dict[str, Path],
+                                             tmp_path: Path) -> None:  # fmt: skip
+    source = tmp_path / "mine.blend"
+    source.write_bytes(scenes["tiny"].read_bytes())
+    record = renderer.client.render({"source": str(source), "output_dir": str(tmp_path / "o")})
+    source.unlink()  # deleting (or editing) the source now changes nothing
+    assert renderer.client.wait(record.id, 120).status == "completed"
+    assert len(outputs(tmp_path / "o")) == 3
+
+
+@pytest.mark.parametrize(
+    ("request_", "needle"),
+    [
+        ({"source": "/nonexistent/scene.blend"}, "does not exist"),
+        ({"source": "{garbage}"}, "cannot render"),
+        ({"source": "{tiny}", "start_frame": 2, "end_frame": 9}, "outside the file's range 1-3"),
+        ({"source": "{tiny}", "output_type": "GIF"}, "output_type"),
+        ({"source": "{tiny}", "output_dir": "/proc/pi-render-out"}, "not writable"),
+        ({"source": "relative/scene.blend"}, "absolute"),
+        ({"source": "{tiny}", "scene": "Nope"}, "no scene named 'Nope'"),
+    ],
+)
+def test_bad_render_requests_are_refused_and_leave_nothing(
+    renderer: DaemonProcess, scenes: dict[str, Path], tmp_path: Path,
+    request_: dict[str, object], needle: str,
+) -> None:  # fmt: skip
+    garbage = tmp_path / "garbage.blend"
+    garbage.write_bytes(b"BLENDER-v304" + os.urandom(2000))
+    request = {k: str(v).format(garbage=garbage, tiny=scenes["tiny"]) if isinstance(v, str) else v
+               for k, v in request_.items()}  # fmt: skip
+    with pytest.raises(ApiError) as info:
+        renderer.client.render(request)
+    assert info.value.http_status == 422 and needle in str(info.value)
+    assert sum(renderer.client.health()["records"].values()) == 0
+    spool = renderer.data_dir / "spool"
+    assert not spool.exists() or not any(spool.iterdir())
+
+
+def test_unknown_engine_is_a_named_failure(renderer: DaemonProcess, scenes: dict[str, Path]) -> None:
+    record = renderer.client.render({"source": str(scenes["tiny"]), "engine": "NOPE"})
+    done = renderer.client.wait(record.id, 120)
+    assert done.status == "failed" and done.error is not None
+    assert done.error.type == "UnknownEngine" and "engine not found 'NOPE'" in done.error.message
+
+
+def start_slow(daemon: DaemonProcess, scene: Path, out: Path, **extra: object) -> str:
+    record = daemon.client.render({"source": str(scene), "output_dir": str(out), **extra})
+    return record.id
+
+
+def test_kill_9_mid_render_resumes_without_rendering_done_frames_again(
+    renderer: DaemonProcess, scenes: dict[str, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    task_id = start_slow(renderer, scenes["slow"], out)
+    wait_until(lambda: len(outputs(out)) >= 3, timeout=120, what="three frames to land")
+    renderer.kill()
+    landed_before = {int(p.stem.split("_")[1]) for p in outputs(out)}
+    renderer.start()
+    done = renderer.client.wait(task_id, 300)
+    assert done.status == "completed", done.error
+    assert done.attempts == 2
+    frames = [f["frame"] for f in (done.result or {})["frames"]]
+    assert frames == list(range(1, 13))
+    log = (renderer.data_dir / "logs" / f"{task_id}.log").read_text()
+    second = log.split("=== pi-render attempt 2")[1]
+    rendered_again = {int(line.split("frame_")[1][:4]) for line in second.splitlines()
+                      if line.startswith("Saved:")}  # fmt: skip
+    # a frame placed but not yet in the ledger at the kill may be rendered again: at most one
+    assert len(rendered_again & landed_before) <= 1
+    assert rendered_again | landed_before >= set(range(1, 13))
+    # the Blender the dead daemon left behind was found and stopped before rendering again
+    assert "killed a Blender left running by a dead daemon" in renderer.log()
+
+
+def test_cancel_mid_render_stops_blender_and_keeps_frames(
+    renderer: DaemonProcess, scenes: dict[str, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    task_id = start_slow(renderer, scenes["slow"], out)
+    wait_until(lambda: len(outputs(out)) >= 2, timeout=120, what="two frames to land")
+    renderer.client.cancel(task_id)
+    done = renderer.client.wait(task_id, 30)
+    assert done.status == "cancelled"
+    kept = outputs(out)
+    assert 2 <= len(kept) < 12
+    pid_file = renderer.data_dir / "spool" / task_id / "blender.pid"
+    assert not pid_file.exists()
+    snapshot = str(renderer.data_dir / "spool" / task_id / "scene.blend")
+    assert not any(snapshot in p.read_bytes().decode(errors="replace")
+                   for p in Path("/proc").glob("[0-9]*/cmdline") if _readable(p))  # fmt: skip
+
+
+def _readable(path: Path) -> bool:
+    try:
+        path.read_bytes()
+    except OSError:
+        return False
+    return True
+
+
+def test_render_timeout_is_a_named_failure(renderer: DaemonProcess, scenes: dict[str, Path],
+                                           tmp_path: Path) -> None:  # fmt: skip
+    task_id = start_slow(renderer, scenes["slow"], tmp_path / "out", timeout_s=2)
+    done = renderer.client.wait(task_id, 60)
+    assert done.status == "failed" and done.error is not None
+    assert done.error.type == "RenderTimeout" and "2s limit" in done.error.message
+
+
+def test_high_priority_render_starts_first(renderer: DaemonProcess, scenes: dict[str, Path],
+                                           tmp_path: Path) -> None:  # fmt: skip
+    blocker = start_slow(renderer, scenes["slow"], tmp_path / "slow")
+    wait_until(lambda: renderer.client.get(blocker).status == "running", what="blocker running")
+    normal = renderer.client.render({"source": str(scenes["tiny"]), "end_frame": 1})
+    high = renderer.client.render({"source": str(scenes["tiny"]), "end_frame": 1,
+                                   "priority": "high"})  # fmt: skip
+    renderer.client.cancel(blocker)
+    normal_done, high_done = renderer.client.wait(normal.id, 120), renderer.client.wait(high.id, 120)
+    assert normal_done.status == high_done.status == "completed"
+    assert started(high_done) < started(normal_done)
+
+
+def test_a_zipped_project(renderer: DaemonProcess, scenes: dict[str, Path], tmp_path: Path) -> None:
+    project = tmp_path / "project.zip"
+    with zipfile.ZipFile(project, "w") as archive:
+        archive.write(scenes["tiny"], "shots/a.blend")
+        archive.writestr("textures/wood.txt", "not really a texture")
+    record = renderer.client.render({"source": str(project), "blend": "shots/a.blend",
+                                     "end_frame": 2, "output_dir": str(tmp_path / "o")})  # fmt: skip
+    done = renderer.client.wait(record.id, 120)
+    assert done.status == "completed" and done.args["data_type"] == "MultiFile"
+    assert len(outputs(tmp_path / "o")) == 2
+    evil = tmp_path / "evil.zip"
+    with zipfile.ZipFile(evil, "w") as archive:
+        archive.writestr("../../escape.blend", scenes["tiny"].read_bytes())
+    with pytest.raises(ApiError, match="unsafe path"):
+        renderer.client.render({"source": str(evil), "blend": "../../escape.blend"})
+
+
+def test_init_upload_run_over_the_socket(renderer: DaemonProcess, scenes: dict[str, Path]) -> None:
+    task_id, upload = renderer.client.init_new_task()
+    upload.write_bytes(scenes["tiny"].read_bytes())  # the client puts the file there itself
+    record = renderer.client.run_task(task_id, start_frame=1, end_frame=2)
+    assert record.id == task_id
+    done = renderer.client.wait(task_id, 120)
+    assert done.status == "completed" and len((done.result or {})["frames"]) == 2
+    with pytest.raises(ApiError, match="already run"):
+        renderer.client.run_task(task_id)
+
+
+@pytest.fixture
+def fake(make_daemon: Callable[..., DaemonProcess]) -> Callable[[str], DaemonProcess]:
+    def start(mode: str) -> DaemonProcess:
+        os.environ["FAKE_BLENDER"] = mode
+        try:
+            blender = Path(__file__).parent / "fakes" / "fake_blender.py"
+            config = f'blender = "{blender}"\nrender_stall_timeout_s = 1.5\n{RENDER_CONFIG}'
+            return make_daemon(config, name=f"fake-{mode}").start()
+        finally:
+            del os.environ["FAKE_BLENDER"]
+
+    return start
+
+
+@pytest.mark.parametrize(
+    ("mode", "error", "needle"),
+    [
+        ("hang", "RenderStalled", "printed nothing for 1.5s"),
+        ("oom", "BlenderKilled", "SIGKILL"),
+        ("crash", "BlenderCrashed", "SIGABRT"),
+    ],
+)
+def test_faults_real_blender_cannot_show_on_demand(
+    fake: Callable[[str], DaemonProcess], scenes: dict[str, Path], tmp_path: Path,
+    mode: str, error: str, needle: str,
+) -> None:  # fmt: skip
+    daemon = fake(mode)
+    assert daemon.client.health()["blender"]["version"] == "9.9.9"
+    record = daemon.client.render({"source": str(scenes["tiny"]), "output_dir": str(tmp_path)})
+    done = daemon.client.wait(record.id, 60)
+    assert done.status == "failed" and done.error is not None
+    assert done.error.type == error and needle in done.error.message
+    if mode == "crash":  # the frame saved before the crash was validated and kept
+        assert [p.name for p in outputs(tmp_path)] == ["frame_0001.png"]
