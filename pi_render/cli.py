@@ -291,12 +291,10 @@ def render_progress(client: Client, task_id: str, timeout: float | None) -> Task
             left = 1.0 if deadline is None else min(1.0, max(0.0, deadline - time.monotonic()))
             record = client.wait(task_id, left)
             detail = record.progress_detail or {}
-            bar.update(
-                line,
-                total=detail.get("frames_total"),
-                completed=detail.get("frames_done", 0),
-                description=f"{record.status.value} frame {detail.get('current_frame', '…')}",
-            )
+            done, total = detail.get("frames_done", 0), detail.get("frames_total")
+            where = "" if record.status.is_final else f" frame {detail.get('current_frame') or '…'}"
+            bar.update(line, total=total, completed=done, frames=f"{done}/{total or '…'}",
+                       description=f"{record.status.value}{where}")  # fmt: skip
             if record.status.is_final or (deadline is not None and time.monotonic() >= deadline):
                 if record.status.value == "completed" and record.result:
                     n = len(record.result.get("frames", []))
@@ -361,6 +359,35 @@ def logs(
 
 
 @app.command()
+def sample(
+    target: Annotated[Path, typer.Argument(metavar="OUT", help="Where to write the .blend.")],
+    frames: Annotated[int, typer.Option(min=1, max=1000, help="Frames 1..N.")] = 5,
+    size: Annotated[int, typer.Option(min=8, max=4096, help="Width and height, px.")] = 32,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write a small sample scene with the Blender found here (to try pi-render out)."""
+    import subprocess
+
+    from pi_render.processor.blender import find_blender, make_sample_scene
+
+    try:
+        blender = find_blender(load_settings().blender)
+    except ConfigError as exc:
+        fail(str(exc), EXIT_USAGE)
+    if blender is None:
+        fail("no Blender found: apt-get install blender (or pip install bpy)", EXIT_TASK_FAILED)
+    path = target.expanduser().absolute()
+    try:
+        make_sample_scene(blender, path, frames, size)
+    except subprocess.CalledProcessError as exc:
+        fail(f"Blender could not write the sample: {(exc.stdout or '')[-500:]}", EXIT_TASK_FAILED)
+    if as_json:
+        emit_json({"path": str(path), "frames": frames, "size": size})
+    else:
+        out.print(f"wrote {path}: {frames} frames of {size}×{size} px (Cycles, 1 sample)")
+
+
+@app.command()
 def inspect(
     file: Annotated[Path, typer.Argument(help="A .blend file (plain, gzip or zstd).")],
     as_json: JsonOpt = False,
@@ -386,7 +413,7 @@ def inspect(
     scale = s.resolution_percentage / 100
     out.print(f"  size     {s.resolution_x}×{s.resolution_y} at {s.resolution_percentage}% → "
               f"{int(s.resolution_x * scale)}×{int(s.resolution_y * scale)}")  # fmt: skip
-    samples = f", {s.cycles_samples} samples" if s.cycles_samples is not None else ""
+    samples = f", samples {s.cycles_samples}" if s.cycles_samples is not None else ""
     out.print(f"  engine   {s.engine}{samples}   camera {s.camera or '(none)'}")
     out.print(f"  output   {s.file_format} {s.color_mode} {s.color_depth}-bit → "
               f"{s.output_path_resolved}", highlight=False)  # fmt: skip

@@ -17,7 +17,9 @@ from blender_env import blender_or_skip, run_blender_script
 from conftest import DaemonProcess, started, wait_until
 from pi_render.api.client import ApiError
 
-MAKE_SCENE = Path(__file__).parent / "blender" / "make_scene.py"
+MAKE_SCENE = (
+    Path(__file__).parent.parent / "pi_render" / "processor" / "scripts" / "sample_scene.py"
+)
 RENDER_CONFIG = "render_stop_grace_s = 3\n[workers]\ndefault = 1\nrender = 1\n"
 
 
@@ -121,7 +123,9 @@ def test_bad_render_requests_are_refused_and_leave_nothing(
     assert not spool.exists() or not any(spool.iterdir())
 
 
-def test_unknown_engine_is_a_named_failure(renderer: DaemonProcess, scenes: dict[str, Path]) -> None:
+def test_unknown_engine_is_a_named_failure(
+    renderer: DaemonProcess, scenes: dict[str, Path]
+) -> None:
     record = renderer.client.render({"source": str(scenes["tiny"]), "engine": "NOPE"})
     done = renderer.client.wait(record.id, 120)
     assert done.status == "failed" and done.error is not None
@@ -200,7 +204,9 @@ def test_high_priority_render_starts_first(renderer: DaemonProcess, scenes: dict
     high = renderer.client.render({"source": str(scenes["tiny"]), "end_frame": 1,
                                    "priority": "high"})  # fmt: skip
     renderer.client.cancel(blocker)
-    normal_done, high_done = renderer.client.wait(normal.id, 120), renderer.client.wait(high.id, 120)
+    normal_done, high_done = renderer.client.wait(normal.id, 120), renderer.client.wait(
+        high.id, 120
+    )
     assert normal_done.status == high_done.status == "completed"
     assert started(high_done) < started(normal_done)
 
@@ -210,8 +216,9 @@ def test_a_zipped_project(renderer: DaemonProcess, scenes: dict[str, Path], tmp_
     with zipfile.ZipFile(project, "w") as archive:
         archive.write(scenes["tiny"], "shots/a.blend")
         archive.writestr("textures/wood.txt", "not really a texture")
-    record = renderer.client.render({"source": str(project), "blend": "shots/a.blend",
-                                     "end_frame": 2, "output_dir": str(tmp_path / "o")})  # fmt: skip
+    request = {"source": str(project), "blend": "shots/a.blend", "end_frame": 2,
+               "output_dir": str(tmp_path / "o")}  # fmt: skip
+    record = renderer.client.render(request)
     done = renderer.client.wait(record.id, 120)
     assert done.status == "completed" and done.args["data_type"] == "MultiFile"
     assert len(outputs(tmp_path / "o")) == 2
@@ -267,3 +274,25 @@ def test_faults_real_blender_cannot_show_on_demand(
     assert done.error.type == error and needle in done.error.message
     if mode == "crash":  # the frame saved before the crash was validated and kept
         assert [p.name for p in outputs(tmp_path)] == ["frame_0001.png"]
+
+
+@pytest.fixture
+def bpy_python() -> str:
+    """A Python with the bpy wheel (CI makes one: see .ci/run); required in CI."""
+    found = os.environ.get("PI_RENDER_BPY_PYTHON")
+    if found and Path(found).exists():
+        return found
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail("CI must provide PI_RENDER_BPY_PYTHON (a venv with bpy 5.0.1)")
+    pytest.skip("no Python with bpy (set PI_RENDER_BPY_PYTHON)")
+
+
+def test_render_with_the_bpy_module(make_daemon: Callable[..., DaemonProcess], bpy_python: str,
+                                    scenes: dict[str, Path], tmp_path: Path) -> None:  # fmt: skip
+    daemon = make_daemon(f'blender = "{bpy_python}"\n{RENDER_CONFIG}', name="bpy").start()
+    blender = daemon.client.health()["blender"]
+    assert blender["kind"] == "bpy" and blender["version"].startswith("5.")
+    record = daemon.client.render({"source": str(scenes["tiny"]), "output_dir": str(tmp_path)})
+    done = daemon.client.wait(record.id, 300)
+    assert done.status == "completed", done.error
+    assert [png_size(p) for p in outputs(tmp_path)] == [(32, 32)] * 3

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 HOOKS = Path(__file__).parent / "scripts" / "progress_hooks.py"
+SAMPLE_SCENE = Path(__file__).parent / "scripts" / "sample_scene.py"
 BPY_RUNNER = Path(__file__).parent / "scripts" / "bpy_runner.py"
 
 
@@ -22,13 +23,21 @@ class BlenderInstall:
 
 
 def find_blender(configured: str | None) -> BlenderInstall | None:
-    """A configured executable, else `blender` on PATH, else the `bpy` module, else None."""
+    """A configured executable, else `blender` on PATH, else the `bpy` module, else None.
+
+    A configured `python…` is taken as an interpreter that has the bpy module.
+    """
+    if configured and Path(configured).name.startswith("python"):
+        return _bpy(configured)
     for candidate in (configured, shutil.which("blender")):
         if candidate and os.access(candidate, os.X_OK):
             return BlenderInstall("executable", candidate, _version([candidate, "--version"]))
-    probe = [sys.executable, "-c", "import bpy; print('Blender', bpy.app.version_string)"]
-    version = _version(probe)
-    return BlenderInstall("bpy", sys.executable, version) if version else None
+    return _bpy(sys.executable)
+
+
+def _bpy(python: str) -> BlenderInstall | None:
+    version = _version([python, "-c", "import bpy; print('Blender', bpy.app.version_string)"])
+    return BlenderInstall("bpy", python, version) if version else None
 
 
 def _version(command: list[str]) -> str | None:
@@ -38,6 +47,20 @@ def _version(command: list[str]) -> str | None:
         return None
     match = re.search(r"Blender (\S+)", out)
     return match.group(1) if match else None
+
+
+def make_sample_scene(blender: BlenderInstall, out: Path, frames: int, size: int) -> None:
+    """Have Blender write a small animated sample scene (Cycles, 1 sample, CPU) to `out`.
+
+    Raises subprocess.CalledProcessError with Blender's output when it fails.
+    """
+    args = [str(out), str(frames), "1", str(size)]
+    if blender.kind == "bpy":
+        argv = [blender.path, str(SAMPLE_SCENE), *args]
+    else:
+        argv = [blender.path, "-b", "--factory-startup", "-noaudio", "--python-exit-code", "1",
+                "--python", str(SAMPLE_SCENE), "--", *args]  # fmt: skip
+    subprocess.run(argv, check=True, capture_output=True, text=True, timeout=300)
 
 
 @dataclass(frozen=True)

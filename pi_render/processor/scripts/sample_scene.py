@@ -1,6 +1,6 @@
-"""Write a tiny render test scene: 32×32 px, Cycles at 1 sample on the CPU, frames 1..N.
+"""Write a small sample scene: 32×32 px, Cycles at 1 sample on the CPU, frames 1..N.
 
-    blender -b --factory-startup --python make_scene.py -- OUT.blend [FRAMES] [SAMPLES] [SIZE]
+    blender -b --factory-startup --python sample_scene.py -- OUT.blend [FRAMES] [SAMPLES] [SIZE]
 
 More samples (adaptive sampling is off) make a slow scene for kill and cancel tests.
 """
