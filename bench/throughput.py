@@ -238,10 +238,12 @@ def add_rate_rows(
     if len(drain) >= 20:
         span = t_last - t_submitted
         report.add(system, "drain rate after submits ended", len(drain) / span, "tasks/s")
-        report.add(system, "drain rate, first 10% of drain", window_rate(drain, 0.1, False),
-                   "tasks/s")
-        report.add(system, "drain rate, last 10% of drain", window_rate(drain, 0.1, True),
-                   "tasks/s")
+        report.add(
+            system, "drain rate, first 10% of drain", window_rate(drain, 0.1, False), "tasks/s"
+        )
+        report.add(
+            system, "drain rate, last 10% of drain", window_rate(drain, 0.1, True), "tasks/s"
+        )
     report.add(system, "total wall time", t_last - t_first, "s")
 
 
@@ -387,8 +389,10 @@ def bench_pi_render_throughput(
             last_ids[index] = record_id
 
     how = "one request each" if batch is None else f"in batches of {batch}"
-    print(f"[{system}] submitting {args.tasks} noop tasks from {args.clients} clients, {how}...",
-          flush=True)
+    print(
+        f"[{system}] submitting {args.tasks} noop tasks from {args.clients} clients, {how}...",
+        flush=True,
+    )
     daemon_cpu0, own_cpu0, wall0 = daemon.cpu_s(), own_cpu_s(), time.monotonic()
     run_threads(args.clients, submitter)
     t_first = min(first_start)
@@ -413,8 +417,15 @@ def bench_pi_render_throughput(
     if bad:
         raise RuntimeError(f"{len(bad)} tasks did not complete, e.g. {bad[0]!r}")
     finished = [r.finished_at.timestamp() for r in records if r.finished_at is not None]
-    add_rate_rows(report, system, args.tasks, t_first, t_submitted, finished,
-                  "req/s" if batch is None else "tasks/s")
+    add_rate_rows(
+        report,
+        system,
+        args.tasks,
+        t_first,
+        t_submitted,
+        finished,
+        "req/s" if batch is None else "tasks/s",
+    )
     report.notes.append(
         f"{system} throughput phase: {sum(requests)} submit requests; daemon CPU "
         f"{daemon_cpu:.1f} s, bench process (clients) CPU {own_cpu:.1f} s over {wall:.1f} s "
@@ -430,8 +441,10 @@ def bench_pi_render_latency(
     daemon = DaemonProcess(root, sock_dir, args.workers, args.log_level)
     stack.callback(daemon.stop)
     daemon.start()
-    print(f"[pi_render] latency: {args.latency_samples} sequential submits on an idle daemon...",
-          flush=True)
+    print(
+        f"[pi_render] latency: {args.latency_samples} sequential submits on an idle daemon...",
+        flush=True,
+    )
     to_start: list[float] = []
     round_trip: list[float] = []
     with daemon.client() as client:
@@ -448,8 +461,9 @@ def bench_pi_render_latency(
     daemon.stop()
     report.add("pi_render", "submit->start latency p50", 1000 * percentile(to_start, 50), "ms")
     report.add("pi_render", "submit->start latency p99", 1000 * percentile(to_start, 99), "ms")
-    report.add("pi_render", "submit request round trip p50",
-               1000 * percentile(round_trip, 50), "ms")
+    report.add(
+        "pi_render", "submit request round trip p50", 1000 * percentile(round_trip, 50), "ms"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -469,8 +483,9 @@ class NormalSyncAckQueue(persistqueue.SQLiteAckQueue):
         return conn
 
 
-def bench_persist_queue(args: argparse.Namespace, tmp: Path, stack: ExitStack,
-                        report: Report) -> None:
+def bench_persist_queue(
+    args: argparse.Namespace, tmp: Path, stack: ExitStack, report: Report
+) -> None:
     root = temp_dir("pq-", tmp, stack, args.keep)
     queue: Any = NormalSyncAckQueue(
         str(root),
@@ -481,8 +496,9 @@ def bench_persist_queue(args: argparse.Namespace, tmp: Path, stack: ExitStack,
         serializer=persistqueue.serializers.json,
     )
     stack.callback(queue.close)
-    print(f"[persist-queue] put {args.tasks}, then get+ack with {args.workers} threads...",
-          flush=True)
+    print(
+        f"[persist-queue] put {args.tasks}, then get+ack with {args.workers} threads...", flush=True
+    )
     t0 = time.monotonic()
     for i in range(args.tasks):
         queue.put({"id": f"{i:020d}"})
@@ -504,8 +520,9 @@ def bench_persist_queue(args: argparse.Namespace, tmp: Path, stack: ExitStack,
         raise RuntimeError(f"persist-queue: acked {sum(acked)} of {args.tasks}")
     report.add("persist-queue", "put rate", args.tasks / (t_put - t0), "items/s")
     report.add("persist-queue", "get+ack rate", args.tasks / (t_done - t_put), "items/s")
-    report.add("persist-queue", "overall (put, then get+ack)", args.tasks / (t_done - t0),
-               "items/s")
+    report.add(
+        "persist-queue", "overall (put, then get+ack)", args.tasks / (t_done - t0), "items/s"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -615,8 +632,10 @@ def bench_huey(args: argparse.Namespace, tmp: Path, stack: ExitStack, report: Re
         f"CPU {own_cpu:.1f} s over {wall:.1f} s wall"
     )
 
-    print(f"[huey] latency: {args.latency_samples} sequential enqueues on the idle consumer...",
-          flush=True)
+    print(
+        f"[huey] latency: {args.latency_samples} sequential enqueues on the idle consumer...",
+        flush=True,
+    )
     to_start: list[float] = []
     for i in range(WARMUP + args.latency_samples):
         before = time.time()
@@ -666,10 +685,12 @@ def print_table(report: Report) -> None:
     widths = [max(len(line[i]) for line in cells) for i in range(len(header))]
     rule = "+".join("-" * (w + 2) for w in widths)
     for n, line in enumerate(cells):
-        print(" | ".join(
-            cell.rjust(w) if i in (2, 4) else cell.ljust(w)
-            for i, (cell, w) in enumerate(zip(line, widths))
-        ).rstrip())
+        print(
+            " | ".join(
+                cell.rjust(w) if i in (2, 4) else cell.ljust(w)
+                for i, (cell, w) in enumerate(zip(line, widths))
+            ).rstrip()
+        )
         if n == 0:
             print(rule)
 
@@ -679,14 +700,16 @@ def print_goals(report: Report) -> None:
     lines: list[tuple[str, str]] = []
     for system in (PI, PI_BATCH):
         e2e = report.get(system, "end-to-end rate") / huey_e2e
-        lines.append((f"{system} end-to-end >= huey's:",
-                      f"{e2e:.2f}x  ({'met' if e2e >= 1 else 'not met'})"))
+        lines.append(
+            (f"{system} end-to-end >= huey's:", f"{e2e:.2f}x  ({'met' if e2e >= 1 else 'not met'})")
+        )
     for system in (PI, PI_BATCH):
         flat = report.get(system, "rate, last 10% done") / report.get(
             system, "rate, first 10% done"
         )
-        lines.append((f"{system} rate flat as backlog grows:",
-                      f"last 10% / first 10% done = {flat:.2f}"))
+        lines.append(
+            (f"{system} rate flat as backlog grows:", f"last 10% / first 10% done = {flat:.2f}")
+        )
         try:
             drain = report.get(system, "drain rate, last 10% of drain") / report.get(
                 system, "drain rate, first 10% of drain"
@@ -694,11 +717,16 @@ def print_goals(report: Report) -> None:
         except KeyError:
             pass
         else:
-            lines.append(("", f"(no submits competing: last 10% / first 10% of the drain = "
-                              f"{drain:.2f})"))
+            lines.append(
+                ("", f"(no submits competing: last 10% / first 10% of the drain = " f"{drain:.2f})")
+            )
     p50 = report.get(PI, "submit->start latency p50")
-    lines.append(("pi_render p50 submit->start <= 5 ms:",
-                  f"{p50:.2f} ms  ({'met' if p50 <= 5 else 'not met'})"))
+    lines.append(
+        (
+            "pi_render p50 submit->start <= 5 ms:",
+            f"{p50:.2f} ms  ({'met' if p50 <= 5 else 'not met'})",
+        )
+    )
     width = max(len(label) for label, _ in lines)
     print("goals:")
     for label, text in lines:
@@ -711,27 +739,53 @@ def print_goals(report: Report) -> None:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--tasks", type=int, default=20000, help="tasks per system (20000)")
-    parser.add_argument("--clients", type=int, default=8,
-                        help="concurrent submitting threads, one client each (8)")
-    parser.add_argument("--workers", type=int, default=2,
-                        help="pi_render [workers] default; huey consumer workers; "
-                        "persist-queue consumer threads (2)")
-    parser.add_argument("--batch-size", type=int, default=100,
-                        help=f"tasks per POST /tasks/batch in the batch phase (100; "
-                        f"at most {MAX_BATCH})")
-    parser.add_argument("--latency-samples", type=int, default=500,
-                        help="sequential submits for the latency phases (500)")
-    parser.add_argument("--log-level", default="INFO",
-                        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
-                        help="the pi_render daemon's log_level (INFO, its default)")
-    parser.add_argument("--tmp-dir", type=Path, default=Path(tempfile.gettempdir()),
-                        help="where the data dirs go (the system temp dir)")
-    parser.add_argument("--skip", action="append", default=[],
-                        choices=("pi_render", "pi_render-batch", "persist-queue", "huey"),
-                        help="leave a system out (repeatable; pi_render leaves out its "
-                        "single-submit and latency phases, pi_render-batch its batch phase)")
-    parser.add_argument("--keep", action="store_true",
-                        help="keep the temp data dirs (and daemon logs) for a post-mortem")
+    parser.add_argument(
+        "--clients", type=int, default=8, help="concurrent submitting threads, one client each (8)"
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="pi_render [workers] default; huey consumer workers; "
+        "persist-queue consumer threads (2)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=100,
+        help=f"tasks per POST /tasks/batch in the batch phase (100; " f"at most {MAX_BATCH})",
+    )
+    parser.add_argument(
+        "--latency-samples",
+        type=int,
+        default=500,
+        help="sequential submits for the latency phases (500)",
+    )
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        help="the pi_render daemon's log_level (INFO, its default)",
+    )
+    parser.add_argument(
+        "--tmp-dir",
+        type=Path,
+        default=Path(tempfile.gettempdir()),
+        help="where the data dirs go (the system temp dir)",
+    )
+    parser.add_argument(
+        "--skip",
+        action="append",
+        default=[],
+        choices=("pi_render", "pi_render-batch", "persist-queue", "huey"),
+        help="leave a system out (repeatable; pi_render leaves out its "
+        "single-submit and latency phases, pi_render-batch its batch phase)",
+    )
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the temp data dirs (and daemon logs) for a post-mortem",
+    )
     parser.add_argument("--huey-consumer", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.tasks < 20 or args.clients < 1 or args.workers < 1 or args.latency_samples < 2:
@@ -755,12 +809,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     print(f"command: {shlex.join(sys.orig_argv)}")
     print_machine(args.tmp_dir)
-    print(f"settings: tasks={args.tasks} clients={args.clients} workers={args.workers} "
-          f"batch_size={args.batch_size} latency_samples={args.latency_samples} "
-          f"(+{WARMUP} untimed warm-up each) pi_render log_level={args.log_level}")
-    print("huey consumer: workers=%d, worker_type=thread, initial delay (-d) 0.1 s, backoff "
-          "1.15, max delay 10 s (huey's defaults); results polled every %g s by the bench"
-          % (args.workers, HUEY_RESULT_POLL_S))
+    print(
+        f"settings: tasks={args.tasks} clients={args.clients} workers={args.workers} "
+        f"batch_size={args.batch_size} latency_samples={args.latency_samples} "
+        f"(+{WARMUP} untimed warm-up each) pi_render log_level={args.log_level}"
+    )
+    print(
+        "huey consumer: workers=%d, worker_type=thread, initial delay (-d) 0.1 s, backoff "
+        "1.15, max delay 10 s (huey's defaults); results polled every %g s by the bench"
+        % (args.workers, HUEY_RESULT_POLL_S)
+    )
     print(flush=True)
 
     report = Report()

@@ -102,6 +102,7 @@ def task_type(name: str) -> type[TaskBase[Any, Any]]:
     Raises:
         UnknownTaskType: listing the types that do exist.
     """
+    _load_builtins()
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -110,4 +111,11 @@ def task_type(name: str) -> type[TaskBase[Any, Any]]:
 
 
 def task_types() -> dict[str, type[TaskBase[Any, Any]]]:
+    _load_builtins()
     return dict(_REGISTRY)
+
+
+def _load_builtins() -> None:
+    """Import the built-in task types once (they register themselves)."""
+    from pi_render.task import inspect_blend, noop, render  # noqa: F401
+
