@@ -52,6 +52,7 @@ from huey.consumer import Consumer
 import pi_render
 from pi_render.api.client import Client
 from pi_render.errors import DaemonUnreachable
+from pi_render.queue.sqlite import NormalSyncAckQueue
 from pi_render.task.record import TaskRecord, TaskStatus
 
 REPO = Path(__file__).resolve().parent.parent
@@ -468,19 +469,6 @@ def bench_pi_render_latency(
 
 # ---------------------------------------------------------------------------------------------
 # persist-queue
-
-
-class NormalSyncAckQueue(persistqueue.SQLiteAckQueue):
-    """The ack queue as pi_render/queue/sqlite.py opens it: WAL (persist-queue's own setting)
-    and `synchronous=NORMAL` on every connection (pi_render's). Mirrored here, not imported:
-    pi_render's class is private."""
-
-    def _new_db_connection(
-        self, path: str, multithreading: bool, timeout: float
-    ) -> sqlite3.Connection:
-        conn: sqlite3.Connection = super()._new_db_connection(path, multithreading, timeout)
-        conn.execute("PRAGMA synchronous=NORMAL")
-        return conn
 
 
 def bench_persist_queue(

@@ -12,9 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
 from blender_env import blender_or_skip, run_blender_script
 from conftest import DaemonProcess, started, wait_until
+
 from pi_render.api.client import ApiError
 
 MAKE_SCENE = (

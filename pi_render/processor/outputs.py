@@ -9,6 +9,7 @@ import struct
 from pathlib import Path
 
 from pi_render.errors import PiRenderError
+from pi_render.fsync import fsync_path
 from pi_render.manifest.frames import FrameOutput
 
 FRAME_NAME = re.compile(r"frame_(-?\d+)\.")
@@ -80,10 +81,10 @@ def place(path: Path, output_dir: Path, frame: int) -> FrameOutput:
         except OSError:  # another file system: copy beside the target, then rename
             temp = output_dir / f".{path.name}.partial"
             shutil.copyfile(path, temp)
-            _fsync(temp)
+            fsync_path(temp)
             os.replace(temp, target)
             path.unlink()
-        _fsync(output_dir)
+        fsync_path(output_dir)
     except OSError as exc:
         raise UnwritableOutput(
             f"cannot place {path.name} in {output_dir}: {exc.strerror or exc}"
@@ -97,11 +98,3 @@ def still_there(output: FrameOutput) -> bool:
         return os.stat(output.path).st_size == output.size
     except OSError:
         return False
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

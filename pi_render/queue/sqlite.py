@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 LANES = (Priority.HIGH, Priority.NORMAL)  # the order in which lanes are served
 
 
-class _AckQueue(persistqueue.SQLiteAckQueue):
+class NormalSyncAckQueue(persistqueue.SQLiteAckQueue):
     """persist-queue's ack queue with `synchronous=NORMAL` on its connections (see above)."""
 
     def _new_db_connection(
@@ -49,7 +49,7 @@ class SqliteTaskQueue:
         self._cond = threading.Condition()
         self._closed = False
         self._lanes: dict[Priority, Any] = {
-            lane: _AckQueue(
+            lane: NormalSyncAckQueue(
                 str(path.parent),
                 name=lane.value,
                 db_file_name=path.name,

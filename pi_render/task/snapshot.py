@@ -1,13 +1,13 @@
 """Snapshot at submit: the .blend (or a zipped project) is copied into the task's spool folder,
 so editing or deleting the source afterwards changes nothing."""
 
-import os
 import shutil
 import stat
 import zipfile
 from pathlib import Path, PurePosixPath
 
 from pi_render.errors import PiRenderError
+from pi_render.fsync import fsync_path
 
 MAX_PROJECT_BYTES = 20 << 30  # a zip that unpacks to more than this is refused
 MAX_PROJECT_FILES = 100_000
@@ -27,7 +27,7 @@ def snapshot_blend(source: Path, spool: Path) -> Path:
     target = spool / "scene.blend"
     try:
         shutil.copyfile(source, target)
-        _fsync(target)
+        fsync_path(target)
     except OSError as exc:
         raise SnapshotError(f"cannot copy {source} into the spool: {exc.strerror or exc}") from None
     return target
@@ -80,11 +80,3 @@ def _safe_target(root: Path, member: zipfile.ZipInfo, source: Path) -> Path:
     if stat.S_ISLNK(mode):
         raise SnapshotError(f"{source}: {member.filename!r} is a symlink; links are refused")
     return root / _safe_relative(member.filename, source)
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
