@@ -223,6 +223,31 @@ def list_cmd(
 
 
 @app.command()
+def retry(task_id: str, socket: SocketOpt = None, as_json: JsonOpt = False) -> None:
+    """Requeue a dead or waiting task now, with a fresh attempt budget."""
+    with client_for(socket) as client:
+        record = client.retry(task_id)
+    _finish(record, as_json, check=False)
+
+
+@app.command()
+def failed(socket: SocketOpt = None, as_json: JsonOpt = False) -> None:
+    """Failed tasks: waiting for their next attempt, or dead."""
+    with client_for(socket) as client:
+        entries = client.failed()
+    if as_json:
+        emit_json(entries)
+        return
+    table = Table(*(Column(c, no_wrap=True) for c in ("id", "type", "state", "tries", "next")),
+                  "last error", box=box.SIMPLE_HEAD)  # fmt: skip
+    for e in entries:
+        error = (e.get("last_error") or {}).get("message", "")
+        table.add_row(e["task_id"], e["type"], e["state"], str(e["attempts"]),
+                      (e.get("next_attempt_at") or "")[11:19], error[:60])  # fmt: skip
+    out.print(table)
+
+
+@app.command()
 def queues(socket: SocketOpt = None, as_json: JsonOpt = False) -> None:
     """Queue depth and live workers per routing label."""
     with client_for(socket) as client:

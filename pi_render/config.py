@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from pi_render.errors import ConfigError
+from pi_render.retry import RetryPolicy
 
 # AF_UNIX paths are limited to 108 bytes including the terminating NUL.
 MAX_SOCKET_PATH = 107
@@ -50,6 +51,10 @@ class Settings(BaseModel):
     render_stall_timeout_s: float = Field(600.0, gt=0, description="hang watchdog")
     render_stop_grace_s: float = Field(10.0, ge=0, description="SIGTERM → SIGKILL grace")
     allow_blend_scripts: bool = Field(False, description="let scripts in .blend files run")
+    retry: dict[str, RetryPolicy] = Field(
+        default_factory=lambda: {"default": RetryPolicy()},
+        description="retry policy per task type; `default` for the rest",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
 

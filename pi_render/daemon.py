@@ -17,15 +17,18 @@ from pi_render.api.waiters import FinalStateWaiters
 from pi_render.clock import Clock, SystemClock
 from pi_render.config import Settings
 from pi_render.errors import ConfigError
+from pi_render.manifest.failed import FailedTaskManifest
 from pi_render.manifest.frames import FrameLedger
 from pi_render.manifest.records import TaskRecordManifest
 from pi_render.processor.base import ProcessorEnv
 from pi_render.processor.blender import find_blender
 from pi_render.processor.context import StopReason
 from pi_render.queue.router import Router
+from pi_render.recovery import recover
+from pi_render.queue.sqlite import SqliteTaskQueue
+from pi_render.retry import RetryPolicies
 from pi_render.service import TaskService
-from pi_render.task import lifecycle
-from pi_render.task.record import TaskStatus
+from pi_render.workers.failed_task_worker import FailedTaskWorker
 from pi_render.workers.pool import WorkerPool
 from pi_render.workers.queue_worker import QueueWorker
 from pi_render.workers.running import RunningTasks
@@ -68,6 +71,9 @@ class Daemon:
             self.service = TaskService(self.records, self.router, self.running, self.clock,
                                        settings.spool_dir, settings.outputs)  # fmt: skip
             self.frames = FrameLedger(settings.frames_path)
+            self.failed = FailedTaskManifest(settings.data_dir / "failed.sqlite")
+            self.failed_queue = SqliteTaskQueue(settings.queue_dir / "_failed.db")
+            self.service.failed = self.failed
             self.env = ProcessorEnv(settings, find_blender(settings.blender), self.frames)
             waiters = FinalStateWaiters()
             self.records.add_listener(waiters)
@@ -93,31 +99,17 @@ class Daemon:
             if not self._stopping.is_set():  # the server ended by itself: still drain
                 self.pool.stop(settings.shutdown_grace_s)
             self.router.close()
+            self.failed_queue.close()
             self.records.close()
             self.frames.close()
+            self.failed.close()
         finally:
             self.lock.release()
         log.info("pi-render stopped")
         return 0
 
     def recover(self) -> None:
-        """After a crash: running records resume as pending; records whose queue row never got
-        written (a crash between the two) are enqueued again. Queue order is kept."""
-        for record in self.records.unfinished():
-            if record.status is TaskStatus.RUNNING:
-                self.records.change(record.id, lifecycle.requeue)
-                log.info("resuming task left running", extra={"task_id": record.id})
-            if self.router.locate(record.id) is None:
-                if record.label in self.router.queues:
-                    self.router.put(record)
-                    log.info(
-                        "re-enqueued task missing from its queue", extra={"task_id": record.id}
-                    )
-                else:
-                    log.error(
-                        "pending task's label has no workers; it waits until one is configured",
-                        extra={"task_id": record.id, "label": record.label},
-                    )
+        recover(self.records, self.router, self.failed, self.failed_queue)
 
     def _build_pool(self) -> WorkerPool:
         pool = WorkerPool(self.running)
@@ -125,8 +117,11 @@ class Daemon:
             for index in range(self.settings.workers[label]):
                 name = f"{label}-{index}"
                 make = partial(QueueWorker, name, queue, self.records, self.running, self.clock,
-                               env=self.env)  # fmt: skip
+                               env=self.env, retry=RetryPolicies(self.settings.retry),
+                               failed_queue=self.failed_queue)  # fmt: skip
                 pool.add(label, make)
+        pool.add("failures", partial(FailedTaskWorker, self.failed_queue, self.failed,
+                                     self.records, self.router, self.clock))  # fmt: skip
         return pool
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:

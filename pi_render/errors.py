@@ -5,6 +5,7 @@ class PiRenderError(Exception):
     """Raised for any problem a user can cause or fix; the message is meant for a person."""
 
     http_status = 400
+    retryable = True  # may a task that failed with it heal by trying again?
 
 
 class ConfigError(PiRenderError):
@@ -23,6 +24,7 @@ class UnknownTaskType(PiRenderError):
     """Raised when a request names a task type that is not registered."""
 
     http_status = 400
+    retryable = False
 
 
 class TaskNotFound(PiRenderError):
@@ -35,6 +37,7 @@ class InvalidTaskArgs(PiRenderError):
     """Raised when a task's arguments fail its pydantic model; carries the field errors."""
 
     http_status = 422
+    retryable = False
 
     def __init__(self, message: str, errors: list[dict[str, str]]) -> None:
         super().__init__(message)

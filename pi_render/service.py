@@ -8,6 +8,7 @@ from typing import Any
 
 from pi_render.clock import Clock
 from pi_render.errors import PiRenderError, TaskNotFound, TaskStateConflict
+from pi_render.manifest.failed import FailedTask, FailedTaskManifest
 from pi_render.manifest.records import TaskIdGenerator, TaskRecordManifest
 from pi_render.processor.context import StopReason
 from pi_render.queue.router import Router
@@ -33,6 +34,7 @@ class TaskService:
     ) -> None:
         self.spool_dir = spool_dir
         self.output_root = output_root
+        self.failed: FailedTaskManifest | None = None  # set by the daemon
         self.records = records
         self.router = router
         self.running = running
@@ -123,6 +125,29 @@ class TaskService:
             raise TaskStateConflict(f"task {task_id} was already run")
         return self.submit_many([("render", {**args, "source": str(uploads[0])}, priority, None)],
                                 task_id=task_id)[0]  # fmt: skip
+
+    def retry(self, task_id: str) -> TaskRecord:
+        """Requeue a dead or waiting task now, with a fresh attempt budget.
+
+        Raises:
+            TaskNotFound; TaskStateConflict unless the task is failed or retrying.
+        """
+        with self.records.lock:
+            record = self.records.change(task_id, lifecycle.retry_now)
+            if record is None:
+                status = self.records.latest(task_id).status.value
+                raise TaskStateConflict(
+                    f"task {task_id} is {status}; only failed or retrying tasks can be retried"
+                )
+        if self.router.locate(task_id) is None:
+            self.router.put(record)
+        if self.failed is not None:
+            self.failed.remove(task_id)
+        log.info("task retried by hand", extra={"task_id": task_id})
+        return record
+
+    def failed_tasks(self) -> list[FailedTask]:
+        return self.failed.all() if self.failed is not None else []
 
     def log(self, task_id: str, offset: int = 0, limit: int = 1 << 20) -> tuple[str, int]:
         """Up to `limit` bytes of the task's log from `offset`, and the log's size."""

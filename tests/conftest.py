@@ -54,6 +54,7 @@ class DaemonProcess:
         self.config_path.write_text(  # top-level keys first: TOML tables ([workers]) come last
             f'data_dir = "{self.data_dir}"\nsocket = "{self.socket}"\n'
             f'task_modules = ["pi_render_testtasks"]\n{grace}{config}'
+            "\n[retry.explode]\nmax_attempts = 1\n"  # tests of plain failure want it at once
         )
         self.log_path = root / "daemon.log"
         self.proc: subprocess.Popen[bytes] | None = None

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pi_render import __version__
 from pi_render.api.waiters import FinalStateWaiters
 from pi_render.errors import InvalidTaskArgs, PiRenderError
+from pi_render.manifest.failed import FailedTask
 from pi_render.service import TaskService
 from pi_render.task.base import task_types
 from pi_render.task.record import Priority, TaskRecord, TaskStatus
@@ -147,6 +148,14 @@ def create_app(
         record = service.cancel(task_id)
         # 202 while running: the processor was asked to stop; `wait` tells when it has
         return _json(record, 200 if record.status.is_final else 202)
+
+    @app.post("/tasks/{task_id}/retry", response_model=TaskRecord)
+    def retry(task_id: str) -> Response:
+        return _json(service.retry(task_id))
+
+    @app.get("/failed")
+    def failed() -> list[FailedTask]:
+        return service.failed_tasks()
 
     @app.get("/tasks/{task_id}/wait", response_model=TaskRecord)
     async def wait(task_id: str, timeout: float = Query(30.0, ge=0, le=MAX_WAIT_S)) -> Response:

@@ -1,5 +1,6 @@
 """A typed client for the daemon's socket API (httpx over a Unix socket)."""
 
+import builtins
 import time
 from pathlib import Path
 from typing import Any
@@ -131,6 +132,13 @@ class Client:
             )
             if record.status.is_final or (deadline is not None and time.monotonic() >= deadline):
                 return record
+
+    def retry(self, task_id: str) -> TaskRecord:
+        return TaskRecord.model_validate(self._call("POST", f"/tasks/{task_id}/retry"))
+
+    def failed(self) -> "builtins.list[dict[str, Any]]":
+        result: builtins.list[dict[str, Any]] = self._call("GET", "/failed")
+        return result
 
     def queues(self) -> dict[str, Any]:
         result: dict[str, Any] = self._call("GET", "/queues")

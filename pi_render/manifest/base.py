@@ -44,6 +44,10 @@ class DurableJsonTable:
         """Queue a write; it is durable after the next `commit`."""
         self._db[key] = value
 
+    def delete(self, key: str) -> None:
+        """Queue a delete; durable after the next `commit`. Missing keys are fine."""
+        self._db.conn.execute(f'DELETE FROM "{self.table}" WHERE key = ?', (key,))
+
     def commit(self) -> None:
         """Block until every staged write is on disk (concurrent writers share the fsync)."""
         self._db.commit(blocking=True)

@@ -115,10 +115,14 @@ class TaskRecordManifest:
     def unfinished(self) -> Iterator[TaskRecord]:
         """Pending and running records, oldest first (for recovery after a crash)."""
         for status in (TaskStatus.PENDING, TaskStatus.RUNNING):
-            where, params = self._filters(status, None)
-            rows = self._store.query(f"SELECT value FROM {TABLE}{where} ORDER BY key", params)
-            for row in rows:
-                yield TaskRecord.model_validate_json(row[0])
+            yield from self.with_status(status)
+
+    def with_status(self, status: TaskStatus) -> Iterator[TaskRecord]:
+        """Every record of a status, oldest first."""
+        where, params = self._filters(status, None)
+        rows = self._store.query(f"SELECT value FROM {TABLE}{where} ORDER BY key", params)
+        for row in rows:
+            yield TaskRecord.model_validate_json(row[0])
 
     def count_by_status(self) -> dict[str, int]:
         sql = f"SELECT json_extract(value, '$.status'), count(*) FROM {TABLE} GROUP BY 1"

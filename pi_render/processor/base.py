@@ -20,6 +20,8 @@ _PROCESSORS: dict[str, "type[Processor[Any, Any]]"] = {}
 class NoProcessor(PiRenderError):
     """Raised when a task type has no processor registered in this daemon."""
 
+    retryable = False
+
 
 @dataclass
 class ProcessorEnv:

@@ -23,9 +23,13 @@ class RenderFailed(PiRenderError):
 class BlendUnreadable(RenderFailed):
     """Raised when Blender cannot read the .blend (missing, truncated, corrupt, too new)."""
 
+    retryable = False
+
 
 class UnknownEngine(RenderFailed):
     """Raised when Blender does not know the requested render engine."""
+
+    retryable = False
 
 
 class BlenderCannotSave(RenderFailed):
@@ -34,6 +38,8 @@ class BlenderCannotSave(RenderFailed):
 
 class BlenderPythonError(RenderFailed):
     """Raised when a Python script failed inside Blender."""
+
+    retryable = False
 
 
 class BlenderKilled(RenderFailed):

@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 class NoBlender(PiRenderError):
     """Raised when no Blender executable or bpy module can be found."""
 
+    retryable = False
+
 
 class MissingFrames(PiRenderError):
     """Raised when Blender finished but expected frames are not there."""

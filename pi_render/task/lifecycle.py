@@ -11,8 +11,9 @@ from pi_render.task.record import ErrorInfo, TaskRecord, TaskStatus
 
 
 def start(record: TaskRecord, now: datetime, worker: str) -> TaskRecord | None:
-    """pending (or running, after a crash) → running; a final record is never run again."""
-    if record.status.is_final:
+    """pending (or running, after a crash) → running. A final record is never run again, and a
+    retrying one waits for the failure worker to make it pending."""
+    if record.status not in (TaskStatus.PENDING, TaskStatus.RUNNING):
         return None
     return record.model_copy(
         update={
@@ -63,11 +64,60 @@ def error_info(exc: BaseException) -> ErrorInfo:
 
 
 def fail(record: TaskRecord, now: datetime, error: ErrorInfo) -> TaskRecord | None:
+    """Dead: no attempt is left, or the failure cannot heal by retrying."""
     if record.status.is_final:
         return None
     return record.model_copy(
-        update={"status": TaskStatus.FAILED, "error": error, "finished_at": now}
+        update={
+            "status": TaskStatus.FAILED,
+            "error": error,
+            "errors": [*record.errors, _short(error)],
+            "finished_at": now,
+            "next_attempt_at": None,
+        }
     )
+
+
+def retry_later(record: TaskRecord, error: ErrorInfo, at: datetime) -> TaskRecord | None:
+    """running → retrying until `at`."""
+    if record.status is not TaskStatus.RUNNING:
+        return None
+    return record.model_copy(
+        update={
+            "status": TaskStatus.RETRYING,
+            "error": error,
+            "errors": [*record.errors, _short(error)],
+            "next_attempt_at": at,
+            "worker": None,
+        }
+    )
+
+
+def due(record: TaskRecord) -> TaskRecord | None:
+    """retrying → pending: its next attempt is due."""
+    if record.status is not TaskStatus.RETRYING:
+        return None
+    return record.model_copy(update={"status": TaskStatus.PENDING, "next_attempt_at": None})
+
+
+def retry_now(record: TaskRecord) -> TaskRecord | None:
+    """A person asked: a failed (dead) or retrying task is pending again, with a fresh budget."""
+    if record.status not in (TaskStatus.FAILED, TaskStatus.RETRYING):
+        return None
+    return record.model_copy(
+        update={
+            "status": TaskStatus.PENDING,
+            "attempts": 0,
+            "next_attempt_at": None,
+            "finished_at": None,
+            "error": None,
+        }
+    )
+
+
+def _short(error: ErrorInfo) -> ErrorInfo:
+    """The history keeps type and message; only the latest error keeps its traceback."""
+    return ErrorInfo(type=error.type, message=error.message)
 
 
 def cancel(record: TaskRecord, now: datetime, reason: str) -> TaskRecord | None:

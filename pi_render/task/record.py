@@ -8,10 +8,12 @@ from pydantic import BaseModel, Field
 
 
 class TaskStatus(StrEnum):
-    """A task's life: pending → running → completed | failed | cancelled."""
+    """A task's life: pending → running → completed | failed | cancelled; a retryable failure
+    waits as `retrying` until its next attempt is due, then is pending again."""
 
     PENDING = "pending"
     RUNNING = "running"
+    RETRYING = "retrying"
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -58,3 +60,6 @@ class TaskRecord(BaseModel):
     progress: float = 0.0
     progress_message: str | None = None
     progress_detail: dict[str, Any] | None = None  # e.g. a render's frames done, ETA
+    errors: list[ErrorInfo] = Field(default_factory=list)  # every failed attempt's error
+    next_attempt_at: datetime | None = None  # while retrying
+    origin: str | None = None  # who made it: "cron:<job>@<time>", "watch:<file>", …

@@ -12,7 +12,8 @@ from pi_render.processor.base import ProcessorEnv, processor_for
 from pi_render.processor.context import StopReason, TaskContext, TaskStopped
 from pi_render.queue.base import QueueItem, TaskQueue
 from pi_render.task import lifecycle
-from pi_render.task.record import TaskRecord
+from pi_render.retry import RetryPolicies
+from pi_render.task.record import Priority, TaskRecord
 from pi_render.workers.base import LoopWorker
 from pi_render.workers.running import RunningTasks
 
@@ -33,9 +34,13 @@ class QueueWorker(LoopWorker):
         clock: Clock,
         idle_wait_s: float = 60.0,
         env: ProcessorEnv | None = None,
+        retry: RetryPolicies | None = None,
+        failed_queue: TaskQueue | None = None,
     ) -> None:
         super().__init__(name)
         self.env = env
+        self.retry = retry or RetryPolicies({})
+        self.failed_queue = failed_queue
         self.queue = queue
         self.records = records
         self.running = running
@@ -106,9 +111,7 @@ class QueueWorker(LoopWorker):
             )
             log.info("task cancelled while running", extra=extra)
         except Exception as exc:  # the worker's boundary: a processor's error fails its task only
-            error = lifecycle.error_info(exc)
-            self.records.change(record.id, lambda r: lifecycle.fail(r, self.clock.now(), error))
-            log.error("task failed: %s", error.message, extra=extra)
+            self._failed(record, exc, extra)
         else:
             self.records.change(
                 record.id, lambda r: lifecycle.complete(r, self.clock.now(), result)
@@ -117,6 +120,21 @@ class QueueWorker(LoopWorker):
             log.info("task completed in %.3fs", seconds, extra=extra)
         self.queue.ack(item)  # only now: the outcome is durable
         return True
+
+    def _failed(self, record: TaskRecord, exc: Exception, extra: dict[str, Any]) -> None:
+        """Retry later (backoff) or dead; either way the failed queue hears of it before the ack."""
+        error = lifecycle.error_info(exc)
+        now = self.clock.now()
+        at = self.retry.next_attempt(record.type, record.attempts, exc, now)
+        if at is None:
+            self.records.change(record.id, lambda r: lifecycle.fail(r, now, error))
+            log.error("task failed for good: %s", error.message, extra=extra)
+        else:
+            self.records.change(record.id, lambda r: lifecycle.retry_later(r, error, at))
+            log.warning("task failed, retrying at %s: %s", at.isoformat(), error.message,
+                        extra=extra)  # fmt: skip
+        if self.failed_queue is not None:
+            self.failed_queue.put(record.id, Priority.NORMAL)
 
     def _on_progress(
         self, task_id: str, fraction: float, message: str | None, detail: dict[str, Any] | None

@@ -78,3 +78,27 @@ class KillThreadProcessor(Processor[KillThreadArgs, JournalResult]):
             marker.write_text("died once\n")
             raise ThreadKiller("worker thread killed on purpose")
         return JournalResult(attempt=ctx.attempt)
+
+
+class FlakyArgs(BaseModel):
+    marker_dir: str
+    fail_times: int = 2
+
+
+class FlakyTask(TaskBase[FlakyArgs, JournalResult]):
+    type_name = "flaky"
+
+
+class FlakyProcessor(Processor[FlakyArgs, JournalResult]):
+    """Fails its first `fail_times` runs (counted in files, so restarts do not reset it)."""
+
+    task = FlakyTask
+
+    def _process(self, args: FlakyArgs, ctx: TaskContext) -> JournalResult:
+        folder = Path(args.marker_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        runs = len(list(folder.iterdir())) + 1
+        (folder / f"run{runs}").write_text(f"{ctx.task_id} attempt {ctx.attempt}\n")
+        if runs <= args.fail_times:
+            raise OSError(f"flaky failure {runs} of {args.fail_times}")
+        return JournalResult(attempt=ctx.attempt)

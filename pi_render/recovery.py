@@ -1,0 +1,39 @@
+"""What a (re)started daemon does before its workers run, so that every task reaches an end."""
+
+import logging
+
+from pi_render.manifest.failed import FailedTaskManifest
+from pi_render.manifest.records import TaskRecordManifest
+from pi_render.queue.router import Router
+from pi_render.queue.sqlite import SqliteTaskQueue
+from pi_render.task import lifecycle
+from pi_render.task.record import Priority, TaskStatus
+
+log = logging.getLogger(__name__)
+
+
+def recover(
+    records: TaskRecordManifest,
+    router: Router,
+    failed: FailedTaskManifest,
+    failed_queue: SqliteTaskQueue,
+) -> None:
+    """Running records resume as pending; pending records whose queue row never got written (or
+    was lost in a power cut) are enqueued again, in order; retrying records that never reached
+    the failure worker are handed to it again."""
+    for record in records.with_status(TaskStatus.RETRYING):
+        if failed.get(record.id) is None and not failed_queue.contains(record.id):
+            failed_queue.put(record.id, Priority.NORMAL)
+    for record in records.unfinished():
+        if record.status is TaskStatus.RUNNING:
+            records.change(record.id, lifecycle.requeue)
+            log.info("resuming task left running", extra={"task_id": record.id})
+        if router.locate(record.id) is None:
+            if record.label in router.queues:
+                router.put(record)
+                log.info("re-enqueued task missing from its queue", extra={"task_id": record.id})
+            else:
+                log.error(
+                    "pending task's label has no workers; it waits until one is configured",
+                    extra={"task_id": record.id, "label": record.label},
+                )
