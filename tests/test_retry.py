@@ -24,7 +24,7 @@ from pi_render.recovery import recover
 from pi_render.retry import RetryPolicies, RetryPolicy
 from pi_render.task.base import TaskBase
 from pi_render.task.noop import NoopArgs, NoopResult
-from pi_render.task.record import Priority, TaskRecord, TaskStatus
+from pi_render.task.record import TaskRecord, TaskStatus
 from pi_render.workers.failed_task_worker import FailedTaskWorker
 from pi_render.workers.queue_worker import QueueWorker
 from pi_render.workers.running import RunningTasks
@@ -205,8 +205,8 @@ def test_dead_tasks_are_listed_and_can_be_retried_by_hand(
     dead = daemon.client.wait(record.id, 60)
     assert dead.status == "failed" and len(dead.errors) == 2
     wait_until(lambda: daemon.client.failed(), what="the dead task to be filed")
-    out = subprocess.run([sys.executable, "-m", "pi_render", "failed", "--json", "--socket",
-                          str(daemon.socket)], capture_output=True, text=True, timeout=60)  # fmt: skip
+    argv = [sys.executable, "-m", "pi_render", "failed", "--json", "--socket", str(daemon.socket)]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=60)
     (entry,) = json.loads(out.stdout)
     assert entry["task_id"] == record.id and entry["state"] == "dead"
     assert [e["message"] for e in entry["errors"]] == ["flaky failure 1 of 2",
