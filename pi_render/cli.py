@@ -248,6 +248,22 @@ def failed(socket: SocketOpt = None, as_json: JsonOpt = False) -> None:
 
 
 @app.command()
+def cron(socket: SocketOpt = None, as_json: JsonOpt = False) -> None:
+    """Periodic jobs with their last and next runs."""
+    with client_for(socket) as client:
+        jobs = client.cron()
+    if as_json:
+        emit_json(jobs)
+        return
+    table = Table(*(Column(c, no_wrap=True) for c in ("job", "schedule", "task", "last", "next")),
+                  box=box.SIMPLE_HEAD)  # fmt: skip
+    for job in jobs:
+        table.add_row(job["name"], job["schedule"], job["task"],
+                      (job["last_fire"] or "-")[:19], (job["next_fire"] or "-")[:19])  # fmt: skip
+    out.print(table)
+
+
+@app.command()
 def queues(socket: SocketOpt = None, as_json: JsonOpt = False) -> None:
     """Queue depth and live workers per routing label."""
     with client_for(socket) as client:

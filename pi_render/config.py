@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from pi_render.cron import CronJob
 from pi_render.errors import ConfigError
 from pi_render.retry import RetryPolicy
 
@@ -26,6 +27,16 @@ def default_socket(env: Mapping[str, str], data_dir: Path) -> Path:
     """`$XDG_RUNTIME_DIR/pi-render/api.sock`, else `<data dir>/api.sock`."""
     runtime = env.get("XDG_RUNTIME_DIR")
     return Path(runtime) / "pi-render" / "api.sock" if runtime else data_dir / "api.sock"
+
+
+class WatchSettings(BaseModel):
+    """`[watch]`: a folder whose .blend and .zip files are rendered with their own settings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    inbox: Path | None = None
+    schedule: str = "*/5 * * * * *"  # every 5 seconds
+    settle_s: float = Field(2.0, ge=0, description="unchanged this long = finished copying")
 
 
 class Settings(BaseModel):
@@ -55,6 +66,12 @@ class Settings(BaseModel):
         default_factory=lambda: {"default": RetryPolicy()},
         description="retry policy per task type; `default` for the rest",
     )
+    cron: list[CronJob] = Field(default_factory=list, description="[[cron]] jobs")
+    maintenance_schedule: str = Field("17 * * * *", description="queue pruning and VACUUM")
+    retention_schedule: str = Field("43 3 * * *", description="pruning of old records")
+    retention_days: float = Field(30.0, gt=0, description="keep finished records this long")
+    retention_outputs: bool = Field(False, description="also delete the outputs of old renders")
+    watch: WatchSettings = Field(default_factory=lambda: WatchSettings())
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
 

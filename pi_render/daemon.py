@@ -16,7 +16,7 @@ from pi_render.api.server import SocketServer, bind_unix_socket, make_server
 from pi_render.api.waiters import FinalStateWaiters
 from pi_render.clock import Clock, SystemClock
 from pi_render.config import Settings
-from pi_render.errors import ConfigError
+from pi_render.errors import ConfigError, PiRenderError
 from pi_render.manifest.failed import FailedTaskManifest
 from pi_render.manifest.frames import FrameLedger
 from pi_render.manifest.records import TaskRecordManifest
@@ -24,11 +24,14 @@ from pi_render.processor.base import ProcessorEnv
 from pi_render.processor.blender import find_blender
 from pi_render.processor.context import StopReason
 from pi_render.queue.router import Router
-from pi_render.recovery import recover
 from pi_render.queue.sqlite import SqliteTaskQueue
+from pi_render.recovery import recover
 from pi_render.retry import RetryPolicies
 from pi_render.service import TaskService
+from pi_render.task.base import task_type
+from pi_render.workers.cron_worker import BuiltinJob, CronStore, CronWorker
 from pi_render.workers.failed_task_worker import FailedTaskWorker
+from pi_render.workers.periodic import WatchFolder, maintain_queues, prune_old_records
 from pi_render.workers.pool import WorkerPool
 from pi_render.workers.queue_worker import QueueWorker
 from pi_render.workers.running import RunningTasks
@@ -74,6 +77,13 @@ class Daemon:
             self.failed = FailedTaskManifest(settings.data_dir / "failed.sqlite")
             self.failed_queue = SqliteTaskQueue(settings.queue_dir / "_failed.db")
             self.service.failed = self.failed
+            self.cron_store = CronStore(settings.data_dir / "cron.sqlite")
+            self.cron: CronWorker | None = None
+            for job in settings.cron:
+                try:
+                    task_type(job.task)
+                except PiRenderError as exc:
+                    raise ConfigError(f"cron job {job.name!r}: {exc}") from None
             self.env = ProcessorEnv(settings, find_blender(settings.blender), self.frames)
             waiters = FinalStateWaiters()
             self.records.add_listener(waiters)
@@ -82,7 +92,7 @@ class Daemon:
             sock = bind_unix_socket(settings.socket)
             try:
                 self._server = make_server(
-                    create_app(self.service, waiters, self.health, self.queues)
+                    create_app(self.service, waiters, self.health, self.queues, self.cron_listing)
                 )
                 signal.signal(signal.SIGTERM, self._on_signal)
                 signal.signal(signal.SIGINT, self._on_signal)
@@ -103,6 +113,7 @@ class Daemon:
             self.records.close()
             self.frames.close()
             self.failed.close()
+            self.cron_store.close()
         finally:
             self.lock.release()
         log.info("pi-render stopped")
@@ -122,7 +133,28 @@ class Daemon:
                 pool.add(label, make)
         pool.add("failures", partial(FailedTaskWorker, self.failed_queue, self.failed,
                                      self.records, self.router, self.clock))  # fmt: skip
+        pool.add("cron", self._make_cron)
         return pool
+
+    def _make_cron(self) -> CronWorker:
+        settings = self.settings
+        queues = [*self.router.queues.values(), self.failed_queue]
+        builtins = [
+            BuiltinJob("maintenance", settings.maintenance_schedule,
+                       lambda: maintain_queues(queues)),
+            BuiltinJob("retention", settings.retention_schedule,
+                       lambda: prune_old_records(self.records, settings, self.clock.now())),
+        ]  # fmt: skip
+        if settings.watch.inbox is not None:
+            watch = WatchFolder(settings.watch.inbox, self.service, self.records, self.clock,
+                                settings.watch.settle_s)  # fmt: skip
+            builtins.append(BuiltinJob("watch-folder", settings.watch.schedule, watch.scan))
+        self.cron = CronWorker(settings.cron, builtins, self.cron_store, self.service,
+                               self.records, self.clock)  # fmt: skip
+        return self.cron
+
+    def cron_listing(self) -> list[dict[str, Any]]:
+        return self.cron.listing() if self.cron is not None else []
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         if self._stopping.is_set():

@@ -47,22 +47,27 @@ class TaskService:
         args: Any,
         priority: Priority = Priority.NORMAL,
         label: str | None = None,
+        origin: str | None = None,
     ) -> TaskRecord:
         """Validate, record, enqueue.
 
         Raises:
             UnknownTaskType, InvalidTaskArgs, NoConsumer: nothing is written then.
         """
-        return self.submit_many([(type_name, args, priority, label)])[0]
+        return self.submit_many([(type_name, args, priority, label)], origin=origin)[0]
 
     def submit_many(
-        self, requests: list[tuple[str, Any, Priority, str | None]], task_id: str | None = None
+        self,
+        requests: list[tuple[str, Any, Priority, str | None]],
+        task_id: str | None = None,
+        origin: str | None = None,
     ) -> list[TaskRecord]:
         """All or nothing: every request is validated before any is written; one commit."""
         records: list[TaskRecord] = []
         for index, (type_name, args, priority, label) in enumerate(requests):
             try:
-                records.append(self._new_record(type_name, args, priority, label, task_id))
+                record = self._new_record(type_name, args, priority, label, task_id)
+                records.append(record.model_copy(update={"origin": origin}) if origin else record)
             except PiRenderError as exc:
                 for made in records:  # undo what earlier requests prepared (snapshots)
                     shutil.rmtree(self.spool_dir / made.id, ignore_errors=True)

@@ -296,3 +296,28 @@ def test_render_with_the_bpy_module(make_daemon: Callable[..., DaemonProcess], b
     done = daemon.client.wait(record.id, 300)
     assert done.status == "completed", done.error
     assert [png_size(p) for p in outputs(tmp_path)] == [(32, 32)] * 3
+
+
+def test_a_blend_dropped_into_the_watch_folder_is_rendered(
+    make_daemon: Callable[..., DaemonProcess], scenes: dict[str, Path], tmp_path: Path
+) -> None:
+    inbox = tmp_path / "inbox"
+    config = (
+        f'{RENDER_CONFIG}[watch]\ninbox = "{inbox}"\nschedule = "* * * * * *"\nsettle_s = 0.5\n'
+    )
+    daemon = make_daemon(config, name="watch").start()
+    inbox.mkdir(exist_ok=True)
+    (inbox / "shot.blend").write_bytes(scenes["tiny"].read_bytes())
+    (inbox / "broken.blend").write_bytes(b"BLENDER-v304 and then nothing useful")
+    wait_until(lambda: (inbox / "submitted" / "shot.blend").exists(), timeout=60,
+               what="the .blend to be submitted")  # fmt: skip
+    (record,) = daemon.client.list(type_name="render")
+    assert record.origin is not None and record.origin.startswith(f"watch:{inbox}/shot.blend")
+    done = daemon.client.wait(record.id, 120)
+    assert done.status == "completed" and len((done.result or {})["frames"]) == 3
+    wait_until(lambda: (inbox / "rejected" / "broken.blend.txt").exists(), timeout=60,
+               what="the broken file to be rejected")  # fmt: skip
+    assert "cannot render" in (inbox / "rejected" / "broken.blend.txt").read_text()
+    daemon.kill()  # a restart must not submit anything twice
+    daemon.start()
+    assert len(daemon.client.list(type_name="render")) == 1

@@ -8,8 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
 from conftest import DaemonProcess, wait_until
+
 from pi_render.blend.errors import CorruptBlendFile
 from pi_render.clock import FakeClock
 from pi_render.config import load_settings

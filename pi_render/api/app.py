@@ -98,6 +98,7 @@ def create_app(
     waiters: FinalStateWaiters,
     health: Callable[[], dict[str, Any]],
     queues: Callable[[], dict[str, Any]],
+    cron: Callable[[], list[dict[str, Any]]] = lambda: [],
 ) -> FastAPI:
     app = FastAPI(title="pi-render", version=__version__)
 
@@ -191,6 +192,10 @@ def create_app(
         text, size = service.log(task_id, offset)
         return Response(text, media_type="text/plain; charset=utf-8",
                         headers={"X-Log-Size": str(size)})  # fmt: skip
+
+    @app.get("/cron")
+    def get_cron() -> list[dict[str, Any]]:
+        return cron()
 
     @app.get("/queues")
     def get_queues() -> dict[str, Any]:

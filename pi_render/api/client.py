@@ -140,6 +140,10 @@ class Client:
         result: builtins.list[dict[str, Any]] = self._call("GET", "/failed")
         return result
 
+    def cron(self) -> "builtins.list[dict[str, Any]]":
+        result: builtins.list[dict[str, Any]] = self._call("GET", "/cron")
+        return result
+
     def queues(self) -> dict[str, Any]:
         result: dict[str, Any] = self._call("GET", "/queues")
         return result

@@ -47,7 +47,7 @@ class TaskRecordManifest:
         # starts from here (no SQL, no JSON); only this process writes, so it is never stale
         self._recent: OrderedDict[str, TaskRecord] = OrderedDict()
         self._listeners: list[Listener] = []
-        for column in ("status", "type"):
+        for column in ("status", "type", "origin"):
             self._store.execute_ddl(
                 f"CREATE INDEX IF NOT EXISTS {TABLE}_{column} ON {TABLE}"
                 f"(json_extract(value, '$.{column}'), key)"
@@ -116,6 +116,30 @@ class TaskRecordManifest:
         """Pending and running records, oldest first (for recovery after a crash)."""
         for status in (TaskStatus.PENDING, TaskStatus.RUNNING):
             yield from self.with_status(status)
+
+    def find_origin(self, origin: str) -> TaskRecord | None:
+        """The task a cron fire or a watched file already made, if any."""
+        rows = self._store.query(
+            f"SELECT value FROM {TABLE} WHERE json_extract(value, '$.origin') = ? LIMIT 1",
+            (origin,),
+        )
+        return TaskRecord.model_validate_json(rows[0][0]) if rows else None
+
+    def delete(self, task_id: str) -> None:
+        with self.lock:
+            self._recent.pop(task_id, None)
+            self._store.delete(task_id)
+        self._store.commit()
+
+    def finished_before(self, when: str, limit: int = 1000) -> list[TaskRecord]:
+        """Final records that finished before `when` (ISO time), oldest first."""
+        rows = self._store.query(
+            f"SELECT value FROM {TABLE} WHERE json_extract(value, '$.status') IN "
+            "('completed', 'failed', 'cancelled') AND json_extract(value, '$.finished_at') < ? "
+            "LIMIT ?",
+            (when, limit),
+        )
+        return [TaskRecord.model_validate_json(row[0]) for row in rows]
 
     def with_status(self, status: TaskStatus) -> Iterator[TaskRecord]:
         """Every record of a status, oldest first."""

@@ -160,6 +160,13 @@ class SqliteTaskQueue:
         self._acks_since_prune = 0
         log.debug("pruned acked rows", extra={"queue": str(self.path)})
 
+    def maintain(self) -> None:
+        """Prune acked rows and give the space back (VACUUM)."""
+        with self._cond:
+            self._prune()
+            for queue in self._lanes.values():
+                queue.shrink_disk_usage()
+
     def acked_rows(self) -> int:
         """Acked rows still on disk (for tests and maintenance reports)."""
         with self._cond:

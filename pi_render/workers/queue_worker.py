@@ -11,8 +11,8 @@ from pi_render.manifest.records import TaskRecordManifest
 from pi_render.processor.base import ProcessorEnv, processor_for
 from pi_render.processor.context import StopReason, TaskContext, TaskStopped
 from pi_render.queue.base import QueueItem, TaskQueue
-from pi_render.task import lifecycle
 from pi_render.retry import RetryPolicies
+from pi_render.task import lifecycle
 from pi_render.task.record import Priority, TaskRecord
 from pi_render.workers.base import LoopWorker
 from pi_render.workers.running import RunningTasks

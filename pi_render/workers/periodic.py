@@ -1,0 +1,114 @@
+"""The daemon's own periodic jobs, run by the cron worker: queue maintenance, retention of old
+records (their logs and spool; outputs only when configured) and the watch folder."""
+
+import logging
+import shutil
+import zipfile
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from pi_render.clock import Clock
+from pi_render.config import Settings
+from pi_render.errors import PiRenderError
+from pi_render.manifest.records import TaskRecordManifest
+from pi_render.queue.sqlite import SqliteTaskQueue
+from pi_render.service import TaskService
+
+log = logging.getLogger(__name__)
+
+
+def maintain_queues(queues: list[SqliteTaskQueue]) -> None:
+    for queue in queues:
+        queue.maintain()
+    log.info("queues maintained", extra={"queues": len(queues)})
+
+
+def prune_old_records(records: TaskRecordManifest, settings: Settings, now: datetime) -> int:
+    """Delete finished records older than `retention_days`, with their logs and spool."""
+    cutoff = (now - timedelta(days=settings.retention_days)).isoformat().replace("+00:00", "Z")
+    pruned = 0
+    while batch := records.finished_before(cutoff):
+        for record in batch:
+            (settings.data_dir / "logs" / f"{record.id}.log").unlink(missing_ok=True)
+            shutil.rmtree(settings.spool_dir / record.id, ignore_errors=True)
+            if settings.retention_outputs and record.result and record.result.get("output_dir"):
+                shutil.rmtree(record.result["output_dir"], ignore_errors=True)
+            records.delete(record.id)
+            pruned += 1
+    if pruned:
+        log.info("pruned old records", extra={"count": pruned})
+    return pruned
+
+
+class WatchFolder:
+    """Renders each .blend or .zip dropped into the inbox, once it has stopped changing; moves it
+    to `submitted/` (or `rejected/` with a .txt saying why). Never submits a file twice."""
+
+    def __init__(self, inbox: Path, service: TaskService, records: TaskRecordManifest,
+                 clock: Clock, settle_s: float) -> None:  # fmt: skip
+        self.inbox, self.service, self.records = inbox, service, records
+        self.clock, self.settle_s = clock, settle_s
+        self._seen: dict[Path, tuple[int, int, float]] = {}  # size, mtime, first seen so
+
+    def scan(self) -> int:
+        """Submit every settled file; returns how many were handled."""
+        self.inbox.mkdir(parents=True, exist_ok=True)
+        handled = 0
+        now = self.clock.monotonic()
+        present = set()
+        for path in sorted(self.inbox.iterdir()):
+            if not path.is_file() or path.suffix.lower() not in (".blend", ".zip"):
+                continue
+            present.add(path)
+            stat = path.stat()
+            key = (stat.st_size, stat.st_mtime_ns)
+            seen = self._seen.get(path)
+            if seen is None or seen[:2] != key:
+                self._seen[path] = (*key, now)
+                continue
+            if now - seen[2] < self.settle_s:
+                continue
+            self._handle(path, f"watch:{path}:{key[0]}:{key[1]}")
+            self._seen.pop(path, None)
+            handled += 1
+        for gone in set(self._seen) - present:
+            del self._seen[gone]
+        return handled
+
+    def _handle(self, path: Path, origin: str) -> None:
+        if self.records.find_origin(origin) is None:  # not submitted before a crash
+            try:
+                args: dict[str, object] = {"source": str(path)}
+                if path.suffix.lower() == ".zip":
+                    args["blend"] = _only_blend(path)
+                record = self.service.submit("render", args, origin=origin)
+            except PiRenderError as exc:
+                target = _move(path, self.inbox / "rejected")
+                target.with_name(target.name + ".txt").write_text(f"{exc}\n")
+                log.warning("watch folder rejected a file: %s", exc, extra={"file": str(path)})
+                return
+            log.info("watch folder submitted a render",
+                     extra={"file": str(path), "task_id": record.id})  # fmt: skip
+        _move(path, self.inbox / "submitted")
+
+
+def _only_blend(zip_path: Path) -> str:
+    try:
+        with zipfile.ZipFile(zip_path) as archive:
+            blends = [n for n in archive.namelist() if n.lower().endswith(".blend")]
+    except zipfile.BadZipFile:
+        raise PiRenderError(f"{zip_path.name} is not a valid zip file") from None
+    if len(blends) != 1:
+        raise PiRenderError(f"{zip_path.name} has {len(blends)} .blend files; it needs exactly one")
+    return blends[0]
+
+
+def _move(path: Path, folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / path.name
+    counter = 1
+    while target.exists():
+        target = folder / f"{path.stem}.{counter}{path.suffix}"
+        counter += 1
+    path.rename(target)
+    return target
