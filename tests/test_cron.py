@@ -19,7 +19,6 @@ from pi_render.manifest.records import TaskRecordManifest
 from pi_render.queue.router import Router
 from pi_render.service import TaskService
 from pi_render.task import lifecycle
-from pi_render.task.record import TaskStatus
 from pi_render.workers.cron_worker import CronStore, CronWorker
 from pi_render.workers.periodic import prune_old_records
 from pi_render.workers.running import RunningTasks
