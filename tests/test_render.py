@@ -20,7 +20,11 @@ from pi_render.api.client import ApiError
 MAKE_SCENE = (
     Path(__file__).parent.parent / "pi_render" / "processor" / "scripts" / "sample_scene.py"
 )
-RENDER_CONFIG = "render_stop_grace_s = 3\n[workers]\ndefault = 1\nrender = 1\n"
+# one attempt: these tests look at a single failure (test_retry.py covers retrying)
+RENDER_CONFIG = (
+    "render_stop_grace_s = 3\n[workers]\ndefault = 1\nrender = 1\n"  # fmt: skip
+    "[retry.render]\nmax_attempts = 1\n"
+)
 
 
 @pytest.fixture(scope="session")
