@@ -128,6 +128,9 @@ def submit(
     args: Annotated[str, typer.Option("--args", help="Arguments as a JSON object.")] = "{}",
     priority: Annotated[Priority, typer.Option(help="normal or high.")] = Priority.NORMAL,
     label: Annotated[Optional[str], typer.Option(help="Routing label override.")] = None,
+    max_runtime: Annotated[
+        Optional[float], typer.Option("--max-runtime", help="Fail it after S seconds.")
+    ] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Wait for the task to end.")] = False,
     timeout: Annotated[Optional[float], typer.Option(help="With --wait: give up after S.")] = None,
     socket: SocketOpt = None,
@@ -141,7 +144,7 @@ def submit(
     if not isinstance(parsed, dict):
         fail("--args must be a JSON object", EXIT_USAGE)
     with client_for(socket) as client:
-        record = client.submit(type_name, parsed, priority.value, label)
+        record = client.submit(type_name, parsed, priority.value, label, max_runtime)
         if wait:
             record = (client.wait if as_json else _progress_wait(client))(record.id, timeout)
     _finish(record, as_json, check=wait)
@@ -245,6 +248,39 @@ def failed(socket: SocketOpt = None, as_json: JsonOpt = False) -> None:
         table.add_row(e["task_id"], e["type"], e["state"], str(e["attempts"]),
                       (e.get("next_attempt_at") or "")[11:19], error[:60])  # fmt: skip
     out.print(table)
+
+
+def _pause(target: str, paused: bool, socket: Path | None, as_json: bool) -> None:
+    with client_for(socket) as client:
+        is_label = target in client.queues()
+        result = client.pause(target, paused, label=is_label)
+    if as_json:
+        emit_json(result if is_label else result.model_dump(mode="json"))
+    elif is_label:
+        state = "paused: its queue accepts, its workers take nothing" if paused else "resumed"
+        out.print(f"label {target} {state}")
+    else:
+        out.print(f"task {target} {'paused (SIGSTOP)' if paused else 'resumed (SIGCONT)'}")
+
+
+@app.command()
+def pause(
+    target: Annotated[str, typer.Argument(help="A routing label, or a running render's id.")],
+    socket: SocketOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Pause a label (its queue keeps accepting) or a running render (SIGSTOP)."""
+    _pause(target, True, socket, as_json)
+
+
+@app.command()
+def resume(
+    target: Annotated[str, typer.Argument(help="A routing label, or a paused render's id.")],
+    socket: SocketOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Resume a paused label or render."""
+    _pause(target, False, socket, as_json)
 
 
 @app.command()

@@ -62,6 +62,10 @@ class Settings(BaseModel):
     render_stall_timeout_s: float = Field(600.0, gt=0, description="hang watchdog")
     render_stop_grace_s: float = Field(10.0, ge=0, description="SIGTERM → SIGKILL grace")
     allow_blend_scripts: bool = Field(False, description="let scripts in .blend files run")
+    timeouts: dict[str, float] = Field(
+        default_factory=dict, description="maximum runtime per task type, seconds"
+    )
+    heartbeat_s: float = Field(5.0, gt=0, description="how often running tasks show they live")
     retry: dict[str, RetryPolicy] = Field(
         default_factory=lambda: {"default": RetryPolicy()},
         description="retry policy per task type; `default` for the rest",

@@ -3,10 +3,12 @@
 import importlib
 import logging
 import os
+import shutil
 import signal
 import threading
 import time
 from functools import partial
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -129,7 +131,8 @@ class Daemon:
                 name = f"{label}-{index}"
                 make = partial(QueueWorker, name, queue, self.records, self.running, self.clock,
                                env=self.env, retry=RetryPolicies(self.settings.retry),
-                               failed_queue=self.failed_queue)  # fmt: skip
+                               failed_queue=self.failed_queue, timeouts=self.settings.timeouts,
+                               heartbeat_s=self.settings.heartbeat_s)  # fmt: skip
                 pool.add(label, make)
         pool.add("failures", partial(FailedTaskWorker, self.failed_queue, self.failed,
                                      self.records, self.router, self.clock))  # fmt: skip
@@ -202,4 +205,17 @@ class Daemon:
                 }
             ),
             "records": self.records.count_by_status(),
+            "stale_heartbeats": self.service.stale(3 * self.settings.heartbeat_s),
+            "disk_free_bytes": {
+                "data_dir": _free(self.settings.data_dir),
+                "output_root": _free(self.settings.outputs),
+            },
         }
+
+
+def _free(path: Path) -> int | None:
+    """Free bytes on the file system holding `path` (or its nearest existing parent)."""
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            return shutil.disk_usage(candidate).free
+    return None

@@ -50,6 +50,10 @@ class TaskStateConflict(PiRenderError):
     http_status = 409
 
 
+class TaskTimedOut(PiRenderError):
+    """Raised when a task ran past its maximum runtime (per task, or per type in config)."""
+
+
 class NoConsumer(PiRenderError):
     """Raised when a task is routed to a label that no worker consumes."""
 

@@ -48,26 +48,29 @@ class TaskService:
         priority: Priority = Priority.NORMAL,
         label: str | None = None,
         origin: str | None = None,
+        timeout_s: float | None = None,
     ) -> TaskRecord:
         """Validate, record, enqueue.
 
         Raises:
             UnknownTaskType, InvalidTaskArgs, NoConsumer: nothing is written then.
         """
-        return self.submit_many([(type_name, args, priority, label)], origin=origin)[0]
+        extra = {"origin": origin, "timeout_s": timeout_s}
+        return self.submit_many([(type_name, args, priority, label)], extra=extra)[0]
 
     def submit_many(
         self,
         requests: list[tuple[str, Any, Priority, str | None]],
         task_id: str | None = None,
-        origin: str | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> list[TaskRecord]:
         """All or nothing: every request is validated before any is written; one commit."""
         records: list[TaskRecord] = []
         for index, (type_name, args, priority, label) in enumerate(requests):
             try:
                 record = self._new_record(type_name, args, priority, label, task_id)
-                records.append(record.model_copy(update={"origin": origin}) if origin else record)
+                fields = {k: v for k, v in (extra or {}).items() if v is not None}
+                records.append(record.model_copy(update=fields) if fields else record)
             except PiRenderError as exc:
                 for made in records:  # undo what earlier requests prepared (snapshots)
                     shutil.rmtree(self.spool_dir / made.id, ignore_errors=True)
@@ -166,6 +169,36 @@ class TaskService:
         except FileNotFoundError:
             return "", 0
         return chunk.decode("utf-8", "replace"), min(offset, size) + len(chunk)
+
+    def pause_task(self, task_id: str, paused: bool) -> TaskRecord:
+        """SIGSTOP (or SIGCONT) a running render's process group.
+
+        Raises:
+            TaskNotFound; TaskStateConflict when the task is not running or cannot pause.
+        """
+        record = self.records.latest(task_id)
+        if record.status is not TaskStatus.RUNNING or not self.running.set_paused(task_id, paused):
+            raise TaskStateConflict(
+                f"task {task_id} is {record.status.value}"
+                + ("" if record.status is not TaskStatus.RUNNING else " and cannot pause")
+                + "; only a running render can be paused or resumed"
+            )
+        log.info("task %s", "paused" if paused else "resumed", extra={"task_id": task_id})
+        return self.records.change(task_id, lambda r: lifecycle.set_paused(r, paused)) or record
+
+    def pause_label(self, label: str, paused: bool) -> dict[str, Any]:
+        self.router.set_paused(label, paused)
+        log.info("label %s", "paused" if paused else "resumed", extra={"label": label})
+        return {"label": label, "paused": paused}
+
+    def stale(self, older_than_s: float) -> list[dict[str, Any]]:
+        """Running tasks whose heartbeat is older than `older_than_s`."""
+        now = self.clock.now()
+        return [
+            {"task_id": r.id, "type": r.type, "heartbeat_at": r.heartbeat_at}
+            for r in self.records.with_status(TaskStatus.RUNNING)
+            if r.heartbeat_at is None or (now - r.heartbeat_at).total_seconds() > older_than_s
+        ]
 
     def get(self, task_id: str) -> TaskRecord:
         return self.records.get(task_id)

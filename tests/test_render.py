@@ -325,3 +325,21 @@ def test_a_blend_dropped_into_the_watch_folder_is_rendered(
     daemon.kill()  # a restart must not submit anything twice
     daemon.start()
     assert len(daemon.client.list(type_name="render")) == 1
+
+
+def test_pause_and_resume_a_running_render(renderer: DaemonProcess, scenes: dict[str, Path],
+                                           tmp_path: Path) -> None:  # fmt: skip
+    out = tmp_path / "out"
+    task_id = start_slow(renderer, scenes["slow"], out, end_frame=4)
+    wait_until(lambda: len(outputs(out)) >= 1, timeout=120, what="a frame to land")
+    pid = int((renderer.data_dir / "spool" / task_id / "blender.pid").read_text())
+    assert renderer.client.pause(task_id).paused is True
+    state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    assert state == "T"  # stopped by SIGSTOP
+    assert renderer.client.get(task_id).status == "running"
+    resumed = renderer.client.pause(task_id, paused=False)
+    assert resumed.paused is False
+    done = renderer.client.wait(task_id, 120)
+    assert done.status == "completed" and len(outputs(out)) == 4
+    with pytest.raises(ApiError, match="only a running render"):
+        renderer.client.pause(task_id)

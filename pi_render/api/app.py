@@ -30,6 +30,7 @@ class SubmitRequest(BaseModel):
     args: dict[str, Any] | None = None
     priority: Priority = Priority.NORMAL
     label: str | None = None
+    timeout_s: float | None = Field(None, gt=0)
 
 
 class BatchSubmitRequest(BaseModel):
@@ -124,7 +125,9 @@ def create_app(
 
     @app.post("/tasks", status_code=201, response_model=TaskRecord)
     def submit(body: SubmitRequest) -> Response:
-        return _json(service.submit(body.type, body.args, body.priority, body.label), 201)
+        record = service.submit(body.type, body.args, body.priority, body.label,
+                                timeout_s=body.timeout_s)  # fmt: skip
+        return _json(record, 201)
 
     @app.post("/tasks/batch", status_code=201, response_model=list[TaskRecord])
     def submit_batch(body: BatchSubmitRequest) -> Response:
@@ -192,6 +195,22 @@ def create_app(
         text, size = service.log(task_id, offset)
         return Response(text, media_type="text/plain; charset=utf-8",
                         headers={"X-Log-Size": str(size)})  # fmt: skip
+
+    @app.post("/tasks/{task_id}/pause", response_model=TaskRecord)
+    def pause_task(task_id: str) -> Response:
+        return _json(service.pause_task(task_id, True))
+
+    @app.post("/tasks/{task_id}/resume", response_model=TaskRecord)
+    def resume_task(task_id: str) -> Response:
+        return _json(service.pause_task(task_id, False))
+
+    @app.post("/queues/{label}/pause")
+    def pause_label(label: str) -> dict[str, Any]:
+        return service.pause_label(label, True)
+
+    @app.post("/queues/{label}/resume")
+    def resume_label(label: str) -> dict[str, Any]:
+        return service.pause_label(label, False)
 
     @app.get("/cron")
     def get_cron() -> list[dict[str, Any]]:

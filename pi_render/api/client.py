@@ -67,10 +67,13 @@ class Client:
         args: dict[str, Any] | None = None,
         priority: str = "normal",
         label: str | None = None,
+        timeout_s: float | None = None,
     ) -> TaskRecord:
         body: dict[str, Any] = {"type": type_name, "args": args or {}, "priority": priority}
         if label:
             body["label"] = label
+        if timeout_s:
+            body["timeout_s"] = timeout_s
         return TaskRecord.model_validate(self._call("POST", "/tasks", json=body))
 
     def submit_many(self, tasks: list[dict[str, Any]]) -> list[TaskRecord]:
@@ -143,6 +146,13 @@ class Client:
     def cron(self) -> "builtins.list[dict[str, Any]]":
         result: builtins.list[dict[str, Any]] = self._call("GET", "/cron")
         return result
+
+    def pause(self, target: str, paused: bool = True, label: bool = False) -> Any:
+        """Pause (or resume) a routing label, or a running render by task id."""
+        verb = "pause" if paused else "resume"
+        if label:
+            return self._call("POST", f"/queues/{target}/{verb}")
+        return TaskRecord.model_validate(self._call("POST", f"/tasks/{target}/{verb}"))
 
     def queues(self) -> dict[str, Any]:
         result: dict[str, Any] = self._call("GET", "/queues")

@@ -64,7 +64,7 @@ _CLASSES = [
     ("cannot save", BlenderCannotSave), ("script failed", BlenderPythonError),
     ("Python", BlenderPythonError),
 ]  # fmt: skip
-_STOP = object()
+_STOP, _PAUSE, _RESUME = object(), object(), object()
 
 
 class BlenderProcess:
@@ -97,13 +97,17 @@ class BlenderProcess:
         reader = threading.Thread(target=_pump, args=(proc, lines), daemon=True)
         reader.start()
         self.ctx.on_stop(lambda: lines.put(_STOP))
+        self.ctx.on_pause(lambda paused: lines.put(_PAUSE if paused else _RESUME))
         started = last_output = time.monotonic()
+        paused_at: float | None = None
         try:
             while True:
                 now = time.monotonic()
                 limits = [last_output + self.stall_s]
                 if self.timeout_s is not None:
                     limits.append(started + self.timeout_s)
+                if paused_at is not None:
+                    limits = [now + 3600.0]  # a paused render is not stalled nor timing out
                 try:
                     item = lines.get(timeout=max(0.0, min(limits) - now))
                 except queue.Empty:
@@ -114,14 +118,32 @@ class BlenderProcess:
                         f"Blender printed nothing for {self.stall_s:g}s (hang watchdog)"
                     ) from None
                 if item is _STOP:
+                    if paused_at is not None:
+                        os.killpg(proc.pid, signal.SIGCONT)  # a stopped process ignores SIGTERM
                     self._kill(proc)
                     raise TaskStopped(self.ctx.stop_reason or StopReason.CANCEL)
+                if item is _PAUSE and paused_at is None:
+                    os.killpg(proc.pid, signal.SIGSTOP)
+                    paused_at = time.monotonic()
+                    self.log.write("=== pi-render: paused (SIGSTOP)\n")
+                    continue
+                if item is _RESUME and paused_at is not None:
+                    os.killpg(proc.pid, signal.SIGCONT)
+                    held = time.monotonic() - paused_at
+                    started, last_output, paused_at = started + held, last_output + held, None
+                    self.log.write("=== pi-render: resumed (SIGCONT)\n")
+                    continue
+                if item in (_PAUSE, _RESUME):
+                    continue
                 if item is None:
                     break
                 last_output = time.monotonic()
                 self._handle(str(item))
         finally:
+            self.ctx.on_pause(None)
             if proc.poll() is None:
+                if paused_at is not None:
+                    os.killpg(proc.pid, signal.SIGCONT)
                 self._kill(proc)
             reader.join(5)
             self.pid_file.unlink(missing_ok=True)

@@ -11,6 +11,7 @@ class StopReason(StrEnum):
 
     CANCEL = "cancel"
     SHUTDOWN = "shutdown"
+    TIMEOUT = "timeout"
 
 
 class TaskStopped(Exception):
@@ -34,6 +35,7 @@ class TaskContext:
         self._stop = threading.Event()
         self._reason: StopReason | None = None
         self._on_stop: list[Callable[[], None]] = []
+        self._on_pause: Callable[[bool], None] | None = None
         self._lock = threading.Lock()
 
     def request_stop(self, reason: StopReason) -> None:
@@ -58,6 +60,20 @@ class TaskContext:
     @property
     def stop_reason(self) -> StopReason | None:
         return self._reason
+
+    def on_pause(self, callback: Callable[[bool], None] | None) -> None:
+        """A processor that can pause (a render: SIGSTOP/SIGCONT) says how; None withdraws it."""
+        with self._lock:
+            self._on_pause = callback
+
+    def set_paused(self, paused: bool) -> bool:
+        """Pause or resume the running work; False if this processor cannot pause now."""
+        with self._lock:
+            callback = self._on_pause
+        if callback is None:
+            return False
+        callback(paused)
+        return True
 
     def sleep(self, seconds: float) -> None:
         """Wait, but wake at once on a stop request.

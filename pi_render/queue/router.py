@@ -1,5 +1,8 @@
 """The router: one queue per routing label, chosen from the task's record."""
 
+import json
+import os
+
 from pi_render.config import Settings
 from pi_render.errors import NoConsumer
 from pi_render.queue.sqlite import SqliteTaskQueue
@@ -10,6 +13,7 @@ class Router:
     """Owns the label queues; a label without configured workers gets no queue and no tasks."""
 
     def __init__(self, settings: Settings) -> None:
+        self._paused_file = settings.data_dir / "paused-labels.json"
         self.queues: dict[str, SqliteTaskQueue] = {
             label: SqliteTaskQueue(
                 settings.queue_dir / f"{label}.db", prune_every=settings.prune_acked_every
@@ -17,6 +21,24 @@ class Router:
             for label, count in settings.workers.items()
             if count > 0
         }
+        for label in self._load_paused():
+            if label in self.queues:
+                self.queues[label].set_paused(True)
+
+    def set_paused(self, label: str, paused: bool) -> None:
+        """Pause or resume a label; it survives restarts. Raises NoConsumer for unknown ones."""
+        self.queue_for(label).set_paused(paused)
+        labels = sorted(name for name, queue in self.queues.items() if queue.paused)
+        temp = self._paused_file.with_suffix(".tmp")
+        temp.write_text(json.dumps(labels))
+        os.replace(temp, self._paused_file)
+
+    def _load_paused(self) -> list[str]:
+        try:
+            labels = json.loads(self._paused_file.read_text())
+        except (OSError, ValueError):
+            return []
+        return [str(label) for label in labels] if isinstance(labels, list) else []
 
     def queue_for(self, label: str) -> SqliteTaskQueue:
         """Raises NoConsumer when no worker consumes that label."""

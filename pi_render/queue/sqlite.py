@@ -48,6 +48,7 @@ class SqliteTaskQueue:
         self._acks_since_prune = 0
         self._cond = threading.Condition()
         self._closed = False
+        self.paused = False  # accepting, but not handing out
         self._lanes: dict[Priority, Any] = {
             lane: NormalSyncAckQueue(
                 str(path.parent),
@@ -84,7 +85,7 @@ class SqliteTaskQueue:
             return item
 
     def _pop(self) -> QueueItem | None:
-        if self._closed:
+        if self._closed or self.paused:
             return None
         for lane in LANES:
             if not self._lanes[lane].qsize():
@@ -136,7 +137,12 @@ class SqliteTaskQueue:
     def depth(self) -> dict[str, int]:
         with self._cond:
             waiting = {lane.value: self._lanes[lane].qsize() for lane in LANES}
-            return {**waiting, "taken": len(self._taken)}
+            return {**waiting, "taken": len(self._taken), "paused": int(self.paused)}
+
+    def set_paused(self, paused: bool) -> None:
+        with self._cond:
+            self.paused = paused
+            self._cond.notify_all()
 
     def wake_all(self) -> None:
         with self._cond:

@@ -23,8 +23,22 @@ def start(record: TaskRecord, now: datetime, worker: str) -> TaskRecord | None:
             "worker": worker,
             "progress": 0.0,
             "progress_message": None,
+            "heartbeat_at": now,
+            "paused": False,
         }
     )
+
+
+def set_paused(record: TaskRecord, paused: bool) -> TaskRecord | None:
+    if record.status is not TaskStatus.RUNNING:
+        return None
+    return record.model_copy(update={"paused": paused})
+
+
+def heartbeat(record: TaskRecord, now: datetime) -> TaskRecord | None:
+    if record.status is not TaskStatus.RUNNING:
+        return None
+    return record.model_copy(update={"heartbeat_at": now})
 
 
 def progress(

@@ -63,3 +63,6 @@ class TaskRecord(BaseModel):
     errors: list[ErrorInfo] = Field(default_factory=list)  # every failed attempt's error
     next_attempt_at: datetime | None = None  # while retrying
     origin: str | None = None  # who made it: "cron:<job>@<time>", "watch:<file>", …
+    timeout_s: float | None = None  # maximum runtime of one attempt
+    heartbeat_at: datetime | None = None  # written every few seconds while running
+    paused: bool = False  # a running render stopped with SIGSTOP

@@ -2,11 +2,13 @@
 
 import logging
 import threading
+import time
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
 from pi_render.clock import Clock
-from pi_render.errors import TaskNotFound
+from pi_render.errors import TaskNotFound, TaskTimedOut
 from pi_render.manifest.records import TaskRecordManifest
 from pi_render.processor.base import ProcessorEnv, processor_for
 from pi_render.processor.context import StopReason, TaskContext, TaskStopped
@@ -36,9 +38,13 @@ class QueueWorker(LoopWorker):
         env: ProcessorEnv | None = None,
         retry: RetryPolicies | None = None,
         failed_queue: TaskQueue | None = None,
+        timeouts: dict[str, float] | None = None,
+        heartbeat_s: float = 5.0,
     ) -> None:
         super().__init__(name)
         self.env = env
+        self.timeouts = timeouts or {}
+        self.heartbeat_s = heartbeat_s
         self.retry = retry or RetryPolicies({})
         self.failed_queue = failed_queue
         self.queue = queue
@@ -97,9 +103,17 @@ class QueueWorker(LoopWorker):
         extra = {"task_id": record.id, "type": record.type, "attempt": record.attempts}
         log.info("task started", extra={**extra, "worker": self.name})
         started = self.clock.monotonic()
+        limit = record.timeout_s or self.timeouts.get(record.type)
+        watch = _Watch(self.heartbeat_s, lambda: self._beat(record.id), limit,
+                       lambda: ctx.request_stop(StopReason.TIMEOUT))  # fmt: skip
         try:
-            result = processor_for(record.type, self.env).run(record.args, ctx)
+            with watch:
+                result = processor_for(record.type, self.env).run(record.args, ctx)
         except TaskStopped as stop:
+            if stop.reason is StopReason.TIMEOUT:
+                self._failed(record, TaskTimedOut(f"ran past its {limit:g}s limit"), extra)
+                self.queue.ack(item)
+                return True
             if stop.reason is StopReason.SHUTDOWN:
                 self.records.change(record.id, lifecycle.requeue)
                 self.queue.nack(item)
@@ -136,6 +150,9 @@ class QueueWorker(LoopWorker):
         if self.failed_queue is not None:
             self.failed_queue.put(record.id, Priority.NORMAL)
 
+    def _beat(self, task_id: str) -> None:
+        self.records.change(task_id, lambda r: lifecycle.heartbeat(r, self.clock.now()))
+
     def _on_progress(
         self, task_id: str, fraction: float, message: str | None, detail: dict[str, Any] | None
     ) -> None:
@@ -145,3 +162,38 @@ class QueueWorker(LoopWorker):
             return  # completion records progress 1.0 anyway
         self._last_progress[task_id] = now
         self.records.change(task_id, lambda r: lifecycle.progress(r, fraction, message, detail))
+
+
+class _Watch:
+    """While a task runs: a heartbeat every `every_s`, and a stop once `limit_s` has passed."""
+
+    def __init__(self, every_s: float, beat: Callable[[], None], limit_s: float | None,
+                 expire: Callable[[], None]) -> None:  # fmt: skip
+        self.every_s, self.beat, self.limit_s, self.expire = every_s, beat, limit_s, expire
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
+
+    def __enter__(self) -> "_Watch":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        deadline = None if self.limit_s is None else time.monotonic() + self.limit_s
+        while True:
+            wait = (
+                self.every_s if deadline is None else min(self.every_s, deadline - time.monotonic())
+            )
+            if self._done.wait(max(0.0, wait)):
+                return
+            if deadline is not None and time.monotonic() >= deadline:
+                self.expire()
+                deadline = None  # asked once; the processor stops when it can
+                continue
+            try:
+                self.beat()
+            except Exception:  # a missed beat shows as stale in health; never kill the task
+                log.exception("heartbeat failed")

@@ -28,6 +28,11 @@ class RunningTasks:
         ctx.request_stop(reason)
         return True
 
+    def set_paused(self, task_id: str, paused: bool) -> bool:
+        with self._lock:
+            ctx = self._contexts.get(task_id)
+        return ctx is not None and ctx.set_paused(paused)
+
     def stop_all(self, reason: StopReason) -> int:
         with self._lock:
             contexts = list(self._contexts.values())

@@ -1,0 +1,83 @@
+"""Task controls against a real daemon: runtime limits for any task type, heartbeats and health,
+pausing a label."""
+
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+from conftest import DaemonProcess, wait_until
+
+from pi_render.clock import FakeClock
+from pi_render.config import load_settings
+from pi_render.manifest.records import TaskRecordManifest
+from pi_render.queue.router import Router
+from pi_render.service import TaskService
+from pi_render.task import lifecycle
+from pi_render.workers.running import RunningTasks
+
+
+def test_every_task_type_has_a_maximum_runtime(make_daemon: Callable[..., DaemonProcess]) -> None:
+    daemon = make_daemon("[timeouts]\nnoop = 60\n[retry.noop]\nmax_attempts = 1\n").start()
+    record = daemon.client.submit("noop", {"sleep_s": 120}, timeout_s=0.5)
+    done = daemon.client.wait(record.id, 30)
+    assert done.status == "failed" and done.error is not None
+    assert done.error.type == "TaskTimedOut" and "0.5s limit" in done.error.message
+
+
+def test_heartbeats_are_written_and_health_reports_the_host(
+    make_daemon: Callable[..., DaemonProcess],
+) -> None:
+    daemon = make_daemon("heartbeat_s = 0.2\n").start()
+    record = daemon.client.submit("noop", {"sleep_s": 60})
+    first = wait_until(lambda: daemon.client.get(record.id).heartbeat_at, what="a heartbeat")
+    wait_until(lambda: daemon.client.get(record.id).heartbeat_at != first, what="a later beat")
+    health = daemon.client.health()
+    assert health["stale_heartbeats"] == []
+    assert health["disk_free_bytes"]["data_dir"] > 0
+    assert "blender" in health and health["workers"]["default"]["alive"] == 2
+    daemon.client.cancel(record.id)
+
+
+def test_a_record_left_running_by_a_dead_daemon_is_resumed(
+    make_daemon: Callable[..., DaemonProcess],
+) -> None:
+    daemon = make_daemon("heartbeat_s = 0.2\n").start()
+    record = daemon.client.submit("noop", {"sleep_s": 60})
+    wait_until(lambda: daemon.client.get(record.id).status == "running", what="running")
+    daemon.kill()  # the record says running, and nobody beats for it any more
+    with sqlite3.connect(daemon.data_dir / "records.sqlite") as db:
+        (value,) = db.execute("SELECT value FROM tasks WHERE key = ?", (record.id,)).fetchone()
+    assert '"status":"running"' in value
+    daemon.start()
+    resumed = wait_until(
+        lambda: (r := daemon.client.get(record.id)).attempts == 2 and r, what="a second attempt"
+    )
+    assert resumed.status == "running"
+    assert daemon.client.health()["stale_heartbeats"] == []
+    daemon.client.cancel(record.id)
+
+
+def test_pausing_a_label_keeps_accepting_but_takes_nothing(daemon: DaemonProcess) -> None:
+    daemon.client.pause("default", True, label=True)
+    record = daemon.client.submit("noop", {"payload": 1})
+    assert daemon.client.wait(record.id, 0.5).status == "pending"
+    assert daemon.client.queues()["default"]["paused"] == 1
+    daemon.terminate()
+    daemon.start()  # a paused label stays paused across restarts
+    assert daemon.client.wait(record.id, 0.5).status == "pending"
+    daemon.client.pause("default", False, label=True)
+    assert daemon.client.wait(record.id, 30).status == "completed"
+
+
+def test_stale_heartbeats_are_listed(tmp_path: Path) -> None:
+    clock = FakeClock()
+    settings = load_settings(env={"PI_RENDER_DATA_DIR": str(tmp_path), "HOME": str(tmp_path)})
+    records = TaskRecordManifest(settings.records_path)
+    service = TaskService(records, Router(settings), RunningTasks(), clock, settings.spool_dir,
+                          settings.outputs)  # fmt: skip
+    record = service.submit("noop", {})
+    records.change(record.id, lambda r: lifecycle.start(r, clock.now(), "w"))
+    assert service.stale(15) == []
+    clock.advance(16)
+    (stale,) = service.stale(15)
+    assert stale["task_id"] == record.id
