@@ -128,6 +128,7 @@ def submit(
     args: Annotated[str, typer.Option("--args", help="Arguments as a JSON object.")] = "{}",
     priority: Annotated[Priority, typer.Option(help="normal or high.")] = Priority.NORMAL,
     label: Annotated[Optional[str], typer.Option(help="Routing label override.")] = None,
+    parent: Annotated[Optional[str], typer.Option(help="Run after this task completed.")] = None,
     max_runtime: Annotated[
         Optional[float], typer.Option("--max-runtime", help="Fail it after S seconds.")
     ] = None,
@@ -144,7 +145,7 @@ def submit(
     if not isinstance(parsed, dict):
         fail("--args must be a JSON object", EXIT_USAGE)
     with client_for(socket) as client:
-        record = client.submit(type_name, parsed, priority.value, label, max_runtime)
+        record = client.submit(type_name, parsed, priority.value, label, max_runtime, parent)
         if wait:
             record = (client.wait if as_json else _progress_wait(client))(record.id, timeout)
     _finish(record, as_json, check=wait)

@@ -27,7 +27,7 @@ from pi_render.processor.blender import find_blender
 from pi_render.processor.context import StopReason
 from pi_render.queue.router import Router
 from pi_render.queue.sqlite import SqliteTaskQueue
-from pi_render.recovery import recover
+from pi_render.recovery import recover, release_waiting
 from pi_render.retry import RetryPolicies
 from pi_render.service import TaskService
 from pi_render.task.base import task_type
@@ -89,6 +89,7 @@ class Daemon:
             self.env = ProcessorEnv(settings, find_blender(settings.blender), self.frames)
             waiters = FinalStateWaiters()
             self.records.add_listener(waiters)
+            self.records.add_listener(self.service.on_record)
             self.recover()
             self.pool = self._build_pool()
             sock = bind_unix_socket(settings.socket)
@@ -123,6 +124,7 @@ class Daemon:
 
     def recover(self) -> None:
         recover(self.records, self.router, self.failed, self.failed_queue)
+        release_waiting(self.records, self.service)
 
     def _build_pool(self) -> WorkerPool:
         pool = WorkerPool(self.running)

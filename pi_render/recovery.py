@@ -1,6 +1,7 @@
 """What a (re)started daemon does before its workers run, so that every task reaches an end."""
 
 import logging
+from typing import TYPE_CHECKING
 
 from pi_render.manifest.failed import FailedTaskManifest
 from pi_render.manifest.records import TaskRecordManifest
@@ -9,7 +10,17 @@ from pi_render.queue.sqlite import SqliteTaskQueue
 from pi_render.task import lifecycle
 from pi_render.task.record import Priority, TaskStatus
 
+if TYPE_CHECKING:
+    from pi_render.service import TaskService
+
 log = logging.getLogger(__name__)
+
+
+def release_waiting(records: TaskRecordManifest, service: "TaskService") -> None:
+    """Children whose parent ended while the daemon was down (or in a crash) go on now."""
+    for record in records.with_status(TaskStatus.PENDING):
+        if record.parent is not None and record.parent_result is None:
+            service.on_record(records.latest(record.parent))
 
 
 def recover(
@@ -28,6 +39,8 @@ def recover(
         if record.status is TaskStatus.RUNNING:
             records.change(record.id, lifecycle.requeue)
             log.info("resuming task left running", extra={"task_id": record.id})
+        if record.parent is not None and record.parent_result is None:
+            continue  # a child waiting for its parent: TaskService.release_waiting decides
         if router.locate(record.id) is None:
             if record.label in router.queues:
                 router.put(record)

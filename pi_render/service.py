@@ -49,13 +49,16 @@ class TaskService:
         label: str | None = None,
         origin: str | None = None,
         timeout_s: float | None = None,
+        parent: str | None = None,
     ) -> TaskRecord:
-        """Validate, record, enqueue.
+        """Validate, record, enqueue (a child of an unfinished parent waits for it).
 
         Raises:
             UnknownTaskType, InvalidTaskArgs, NoConsumer: nothing is written then.
         """
-        extra = {"origin": origin, "timeout_s": timeout_s}
+        if parent is not None:
+            self._check_parent(parent)
+        extra = {"origin": origin, "timeout_s": timeout_s, "parent": parent}
         return self.submit_many([(type_name, args, priority, label)], extra=extra)[0]
 
     def submit_many(
@@ -79,6 +82,8 @@ class TaskService:
                 raise
         self.records.create_many(records)
         for record in records:
+            if record.parent is not None and not self._release(record):
+                continue  # waits for its parent
             self.router.put(record)
             log.debug("task submitted", extra={"task_id": record.id, "type": record.type})
         return records
@@ -106,6 +111,39 @@ class TaskService:
             args=parsed.model_dump(mode="json"),
             created_at=self.clock.now(),
         )
+
+    def _check_parent(self, parent: str) -> None:
+        record = self.records.latest(parent)  # TaskNotFound names it
+        if record.status in (TaskStatus.FAILED, TaskStatus.CANCELLED):
+            raise TaskStateConflict(f"parent task {parent} is {record.status.value}")
+
+    def _release(self, child: TaskRecord) -> bool:
+        """Hand a waiting child its parent's result, or cancel it with the reason; True when it
+        may be enqueued now."""
+        parent = self.records.latest(child.parent or "")
+        if parent.status is TaskStatus.COMPLETED:
+            update = {"parent_result": parent.result}
+            released = self.records.change(
+                child.id,
+                lambda r: r.model_copy(update=update) if r.status is TaskStatus.PENDING else None,
+            )
+            return released is not None
+        if parent.status in (TaskStatus.FAILED, TaskStatus.CANCELLED):
+            reason = f"parent task {parent.id} {parent.status.value}"
+            self.records.change(child.id, lambda r: lifecycle.cancel(r, self.clock.now(), reason))
+        return False
+
+    def on_record(self, record: TaskRecord) -> None:
+        """Records listener: a task that ended releases (or cancels) its waiting children."""
+        if not record.status.is_final:
+            return
+        try:
+            for child in self.records.children(record.id):
+                if child.status is TaskStatus.PENDING and self.router.locate(child.id) is None:
+                    if self._release(child):
+                        self.router.put(self.records.latest(child.id))
+        except PiRenderError:  # never break the write that told us; recovery retries at start
+            log.exception("could not release the children", extra={"task_id": record.id})
 
     def init_upload(self, file_name: str) -> tuple[str, Path]:
         """The seed's init_new_task: a task id and the spool path to upload its file to."""

@@ -5,8 +5,10 @@ import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from conftest import DaemonProcess, wait_until
 
+from pi_render.api.client import ApiError
 from pi_render.clock import FakeClock
 from pi_render.config import load_settings
 from pi_render.manifest.records import TaskRecordManifest
@@ -81,3 +83,40 @@ def test_stale_heartbeats_are_listed(tmp_path: Path) -> None:
     clock.advance(16)
     (stale,) = service.stale(15)
     assert stale["task_id"] == record.id
+
+
+def test_a_child_runs_after_its_parent_and_gets_its_result(daemon: DaemonProcess) -> None:
+    parent = daemon.client.submit("noop", {"payload": {"frames": 3}, "sleep_s": 1})
+    child = daemon.client.submit("noop", {"payload": "next"}, parent=parent.id)
+    assert daemon.client.get(child.id).status == "pending"
+    assert daemon.client.queues()["default"]["normal"] == 0  # not queued while it waits
+    done = daemon.client.wait(child.id, 30)
+    assert done.status == "completed"
+    assert done.parent_result == {"payload": {"frames": 3}}
+    assert daemon.client.get(parent.id).finished_at <= done.started_at  # type: ignore[operator]
+
+
+def test_a_failed_parent_cancels_its_children_with_the_reason(daemon: DaemonProcess) -> None:
+    parent = daemon.client.submit("explode", {"message": "no"})
+    child = daemon.client.submit("noop", {}, parent=parent.id)
+    grandchild = daemon.client.submit("noop", {}, parent=child.id)
+    assert daemon.client.wait(parent.id, 30).status == "failed"
+    for task, why in ((child, f"parent task {parent.id} failed"),
+                      (grandchild, f"parent task {child.id} cancelled")):  # fmt: skip
+        done = daemon.client.wait(task.id, 30)
+        assert done.status == "cancelled" and done.error is not None
+        assert done.error.message == why
+    with pytest.raises(ApiError, match="is failed"):
+        daemon.client.submit("noop", {}, parent=parent.id)
+
+
+def test_a_waiting_child_survives_a_restart(daemon: DaemonProcess) -> None:
+    parent = daemon.client.submit("noop", {"sleep_s": 60})
+    child = daemon.client.submit("noop", {"payload": 2}, parent=parent.id)
+    wait_until(lambda: daemon.client.get(parent.id).status == "running", what="parent running")
+    daemon.kill()
+    daemon.start()
+    assert daemon.client.get(child.id).status == "pending"
+    daemon.client.cancel(parent.id)
+    done = daemon.client.wait(child.id, 30)
+    assert done.status == "cancelled"

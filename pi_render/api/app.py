@@ -31,6 +31,7 @@ class SubmitRequest(BaseModel):
     priority: Priority = Priority.NORMAL
     label: str | None = None
     timeout_s: float | None = Field(None, gt=0)
+    parent: str | None = None
 
 
 class BatchSubmitRequest(BaseModel):
@@ -126,7 +127,7 @@ def create_app(
     @app.post("/tasks", status_code=201, response_model=TaskRecord)
     def submit(body: SubmitRequest) -> Response:
         record = service.submit(body.type, body.args, body.priority, body.label,
-                                timeout_s=body.timeout_s)  # fmt: skip
+                                timeout_s=body.timeout_s, parent=body.parent)  # fmt: skip
         return _json(record, 201)
 
     @app.post("/tasks/batch", status_code=201, response_model=list[TaskRecord])

@@ -68,8 +68,11 @@ class Client:
         priority: str = "normal",
         label: str | None = None,
         timeout_s: float | None = None,
+        parent: str | None = None,
     ) -> TaskRecord:
         body: dict[str, Any] = {"type": type_name, "args": args or {}, "priority": priority}
+        if parent:
+            body["parent"] = parent
         if label:
             body["label"] = label
         if timeout_s:

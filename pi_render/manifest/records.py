@@ -47,7 +47,7 @@ class TaskRecordManifest:
         # starts from here (no SQL, no JSON); only this process writes, so it is never stale
         self._recent: OrderedDict[str, TaskRecord] = OrderedDict()
         self._listeners: list[Listener] = []
-        for column in ("status", "type", "origin"):
+        for column in ("status", "type", "origin", "parent"):
             self._store.execute_ddl(
                 f"CREATE INDEX IF NOT EXISTS {TABLE}_{column} ON {TABLE}"
                 f"(json_extract(value, '$.{column}'), key)"
@@ -124,6 +124,13 @@ class TaskRecordManifest:
             (origin,),
         )
         return TaskRecord.model_validate_json(rows[0][0]) if rows else None
+
+    def children(self, parent_id: str) -> list[TaskRecord]:
+        rows = self._store.query(
+            f"SELECT value FROM {TABLE} WHERE json_extract(value, '$.parent') = ? ORDER BY key",
+            (parent_id,),
+        )
+        return [TaskRecord.model_validate_json(row[0]) for row in rows]
 
     def delete(self, task_id: str) -> None:
         with self.lock:

@@ -28,9 +28,16 @@ ProgressSink = Callable[[float, str | None, dict[str, Any] | None], None]
 class TaskContext:
     """Handed to `Processor.run`; one per delivery of a task."""
 
-    def __init__(self, task_id: str, attempt: int, on_progress: ProgressSink) -> None:
+    def __init__(
+        self,
+        task_id: str,
+        attempt: int,
+        on_progress: ProgressSink,
+        parent_result: dict[str, Any] | None = None,
+    ) -> None:
         self.task_id = task_id
         self.attempt = attempt
+        self.parent_result = parent_result  # what the parent task returned (chaining)
         self._on_progress = on_progress
         self._stop = threading.Event()
         self._reason: StopReason | None = None

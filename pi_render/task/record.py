@@ -66,3 +66,5 @@ class TaskRecord(BaseModel):
     timeout_s: float | None = None  # maximum runtime of one attempt
     heartbeat_at: datetime | None = None  # written every few seconds while running
     paused: bool = False  # a running render stopped with SIGSTOP
+    parent: str | None = None  # runs only after this task completed…
+    parent_result: dict[str, Any] | None = None  # …and gets its result

@@ -91,6 +91,7 @@ class QueueWorker(LoopWorker):
                 finished = True
                 return
             ctx.attempt = record.attempts
+            ctx.parent_result = record.parent_result
             finished = self._run(record, ctx, item)
         finally:
             self.running.discard(item.task_id)
