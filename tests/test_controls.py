@@ -97,7 +97,7 @@ def test_a_child_runs_after_its_parent_and_gets_its_result(daemon: DaemonProcess
 
 
 def test_a_failed_parent_cancels_its_children_with_the_reason(daemon: DaemonProcess) -> None:
-    parent = daemon.client.submit("explode", {"message": "no"})
+    parent = daemon.client.submit("explode", {"message": "no", "sleep_s": 1})
     child = daemon.client.submit("noop", {}, parent=parent.id)
     grandchild = daemon.client.submit("noop", {}, parent=child.id)
     assert daemon.client.wait(parent.id, 30).status == "failed"

@@ -42,6 +42,7 @@ class JournalProcessor(Processor[JournalArgs, JournalResult]):
 
 class ExplodeArgs(BaseModel):
     message: str = "boom"
+    sleep_s: float = 0.0
 
 
 class ExplodeTask(TaskBase[ExplodeArgs, JournalResult]):
@@ -52,6 +53,7 @@ class ExplodeProcessor(Processor[ExplodeArgs, JournalResult]):
     task = ExplodeTask
 
     def _process(self, args: ExplodeArgs, ctx: TaskContext) -> JournalResult:
+        ctx.sleep(args.sleep_s)
         raise RuntimeError(args.message)
 
 
