@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from pi_render.cron import CronJob
 from pi_render.errors import ConfigError
+from pi_render.hooks import Hook
 from pi_render.retry import RetryPolicy
 
 # AF_UNIX paths are limited to 108 bytes including the terminating NUL.
@@ -71,6 +72,7 @@ class Settings(BaseModel):
         description="retry policy per task type; `default` for the rest",
     )
     cron: list[CronJob] = Field(default_factory=list, description="[[cron]] jobs")
+    hooks: list[Hook] = Field(default_factory=list, description="[[hooks]]: completion hooks")
     maintenance_schedule: str = Field("17 * * * *", description="queue pruning and VACUUM")
     retention_schedule: str = Field("43 3 * * *", description="pruning of old records")
     retention_days: float = Field(30.0, gt=0, description="keep finished records this long")

@@ -19,6 +19,7 @@ from pi_render.api.waiters import FinalStateWaiters
 from pi_render.clock import Clock, SystemClock
 from pi_render.config import Settings
 from pi_render.errors import ConfigError, PiRenderError
+from pi_render.hooks import HookOutbox, HookWorker
 from pi_render.manifest.failed import FailedTaskManifest
 from pi_render.manifest.frames import FrameLedger
 from pi_render.manifest.records import TaskRecordManifest
@@ -80,6 +81,9 @@ class Daemon:
             self.failed_queue = SqliteTaskQueue(settings.queue_dir / "_failed.db")
             self.service.failed = self.failed
             self.cron_store = CronStore(settings.data_dir / "cron.sqlite")
+            self.outbox = HookOutbox(settings.data_dir / "outbox.sqlite", settings.hooks)
+            if settings.hooks:
+                self.records.add_before_final(self.outbox.before_final)
             self.cron: CronWorker | None = None
             for job in settings.cron:
                 try:
@@ -117,6 +121,7 @@ class Daemon:
             self.frames.close()
             self.failed.close()
             self.cron_store.close()
+            self.outbox.close()
         finally:
             self.lock.release()
         log.info("pi-render stopped")
@@ -139,6 +144,8 @@ class Daemon:
         pool.add("failures", partial(FailedTaskWorker, self.failed_queue, self.failed,
                                      self.records, self.router, self.clock))  # fmt: skip
         pool.add("cron", self._make_cron)
+        if self.settings.hooks:
+            pool.add("hooks", partial(HookWorker, self.outbox, self.records, self.clock))
         return pool
 
     def _make_cron(self) -> CronWorker:
@@ -208,6 +215,7 @@ class Daemon:
             ),
             "records": self.records.count_by_status(),
             "stale_heartbeats": self.service.stale(3 * self.settings.heartbeat_s),
+            "hooks_owed": len(self.outbox.owed()),
             "disk_free_bytes": {
                 "data_dir": _free(self.settings.data_dir),
                 "output_root": _free(self.settings.outputs),

@@ -1,7 +1,9 @@
 """Task controls against a real daemon: runtime limits for any task type, heartbeats and health,
 pausing a label."""
 
+import json
 import sqlite3
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -120,3 +122,35 @@ def test_a_waiting_child_survives_a_restart(daemon: DaemonProcess) -> None:
     daemon.client.cancel(parent.id)
     done = daemon.client.wait(child.id, 30)
     assert done.status == "cancelled"
+
+
+HOOK = """#!/usr/bin/env python3
+import pathlib, sys
+folder = pathlib.Path(sys.argv[1])
+if (folder / "refuse").exists():
+    sys.exit("the receiver is down")
+(folder / "received.jsonl").open("a").write(sys.stdin.read() + "\\n")
+"""
+
+
+def test_a_hook_is_delivered_after_a_restart(make_daemon: Callable[..., DaemonProcess],
+                                             tmp_path: Path) -> None:  # fmt: skip
+    receiver = tmp_path / "receiver.py"
+    receiver.write_text(HOOK)
+    (tmp_path / "refuse").touch()
+    config = (f'[[hooks]]\non = ["completed"]\ncommand = ["{sys.executable}", "{receiver}", '
+              f'"{tmp_path}"]\nretry_s = 0.2\n')  # fmt: skip
+    daemon = make_daemon(config).start()
+    record = daemon.client.submit("noop", {"payload": "hooked"})
+    assert daemon.client.wait(record.id, 30).status == "completed"
+    wait_until(lambda: "the receiver is down" in daemon.log(), what="a failed delivery")
+    assert daemon.client.health()["hooks_owed"] == 1
+    daemon.kill()
+    (tmp_path / "refuse").unlink()  # the receiver comes back while the daemon is down
+    daemon.start()
+    received = tmp_path / "received.jsonl"
+    wait_until(received.exists, timeout=30, what="the delivery after the restart")
+    (line,) = received.read_text().splitlines()
+    body = json.loads(line)
+    assert body["id"] == record.id and body["result"] == {"payload": "hooked"}
+    assert daemon.client.health()["hooks_owed"] == 0

@@ -47,6 +47,7 @@ class TaskRecordManifest:
         # starts from here (no SQL, no JSON); only this process writes, so it is never stale
         self._recent: OrderedDict[str, TaskRecord] = OrderedDict()
         self._listeners: list[Listener] = []
+        self._before_final: list[Listener] = []
         for column in ("status", "type", "origin", "parent"):
             self._store.execute_ddl(
                 f"CREATE INDEX IF NOT EXISTS {TABLE}_{column} ON {TABLE}"
@@ -55,6 +56,10 @@ class TaskRecordManifest:
 
     def synchronous(self) -> int:
         return self._store.synchronous()
+
+    def add_before_final(self, listener: Listener) -> None:
+        """Called before a record's move to a final state is written (the hook outbox)."""
+        self._before_final.append(listener)
 
     def add_listener(self, listener: Listener) -> None:
         """Called (in the writer's thread) after every committed change."""
@@ -92,9 +97,13 @@ class TaskRecordManifest:
         """Apply `change` atomically (compare-and-set): it returns the new record, or None to
         leave the record as it is. Returns what was written, once it is on disk, or None."""
         with self.lock:
-            new = change(self.latest(task_id))
+            old = self.latest(task_id)
+            new = change(old)
             if new is None:
                 return None
+            if new.status.is_final and not old.status.is_final:
+                for listener in self._before_final:
+                    listener(new)
             self._stage(new)
         self._commit(new)
         return new

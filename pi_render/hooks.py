@@ -1,0 +1,182 @@
+"""Completion hooks (the seed's finished callback): a local command that gets the task's JSON on
+stdin, or an HTTP webhook that gets it as the body. Every delivery goes through a persistent
+outbox and is retried until it succeeds, across restarts.
+
+The outbox entry is written (fsynced) before the record's final state is, so a crash between
+the two cannot lose a delivery; an entry is delivered only once the record really is final with
+the status it was made for (and dropped if the task ended otherwise).
+"""
+
+import logging
+import subprocess
+import threading
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Literal
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from pi_render.clock import Clock
+from pi_render.errors import TaskNotFound
+from pi_render.manifest.base import DurableJsonTable
+from pi_render.manifest.records import TaskRecordManifest
+from pi_render.task.record import TaskRecord, TaskStatus
+from pi_render.workers.base import LoopWorker
+
+log = logging.getLogger(__name__)
+
+FinalStatus = Literal["completed", "failed", "cancelled"]
+_COMPLETED: FinalStatus = "completed"
+_FAILED: FinalStatus = "failed"
+
+
+class Hook(BaseModel):
+    """A `[[hooks]]` entry."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    on: list[FinalStatus] = Field(default_factory=lambda: [_COMPLETED, _FAILED])
+    types: list[str] | None = None  # only these task types; all when unset
+    command: list[str] | None = None
+    url: str | None = None
+    timeout_s: float = Field(30.0, gt=0)
+    retry_s: float = Field(5.0, gt=0, description="first retry delay; doubles, at most 1 h")
+
+    @model_validator(mode="after")
+    def _one_target(self) -> "Hook":
+        if (self.command is None) == (self.url is None):
+            raise ValueError("a hook needs exactly one of `command` or `url`")
+        return self
+
+    def wants(self, record: TaskRecord) -> bool:
+        return record.status.value in self.on and (self.types is None or record.type in self.types)
+
+
+class Delivery(BaseModel):
+    key: str
+    task_id: str
+    hook: int
+    status: FinalStatus
+    attempts: int = 0
+    next_attempt_at: datetime | None = None
+    last_error: str | None = None
+    delivered_at: datetime | None = None
+
+
+class HookOutbox:
+    """Deliveries owed, fsynced; `notify` wakes the hook worker."""
+
+    def __init__(self, path: Path, hooks: list[Hook]) -> None:
+        self.hooks = hooks
+        self._store = DurableJsonTable(path, "outbox")
+        self.changed = threading.Condition()
+
+    def before_final(self, record: TaskRecord) -> None:
+        """Records pre-commit listener: owe a delivery for each hook that wants this ending."""
+        made = False
+        for index, hook in enumerate(self.hooks):
+            if hook.wants(record):
+                key = f"{record.id}/{index}/{record.status.value}"
+                if self._store.text(key) is None:
+                    entry = Delivery.model_validate(
+                        {"key": key, "task_id": record.id, "hook": index,
+                         "status": record.status.value}
+                    )  # fmt: skip
+                    self._store.stage(key, entry.model_dump_json())
+                    made = True
+        if made:
+            self._store.commit()
+            with self.changed:
+                self.changed.notify_all()
+
+    def owed(self) -> list[Delivery]:
+        rows = self._store.query(
+            "SELECT value FROM outbox WHERE json_extract(value, '$.delivered_at') IS NULL"
+        )
+        return [Delivery.model_validate_json(row[0]) for row in rows]
+
+    def all(self) -> list[Delivery]:
+        rows = self._store.query("SELECT value FROM outbox ORDER BY key")
+        return [Delivery.model_validate_json(row[0]) for row in rows]
+
+    def save(self, entry: Delivery) -> None:
+        self._store.stage(entry.key, entry.model_dump_json())
+        self._store.commit()
+
+    def drop(self, entry: Delivery) -> None:
+        self._store.delete(entry.key)
+        self._store.commit()
+
+    def close(self) -> None:
+        self._store.close()
+
+
+class HookWorker(LoopWorker):
+    """Delivers what the outbox owes, retrying with backoff; wakes on new entries."""
+
+    def __init__(self, outbox: HookOutbox, records: TaskRecordManifest, clock: Clock) -> None:
+        super().__init__("hooks")
+        self.outbox, self.records, self.clock = outbox, records, clock
+
+    def wake(self) -> None:
+        with self.outbox.changed:
+            self.outbox.changed.notify_all()
+
+    def run_once(self) -> bool:
+        delivered = self.deliver_due()
+        owed = [e.next_attempt_at for e in self.outbox.owed()]
+        wait = 3600.0
+        if owed:
+            now = self.clock.now()
+            wait = min((t - now).total_seconds() if t else 0.0 for t in owed)
+        if wait > 0 and not self.stop_event.is_set():
+            with self.outbox.changed:
+                self.outbox.changed.wait(min(3600.0, wait))
+        return delivered > 0
+
+    def deliver_due(self) -> int:
+        now, delivered = self.clock.now(), 0
+        for entry in self.outbox.owed():
+            if entry.next_attempt_at is not None and entry.next_attempt_at > now:
+                continue
+            try:
+                record = self.records.get(entry.task_id)
+            except TaskNotFound:
+                self.outbox.drop(entry)
+                continue
+            if not record.status.is_final:
+                continue  # committed after the entry: wait for it (it may run again first)
+            if record.status is not TaskStatus(entry.status):
+                self.outbox.drop(entry)  # it ended otherwise (a crash in between, then a rerun)
+                continue
+            delivered += self._deliver(entry, record)
+        return delivered
+
+    def _deliver(self, entry: Delivery, record: TaskRecord) -> int:
+        hook = self.outbox.hooks[entry.hook]
+        body = record.model_dump_json()
+        entry.attempts += 1
+        try:
+            if hook.command is not None:
+                done = subprocess.run(hook.command, input=body, text=True, capture_output=True,
+                                      timeout=hook.timeout_s)  # fmt: skip
+                if done.returncode != 0:
+                    raise RuntimeError(f"exit {done.returncode}: {done.stderr.strip()[-300:]}")
+            else:
+                assert hook.url is not None
+                response = httpx.post(hook.url, content=body, timeout=hook.timeout_s,
+                                      headers={"content-type": "application/json"})  # fmt: skip
+                response.raise_for_status()
+        except Exception as exc:  # any failure is retried later
+            delay = min(3600.0, hook.retry_s * 2 ** (entry.attempts - 1))
+            entry.last_error = f"{type(exc).__name__}: {exc}"
+            entry.next_attempt_at = self.clock.now() + timedelta(seconds=delay)
+            self.outbox.save(entry)
+            log.warning("hook delivery failed, retrying in %.1fs: %s", delay, entry.last_error,
+                        extra={"task_id": entry.task_id})  # fmt: skip
+            return 0
+        entry.delivered_at, entry.last_error = self.clock.now(), None
+        self.outbox.save(entry)
+        log.info("hook delivered", extra={"task_id": entry.task_id, "hook": entry.hook})
+        return 1
