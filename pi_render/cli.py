@@ -393,6 +393,9 @@ def render(
     priority: Annotated[Priority, typer.Option(help="normal or high.")] = Priority.NORMAL,
     timeout: Annotated[Optional[float], typer.Option(help="Render time limit, seconds.")] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Show progress until it ends.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Even if an identical render exists.")
+    ] = False,
     socket: SocketOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -400,7 +403,7 @@ def render(
     request: dict[str, Any] = {"source": str(file.expanduser().absolute()), "blend": blend,
                                "frame_step": step, "output_type": format, "scene": scene,
                                "engine": engine, "timeout_s": timeout,
-                               "priority": priority.value}  # fmt: skip
+                               "priority": priority.value, "force": force or None}  # fmt: skip
     if frames:
         request["start_frame"], request["end_frame"] = parse_frames(frames)
     if output:

@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from pi_render.controls import Capabilities, Limit, Requirements
 from pi_render.cron import CronJob
 from pi_render.errors import ConfigError
 from pi_render.hooks import Hook
@@ -73,6 +74,13 @@ class Settings(BaseModel):
     )
     cron: list[CronJob] = Field(default_factory=list, description="[[cron]] jobs")
     hooks: list[Hook] = Field(default_factory=list, description="[[hooks]]: completion hooks")
+    limits: dict[str, Limit] = Field(default_factory=dict, description="caps per task type")
+    capabilities: dict[str, Capabilities] = Field(
+        default_factory=dict, description="what each label's pool offers"
+    )
+    requires: dict[str, Requirements] = Field(
+        default_factory=dict, description="what each task type needs"
+    )
     maintenance_schedule: str = Field("17 * * * *", description="queue pruning and VACUUM")
     retention_schedule: str = Field("43 3 * * *", description="pruning of old records")
     retention_days: float = Field(30.0, gt=0, description="keep finished records this long")

@@ -30,7 +30,8 @@ from pi_render.queue.router import Router
 from pi_render.queue.sqlite import SqliteTaskQueue
 from pi_render.recovery import recover, release_waiting
 from pi_render.retry import RetryPolicies
-from pi_render.service import TaskService
+from pi_render.controls import pool_capabilities
+from pi_render.service import SubmitControls, TaskService
 from pi_render.task.base import task_type
 from pi_render.workers.cron_worker import BuiltinJob, CronStore, CronWorker
 from pi_render.workers.failed_task_worker import FailedTaskWorker
@@ -91,6 +92,9 @@ class Daemon:
                 except PiRenderError as exc:
                     raise ConfigError(f"cron job {job.name!r}: {exc}") from None
             self.env = ProcessorEnv(settings, find_blender(settings.blender), self.frames)
+            self.service.controls = SubmitControls(
+                settings.limits, settings.requires, self.capabilities
+            )
             waiters = FinalStateWaiters()
             self.records.add_listener(waiters)
             self.records.add_listener(self.service.on_record)
@@ -182,6 +186,10 @@ class Daemon:
         if self._server is not None:
             self._server.should_exit = True
 
+    def capabilities(self, label: str) -> dict[str, Any]:
+        version = self.env.blender.version if self.env.blender else None
+        return pool_capabilities(label, self.settings.capabilities, version)
+
     def queues(self) -> dict[str, Any]:
         workers = self.pool.status()
         return {
@@ -216,6 +224,7 @@ class Daemon:
             "records": self.records.count_by_status(),
             "stale_heartbeats": self.service.stale(3 * self.settings.heartbeat_s),
             "hooks_owed": len(self.outbox.owed()),
+            "capabilities": {label: self.capabilities(label) for label in self.router.queues},
             "disk_free_bytes": {
                 "data_dir": _free(self.settings.data_dir),
                 "output_root": _free(self.settings.outputs),

@@ -3,10 +3,22 @@
 import logging
 import os
 import shutil
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pi_render.clock import Clock
+from pi_render.controls import (
+    Limit,
+    NotQualified,
+    Requirements,
+    check_limit,
+    find_duplicate,
+    limit_key,
+    missing,
+)
 from pi_render.errors import PiRenderError, TaskNotFound, TaskStateConflict
 from pi_render.manifest.failed import FailedTask, FailedTaskManifest
 from pi_render.manifest.records import TaskIdGenerator, TaskRecordManifest
@@ -18,6 +30,15 @@ from pi_render.task.record import Priority, TaskRecord, TaskStatus
 from pi_render.workers.running import RunningTasks
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class SubmitControls:
+    """Config the service checks each submission against."""
+
+    limits: dict[str, Limit]
+    requires: dict[str, Requirements]
+    capabilities: Callable[[str], dict[str, Any]]  # label → what its pool offers
 
 
 class TaskService:
@@ -35,6 +56,8 @@ class TaskService:
         self.spool_dir = spool_dir
         self.output_root = output_root
         self.failed: FailedTaskManifest | None = None  # set by the daemon
+        self.controls: SubmitControls | None = None  # set by the daemon
+        self._submit_lock = threading.Lock()
         self.records = records
         self.router = router
         self.running = running
@@ -50,6 +73,8 @@ class TaskService:
         origin: str | None = None,
         timeout_s: float | None = None,
         parent: str | None = None,
+        force: bool = False,
+        requires: dict[str, Any] | None = None,
     ) -> TaskRecord:
         """Validate, record, enqueue (a child of an unfinished parent waits for it).
 
@@ -58,30 +83,44 @@ class TaskService:
         """
         if parent is not None:
             self._check_parent(parent)
-        extra = {"origin": origin, "timeout_s": timeout_s, "parent": parent}
-        return self.submit_many([(type_name, args, priority, label)], extra=extra)[0]
+        extra = {"origin": origin, "timeout_s": timeout_s, "parent": parent, "requires": requires}
+        return self.submit_many([(type_name, args, priority, label)], extra=extra, force=force)[0]
 
     def submit_many(
         self,
         requests: list[tuple[str, Any, Priority, str | None]],
         task_id: str | None = None,
         extra: dict[str, Any] | None = None,
+        force: bool = False,
     ) -> list[TaskRecord]:
-        """All or nothing: every request is validated before any is written; one commit."""
-        records: list[TaskRecord] = []
-        for index, (type_name, args, priority, label) in enumerate(requests):
-            try:
-                record = self._new_record(type_name, args, priority, label, task_id)
-                fields = {k: v for k, v in (extra or {}).items() if v is not None}
-                records.append(record.model_copy(update=fields) if fields else record)
-            except PiRenderError as exc:
-                for made in records:  # undo what earlier requests prepared (snapshots)
-                    shutil.rmtree(self.spool_dir / made.id, ignore_errors=True)
-                if len(requests) > 1:
-                    exc.args = (f"task {index}: {exc}",)
-                raise
-        self.records.create_many(records)
-        for record in records:
+        """All or nothing: every request is validated before any is written; one commit.
+
+        A render identical to a live or completed one returns that one (unless `force`).
+        """
+        records: list[TaskRecord] = []  # what is returned, in order
+        new: list[TaskRecord] = []  # what is written
+        with self._submit_lock:  # limits count what is already there: one submitter at a time
+            for index, (type_name, args, priority, label) in enumerate(requests):
+                try:
+                    record = self._new_record(type_name, args, priority, label, task_id)
+                    fields = {k: v for k, v in (extra or {}).items() if v is not None}
+                    record = record.model_copy(update=fields) if fields else record
+                    existing = self._controlled(record, new, force)
+                except PiRenderError as exc:
+                    for made in [*new, *([record] if "record" in locals() else [])]:
+                        shutil.rmtree(self.spool_dir / made.id, ignore_errors=True)
+                    if len(requests) > 1:
+                        exc.args = (f"task {index}: {exc}",)
+                    raise
+                if existing is not None:
+                    shutil.rmtree(self.spool_dir / record.id, ignore_errors=True)
+                    records.append(existing)
+                    log.info("identical render already there", extra={"task_id": existing.id})
+                else:
+                    records.append(record)
+                    new.append(record)
+            self.records.create_many(new)
+        for record in new:
             if record.parent is not None and not self._release(record):
                 continue  # waits for its parent
             self.router.put(record)
@@ -111,6 +150,35 @@ class TaskService:
             args=parsed.model_dump(mode="json"),
             created_at=self.clock.now(),
         )
+
+    def _controlled(
+        self, record: TaskRecord, batch: list[TaskRecord], force: bool
+    ) -> TaskRecord | None:
+        """Qualifiers, dedup and limits; returns an identical existing task, or None."""
+        controls = self.controls
+        if controls is None:
+            return None
+        cls = task_type(record.type)
+        parsed = cls.parse_args(record.args)
+        needs = {**controls.requires.get(record.type, Requirements()).model_dump(),
+                 **{k: v for k, v in (record.requires or {}).items() if v}}  # fmt: skip
+        for key, value in cls.requirements(parsed).items():
+            needs[key] = sorted({*needs.get(key, []), *value}) if isinstance(value, list) else value
+        lacks = missing(Requirements.model_validate(needs), controls.capabilities(record.label))
+        if lacks:
+            raise NotQualified(f"no worker pool can run this {record.type} task on label "
+                               f"{record.label!r}: it lacks {', '.join(lacks)}")  # fmt: skip
+        content = cls.content_key(parsed)
+        record.content_key = content
+        if content is not None and not force:
+            existing = find_duplicate(self.records, record)
+            if existing is not None:
+                return existing
+        limit = controls.limits.get(record.type)
+        if limit is not None:
+            record.limit_key = limit_key(limit, record, content)
+            check_limit(self.records, limit, record, record.limit_key, batch)
+        return None
 
     def _check_parent(self, parent: str) -> None:
         record = self.records.latest(parent)  # TaskNotFound names it

@@ -154,3 +154,35 @@ def test_a_hook_is_delivered_after_a_restart(make_daemon: Callable[..., DaemonPr
     body = json.loads(line)
     assert body["id"] == record.id and body["result"] == {"payload": "hooked"}
     wait_until(lambda: daemon.client.health()["hooks_owed"] == 0, what="the delivery recorded")
+
+
+def test_a_limit_refuses_with_the_blocking_task(make_daemon: Callable[..., DaemonProcess]) -> None:
+    daemon = make_daemon('[limits.noop]\nmax = 1\nkey = "payload"\n').start()
+    first = daemon.client.submit("noop", {"payload": "shot-a", "sleep_s": 60})
+    with pytest.raises(ApiError) as info:
+        daemon.client.submit("noop", {"payload": "shot-a"})
+    assert info.value.http_status == 409
+    assert f"blocked by task {first.id}" in str(info.value) and "payload='shot-a'" in str(
+        info.value
+    )
+    other = daemon.client.submit("noop", {"payload": "shot-b"})  # another key is free
+    assert daemon.client.wait(other.id, 30).status == "completed"
+    daemon.client.cancel(first.id)
+    daemon.client.wait(first.id, 30)
+    again = daemon.client.submit("noop", {"payload": "shot-a"})  # the cap counts live tasks only
+    assert daemon.client.wait(again.id, 30).status == "completed"
+
+
+def test_a_task_no_pool_qualifies_for_is_refused(make_daemon: Callable[..., DaemonProcess]) -> None:
+    config = ('[requires.noop]\ntags = ["studio"]\n'
+              '[capabilities.render]\ntags = ["studio"]\n')  # fmt: skip
+    daemon = make_daemon(config).start()
+    with pytest.raises(ApiError) as info:
+        daemon.client.submit("noop", {})
+    assert info.value.http_status == 422 and "lacks tag 'studio'" in str(info.value)
+    with pytest.raises(ApiError, match="lacks a GPU, Blender >= 99.0"):
+        daemon.client.submit("noop", {}, label="render", requires={"gpu": True, "blender": "99.0"})
+    ok = daemon.client.submit("noop", {}, label="render")  # the render pool has the tag
+    assert daemon.client.wait(ok.id, 30).status == "completed"
+    caps = daemon.client.health()["capabilities"]
+    assert caps["render"]["tags"] == ["studio"] and caps["default"]["tags"] == []

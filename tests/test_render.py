@@ -343,3 +343,19 @@ def test_pause_and_resume_a_running_render(renderer: DaemonProcess, scenes: dict
     assert done.status == "completed" and len(outputs(out)) == 4
     with pytest.raises(ApiError, match="only a running render"):
         renderer.client.pause(task_id)
+
+
+def test_an_identical_render_returns_the_existing_task(
+    renderer: DaemonProcess, scenes: dict[str, Path]
+) -> None:
+    request = {"source": str(scenes["tiny"]), "end_frame": 1}
+    first = renderer.client.render(request)
+    again = renderer.client.render(request)
+    assert again.id == first.id  # same content and settings: the same task
+    forced = renderer.client.render({**request, "force": True})
+    assert forced.id != first.id
+    other = renderer.client.render({**request, "end_frame": 2})
+    assert other.id not in (first.id, forced.id)
+    for task in (first, forced, other):
+        assert renderer.client.wait(task.id, 120).status == "completed"
+    assert len(list((renderer.data_dir / "spool").iterdir())) == 3  # no snapshot left behind

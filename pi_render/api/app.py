@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pi_render import __version__
 from pi_render.api.waiters import FinalStateWaiters
+from pi_render.controls import Requirements
 from pi_render.errors import InvalidTaskArgs, PiRenderError
 from pi_render.manifest.failed import FailedTask
 from pi_render.service import TaskService
@@ -32,6 +33,8 @@ class SubmitRequest(BaseModel):
     label: str | None = None
     timeout_s: float | None = Field(None, gt=0)
     parent: str | None = None
+    force: bool = False  # submit even if an identical render exists
+    requires: Requirements | None = None
 
 
 class BatchSubmitRequest(BaseModel):
@@ -126,9 +129,12 @@ def create_app(
 
     @app.post("/tasks", status_code=201, response_model=TaskRecord)
     def submit(body: SubmitRequest) -> Response:
+        asked = service.clock.now()
+        requires = body.requires.model_dump() if body.requires else None
         record = service.submit(body.type, body.args, body.priority, body.label,
-                                timeout_s=body.timeout_s, parent=body.parent)  # fmt: skip
-        return _json(record, 201)
+                                timeout_s=body.timeout_s, parent=body.parent, force=body.force,
+                                requires=requires)  # fmt: skip
+        return _json(record, 200 if record.created_at < asked else 201)  # 200: already there
 
     @app.post("/tasks/batch", status_code=201, response_model=list[TaskRecord])
     def submit_batch(body: BatchSubmitRequest) -> Response:
@@ -176,8 +182,12 @@ def create_app(
 
     @app.post("/render-tasks", status_code=201, response_model=TaskRecord)
     def submit_render(body: RenderRequest) -> Response:
+        asked = service.clock.now()
         args = body.model_dump(exclude={"priority"})
-        return _json(service.submit("render", args, body.priority), 201)
+        force = bool(args.pop("force", False))
+        requires = args.pop("requires", None)
+        record = service.submit("render", args, body.priority, force=force, requires=requires)
+        return _json(record, 200 if record.created_at < asked else 201)
 
     @app.post("/render-tasks/init_new_task", status_code=201)
     def init_new_task(body: InitUploadRequest | None = None) -> InitUploadView:

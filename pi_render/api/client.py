@@ -69,8 +69,14 @@ class Client:
         label: str | None = None,
         timeout_s: float | None = None,
         parent: str | None = None,
+        force: bool = False,
+        requires: dict[str, Any] | None = None,
     ) -> TaskRecord:
         body: dict[str, Any] = {"type": type_name, "args": args or {}, "priority": priority}
+        if force:
+            body["force"] = True
+        if requires:
+            body["requires"] = requires
         if parent:
             body["parent"] = parent
         if label:

@@ -48,7 +48,7 @@ class TaskRecordManifest:
         self._recent: OrderedDict[str, TaskRecord] = OrderedDict()
         self._listeners: list[Listener] = []
         self._before_final: list[Listener] = []
-        for column in ("status", "type", "origin", "parent"):
+        for column in ("status", "type", "origin", "parent", "content_key"):
             self._store.execute_ddl(
                 f"CREATE INDEX IF NOT EXISTS {TABLE}_{column} ON {TABLE}"
                 f"(json_extract(value, '$.{column}'), key)"
@@ -133,6 +133,23 @@ class TaskRecordManifest:
             (origin,),
         )
         return TaskRecord.model_validate_json(rows[0][0]) if rows else None
+
+    def live_of_type(self, type_name: str, statuses: tuple[TaskStatus, ...]) -> list[TaskRecord]:
+        marks = ",".join("?" * len(statuses))
+        rows = self._store.query(
+            f"SELECT value FROM {TABLE} WHERE json_extract(value, '$.type') = ? AND "
+            f"json_extract(value, '$.status') IN ({marks}) ORDER BY key",
+            (type_name, *(s.value for s in statuses)),
+        )
+        return [TaskRecord.model_validate_json(row[0]) for row in rows]
+
+    def with_content_key(self, key: str) -> list[TaskRecord]:
+        rows = self._store.query(
+            f"SELECT value FROM {TABLE} WHERE json_extract(value, '$.content_key') = ? "
+            "ORDER BY key DESC",
+            (key,),
+        )
+        return [TaskRecord.model_validate_json(row[0]) for row in rows]
 
     def children(self, parent_id: str) -> list[TaskRecord]:
         rows = self._store.query(

@@ -92,6 +92,16 @@ class TaskBase(Generic[ArgsT, ResultT], metaclass=MetaTask):
         return args
 
     @classmethod
+    def content_key(cls, args: ArgsT) -> str | None:
+        """A hash of what the task will produce, when identical submissions should be one."""
+        return None
+
+    @classmethod
+    def requirements(cls, args: ArgsT) -> dict[str, Any]:
+        """Capabilities this task needs whatever the config says (a render: its engine)."""
+        return {}
+
+    @classmethod
     def parse_result(cls, raw: Any) -> ResultT:
         return cls.result_model.model_validate(raw)  # type: ignore[return-value]
 

@@ -68,3 +68,6 @@ class TaskRecord(BaseModel):
     paused: bool = False  # a running render stopped with SIGSTOP
     parent: str | None = None  # runs only after this task completed…
     parent_result: dict[str, Any] | None = None  # …and gets its result
+    limit_key: str | None = None  # what its type's limit counts it under
+    content_key: str | None = None  # a render's content + settings hash (dedup)
+    requires: dict[str, Any] | None = None  # capabilities its pool must have

@@ -3,6 +3,7 @@
 Anything the request leaves out comes from the file itself, read at submit from the snapshot.
 """
 
+import hashlib
 import shutil
 import tempfile
 from enum import StrEnum
@@ -74,6 +75,7 @@ class RenderArgs(BaseModel):
     output_dir: str | None = None
     timeout_s: float | None = Field(None, gt=0)
     snapshot: str | None = None  # set at submit: the copy in the spool that Blender renders
+    content_sha256: str | None = None  # set at submit: the snapshot's bytes + the settings
 
     @field_validator("source", "output_dir")
     @classmethod
@@ -97,6 +99,10 @@ class RenderTask(TaskBase[RenderArgs, RenderResult]):
 
     type_name = "render"
     default_label = labels.RENDER
+
+    @classmethod
+    def content_key(cls, args: RenderArgs) -> str | None:
+        return args.content_sha256
 
     @classmethod
     def prepare(cls, args: RenderArgs, ctx: SubmitContext) -> RenderArgs:
@@ -129,8 +135,24 @@ class RenderTask(TaskBase[RenderArgs, RenderResult]):
         except PiRenderError:
             shutil.rmtree(ctx.spool, ignore_errors=True)  # refused: leave nothing behind
             raise
+        digest = hashlib.sha256()
+        with open(snapshot, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+        settings = [
+            scene.name,
+            start,
+            end,
+            args.frame_step or scene.frame_step,
+            args.engine or scene.engine,
+            str(output_type),
+            args.output_dir,
+            args.blend,
+        ]
+        digest.update(repr(settings).encode())  # fmt: skip
         return args.model_copy(
             update={
+                "content_sha256": digest.hexdigest(),
                 "data_type": data_type,
                 "snapshot": str(snapshot),
                 "scene": scene.name,

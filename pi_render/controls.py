@@ -1,0 +1,115 @@
+"""Submit-time controls from the fullctl seed: limits (a cap on pending+running instances, globally
+or per key), content dedup for renders, and qualifiers (what a worker pool can do)."""
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from pi_render.errors import PiRenderError
+from pi_render.manifest.records import TaskRecordManifest
+from pi_render.task.record import TaskRecord, TaskStatus
+
+LIVE = (TaskStatus.PENDING, TaskStatus.RUNNING, TaskStatus.RETRYING)
+
+
+class TaskLimitReached(PiRenderError):
+    """Raised when a task type's cap of pending and running instances is reached."""
+
+    http_status = 409
+
+
+class NotQualified(PiRenderError):
+    """Raised when no worker pool can ever run the task; says what is missing."""
+
+    http_status = 422
+    retryable = False
+
+
+class Limit(BaseModel):
+    """`[limits.<type>]`: at most `max` pending+running tasks, per `key` when set: an argument
+    name, or "content" (a render's .blend content plus settings)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max: int = Field(1, ge=1)
+    key: str | None = None
+
+
+class Capabilities(BaseModel):
+    """`[capabilities.<label>]`: free-form tags and GPU; Blender's version and engines are found."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tags: list[str] = Field(default_factory=list)
+    gpu: bool | None = None  # None: detected (an NVIDIA driver present)
+
+
+class Requirements(BaseModel):
+    """What a task (or `[requires.<type>]`) needs from the pool that runs it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tags: list[str] = Field(default_factory=list)
+    gpu: bool = False
+    blender: str | None = None  # minimum version, e.g. "3.4"
+    engines: list[str] = Field(default_factory=list)
+
+
+def limit_key(limit: Limit, record: TaskRecord, content_key: str | None) -> str:
+    if limit.key is None:
+        return "*"
+    if limit.key == "content":
+        return content_key or "*"
+    return f"{limit.key}={record.args.get(limit.key)!r}"
+
+
+def check_limit(records: TaskRecordManifest, limit: Limit, record: TaskRecord, key: str,
+                batch: list[TaskRecord]) -> None:  # fmt: skip
+    """Raises TaskLimitReached naming a blocking task (already there, or earlier in `batch`)."""
+    live = [r for r in [*records.live_of_type(record.type, LIVE), *batch]
+            if r.type == record.type and r.limit_key == key]  # fmt: skip
+    if len(live) >= limit.max:
+        where = "" if key == "*" else f" for {key}"
+        raise TaskLimitReached(
+            f"task type {record.type!r} allows {limit.max} pending or running{where}; "
+            f"blocked by task {live[0].id} ({live[0].status.value})"
+        )
+
+
+def find_duplicate(records: TaskRecordManifest, record: TaskRecord) -> TaskRecord | None:
+    """A live or completed render of the same content and settings."""
+    if record.content_key is None:
+        return None
+    for other in records.with_content_key(record.content_key):
+        if other.status in (*LIVE, TaskStatus.COMPLETED):
+            return other
+    return None
+
+
+def pool_capabilities(label: str, settings_caps: dict[str, Capabilities],
+                      blender_version: str | None) -> dict[str, Any]:  # fmt: skip
+    caps = settings_caps.get(label, Capabilities())
+    gpu = caps.gpu if caps.gpu is not None else Path("/dev/nvidiactl").exists() or bool(
+        shutil.which("nvidia-smi"))  # fmt: skip
+    engines = ["CYCLES", "BLENDER_EEVEE", "BLENDER_EEVEE_NEXT", "BLENDER_WORKBENCH"]
+    return {"tags": caps.tags, "gpu": gpu, "blender": blender_version,
+            "engines": engines if blender_version else []}  # fmt: skip
+
+
+def missing(requirements: Requirements, capabilities: dict[str, Any]) -> list[str]:
+    """What the pool lacks; empty when it qualifies."""
+    lacks = [f"tag {t!r}" for t in requirements.tags if t not in capabilities["tags"]]
+    if requirements.gpu and not capabilities["gpu"]:
+        lacks.append("a GPU")
+    if requirements.blender:
+        have = capabilities["blender"]
+        if have is None or _version(have) < _version(requirements.blender):
+            lacks.append(f"Blender >= {requirements.blender} (found {have or 'none'})")
+    lacks += [f"engine {e}" for e in requirements.engines if e not in capabilities["engines"]]
+    return lacks
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split(".")[:3] if part.isdigit())
