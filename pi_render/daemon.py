@@ -193,7 +193,7 @@ class Daemon:
     def queues(self) -> dict[str, Any]:
         workers = self.pool.status()
         return {
-            label: {**queue.depth(), "workers": workers.get(label, {})}
+            label: {**queue.depth(), "paused": queue.paused, "workers": workers.get(label, {})}
             for label, queue in self.router.queues.items()
         }
 

@@ -65,7 +65,7 @@ def test_pausing_a_label_keeps_accepting_but_takes_nothing(daemon: DaemonProcess
     daemon.client.pause("default", True, label=True)
     record = daemon.client.submit("noop", {"payload": 1})
     assert daemon.client.wait(record.id, 0.5).status == "pending"
-    assert daemon.client.queues()["default"]["paused"] == 1
+    assert daemon.client.queues()["default"]["paused"] is True
     daemon.terminate()
     daemon.start()  # a paused label stays paused across restarts
     assert daemon.client.wait(record.id, 0.5).status == "pending"

@@ -206,7 +206,7 @@ def test_high_priority_render_starts_first(renderer: DaemonProcess, scenes: dict
     wait_until(lambda: renderer.client.get(blocker).status == "running", what="blocker running")
     normal = renderer.client.render({"source": str(scenes["tiny"]), "end_frame": 1})
     high = renderer.client.render({"source": str(scenes["tiny"]), "end_frame": 1,
-                                   "priority": "high"})  # fmt: skip
+                                   "priority": "high", "force": True})  # fmt: skip
     renderer.client.cancel(blocker)
     normal_done, high_done = renderer.client.wait(normal.id, 120), renderer.client.wait(
         high.id, 120

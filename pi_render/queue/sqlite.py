@@ -137,7 +137,7 @@ class SqliteTaskQueue:
     def depth(self) -> dict[str, int]:
         with self._cond:
             waiting = {lane.value: self._lanes[lane].qsize() for lane in LANES}
-            return {**waiting, "taken": len(self._taken), "paused": int(self.paused)}
+            return {**waiting, "taken": len(self._taken)}
 
     def set_paused(self, paused: bool) -> None:
         with self._cond:
