@@ -284,6 +284,49 @@ def resume(
     _pause(target, False, socket, as_json)
 
 
+workflow_app = typer.Typer(help="Named sequences of steps from the config.")
+app.add_typer(workflow_app, name="workflow")
+
+
+@workflow_app.command("run")
+def workflow_run(
+    name: str,
+    file: Annotated[Path, typer.Argument(help="The file the steps' {file} stands for.")],
+    wait: Annotated[bool, typer.Option("--wait", help="Wait until every step ended.")] = False,
+    socket: SocketOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Start a workflow on FILE; with --wait, exit 1 unless every step completed."""
+    with client_for(socket) as client:
+        run = client.run_workflow(name, str(file.expanduser().absolute()))
+        status = client.workflow_status(run["run_id"])
+        if wait:
+            for task_id in run["tasks"]:
+                client.wait(task_id)
+            status = client.workflow_status(run["run_id"])
+    _show_workflow(status, as_json)
+    if wait and status["status"] != "completed":
+        raise typer.Exit(EXIT_TASK_FAILED)
+
+
+@workflow_app.command("status")
+def workflow_status(run_id: str, socket: SocketOpt = None, as_json: JsonOpt = False) -> None:
+    """A workflow run's steps and their aggregate status."""
+    with client_for(socket) as client:
+        status = client.workflow_status(run_id)
+    _show_workflow(status, as_json)
+
+
+def _show_workflow(status: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        emit_json(status)
+        return
+    out.print(f"[bold]{status['name']}[/] run {status['run_id']}: {status['status']}")
+    for step in status["steps"]:
+        why = f"  {step['error']}" if step["error"] else ""
+        out.print(f"  {step['type']:14} {step['task_id']}  {step['status']}{why}", highlight=False)
+
+
 @app.command()
 def cron(socket: SocketOpt = None, as_json: JsonOpt = False) -> None:
     """Periodic jobs with their last and next runs."""

@@ -12,6 +12,7 @@ from pi_render.controls import Capabilities, Limit, Requirements
 from pi_render.cron import CronJob
 from pi_render.errors import ConfigError
 from pi_render.hooks import Hook
+from pi_render.workflows import Workflow
 from pi_render.retry import RetryPolicy
 
 # AF_UNIX paths are limited to 108 bytes including the terminating NUL.
@@ -74,6 +75,8 @@ class Settings(BaseModel):
     )
     cron: list[CronJob] = Field(default_factory=list, description="[[cron]] jobs")
     hooks: list[Hook] = Field(default_factory=list, description="[[hooks]]: completion hooks")
+    workflows: list[Workflow] = Field(default_factory=list, description="[[workflows]]")
+    notify_command: list[str] | None = Field(None, description="what the notify step runs")
     limits: dict[str, Limit] = Field(default_factory=dict, description="caps per task type")
     capabilities: dict[str, Capabilities] = Field(
         default_factory=dict, description="what each label's pool offers"

@@ -39,6 +39,7 @@ from pi_render.workers.periodic import WatchFolder, maintain_queues, prune_old_r
 from pi_render.workers.pool import WorkerPool
 from pi_render.workers.queue_worker import QueueWorker
 from pi_render.workers.running import RunningTasks
+from pi_render.workflows import WorkflowRuns
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,8 @@ class Daemon:
             self.service.failed = self.failed
             self.cron_store = CronStore(settings.data_dir / "cron.sqlite")
             self.outbox = HookOutbox(settings.data_dir / "outbox.sqlite", settings.hooks)
+            self.workflow_runs = WorkflowRuns(settings.data_dir / "workflows.sqlite")
+            self.service.workflow_runs = self.workflow_runs
             if settings.hooks:
                 self.records.add_before_final(self.outbox.before_final)
             self.cron: CronWorker | None = None
@@ -103,7 +106,8 @@ class Daemon:
             sock = bind_unix_socket(settings.socket)
             try:
                 self._server = make_server(
-                    create_app(self.service, waiters, self.health, self.queues, self.cron_listing)
+                    create_app(self.service, waiters, self.health, self.queues, self.cron_listing,
+                               {w.name: w for w in settings.workflows})  # fmt: skip
                 )
                 signal.signal(signal.SIGTERM, self._on_signal)
                 signal.signal(signal.SIGINT, self._on_signal)
@@ -126,6 +130,7 @@ class Daemon:
             self.failed.close()
             self.cron_store.close()
             self.outbox.close()
+            self.workflow_runs.close()
         finally:
             self.lock.release()
         log.info("pi-render stopped")

@@ -28,6 +28,7 @@ from pi_render.task import lifecycle
 from pi_render.task.base import SubmitContext, task_type
 from pi_render.task.record import Priority, TaskRecord, TaskStatus
 from pi_render.workers.running import RunningTasks
+from pi_render.workflows import Workflow, WorkflowRun, WorkflowRuns, aggregate, fill
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ class TaskService:
         self.output_root = output_root
         self.failed: FailedTaskManifest | None = None  # set by the daemon
         self.controls: SubmitControls | None = None  # set by the daemon
+        self.workflow_runs: WorkflowRuns | None = None  # set by the daemon
         self._submit_lock = threading.Lock()
         self.records = records
         self.router = router
@@ -212,6 +214,43 @@ class TaskService:
                         self.router.put(self.records.latest(child.id))
         except PiRenderError:  # never break the write that told us; recovery retries at start
             log.exception("could not release the children", extra={"task_id": record.id})
+
+    def start_workflow(self, workflow: Workflow, file: str) -> WorkflowRun:
+        """Submit every step, each the child of the one before; all or nothing."""
+        if self.workflow_runs is None:
+            raise PiRenderError("workflows are not available in this service")
+        run_id = self.ids.new()
+        made: list[TaskRecord] = []
+        try:
+            for index, step in enumerate(workflow.steps):
+                record = self.submit(
+                    step.type, fill(step.args, file), label=step.label,
+                    origin=f"workflow:{run_id}:{index}", parent=made[-1].id if made else None,
+                    force=True,
+                )  # fmt: skip
+                made.append(record)
+        except PiRenderError as exc:
+            for record in made:
+                self.cancel(record.id)
+            raise PiRenderError(f"workflow {workflow.name!r}: {exc}") from None
+        run = WorkflowRun(run_id=run_id, name=workflow.name, file=file,
+                          tasks=[r.id for r in made], created_at=self.clock.now())  # fmt: skip
+        self.workflow_runs.add(run)
+        log.info("workflow started", extra={"workflow": workflow.name, "run": run_id})
+        return run
+
+    def workflow_status(self, run_id: str) -> dict[str, Any]:
+        if self.workflow_runs is None:
+            raise TaskNotFound(f"no workflow run with id {run_id!r}")
+        run = self.workflow_runs.get(run_id)
+        steps = [self.records.get(task_id) for task_id in run.tasks]
+        return {
+            **run.model_dump(mode="json"),
+            "status": aggregate([s.status for s in steps]),
+            "steps": [{"task_id": s.id, "type": s.type, "status": s.status.value,
+                       "result": s.result, "error": s.error.message if s.error else None}
+                      for s in steps],
+        }  # fmt: skip
 
     def init_upload(self, file_name: str) -> tuple[str, Path]:
         """The seed's init_new_task: a task id and the spool path to upload its file to."""

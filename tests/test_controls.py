@@ -186,3 +186,24 @@ def test_a_task_no_pool_qualifies_for_is_refused(make_daemon: Callable[..., Daem
     assert daemon.client.wait(ok.id, 30).status == "completed"
     caps = daemon.client.health()["capabilities"]
     assert caps["render"]["tags"] == ["studio"] and caps["default"]["tags"] == []
+
+
+def test_workflow_templates_and_aggregate_status() -> None:
+    from pi_render.task.record import TaskStatus as S
+    from pi_render.workflows import aggregate, fill
+
+    assert fill({"a": "{file}", "b": ["x/{file}", 3]}, "/s.blend") == {
+        "a": "/s.blend",
+        "b": ["x//s.blend", 3],
+    }
+    assert aggregate([S.COMPLETED, S.COMPLETED]) == "completed"
+    assert aggregate([S.COMPLETED, S.RUNNING, S.PENDING]) == "running"
+    assert aggregate([S.PENDING, S.PENDING]) == "pending"
+    assert aggregate([S.COMPLETED, S.FAILED, S.CANCELLED]) == "failed"
+    assert aggregate([S.CANCELLED, S.CANCELLED]) == "cancelled"
+
+
+def test_an_unknown_workflow_is_404(daemon: DaemonProcess) -> None:
+    with pytest.raises(ApiError) as info:
+        daemon.client.run_workflow("nope", "/tmp/x.blend")
+    assert info.value.http_status == 404 and "no workflow named 'nope'" in str(info.value)

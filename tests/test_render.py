@@ -359,3 +359,41 @@ def test_an_identical_render_returns_the_existing_task(
     for task in (first, forced, other):
         assert renderer.client.wait(task.id, 120).status == "completed"
     assert len(list((renderer.data_dir / "spool").iterdir())) == 3  # no snapshot left behind
+
+
+RECEIVER = """import pathlib, sys
+pathlib.Path(sys.argv[1]).write_text(sys.stdin.read())
+"""
+
+
+def test_a_workflow_renders_encodes_and_notifies(
+    make_daemon: Callable[..., DaemonProcess], scenes: dict[str, Path], tmp_path: Path
+) -> None:
+    receiver = tmp_path / "receiver.py"
+    receiver.write_text(RECEIVER)
+    told = tmp_path / "told.json"
+    steps = ('[{type = "inspect_blend", args = {path = "{file}"}}, '
+             '{type = "render", args = {source = "{file}"}}, {type = "encode_video"}, '
+             '{type = "notify", args = {message = "shot done"}}]')  # fmt: skip
+    config = (f'notify_command = ["{sys.executable}", "{receiver}", "{told}"]\n{RENDER_CONFIG}'
+              f'[[workflows]]\nname = "shot"\nsteps = {steps}\n')  # fmt: skip
+    daemon = make_daemon(config, name="workflow").start()
+    result = cli(daemon, "workflow", "run", "shot", str(scenes["tiny"]), "--wait", "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    status = json.loads(result.stdout)
+    assert status["status"] == "completed"
+    assert [s["type"] for s in status["steps"]] == ["inspect_blend", "render", "encode_video",
+                                                    "notify"]  # fmt: skip
+    video = status["steps"][2]["result"]
+    assert video["frames"] == 3 and video["fps"] == 24
+    probe = subprocess.run(
+        ["ffprobe", "-v", "error", "-count_frames", "-select_streams", "v:0", "-show_entries",
+         "stream=nb_read_frames,r_frame_rate,codec_name", "-of", "json", video["path"]],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    stream = json.loads(probe.stdout)["streams"][0]
+    assert stream["codec_name"] == "h264" and stream["nb_read_frames"] == "3"
+    assert stream["r_frame_rate"] == "24/1"
+    notified = json.loads(told.read_text())
+    assert notified["type"] == "notify" and notified["parent_result"]["path"] == video["path"]
+    assert notified["args"]["message"] == "shot done"

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pi_render import __version__
 from pi_render.api.waiters import FinalStateWaiters
 from pi_render.controls import Requirements
+from pi_render.workflows import UnknownWorkflow, Workflow, WorkflowRun
 from pi_render.errors import InvalidTaskArgs, PiRenderError
 from pi_render.manifest.failed import FailedTask
 from pi_render.service import TaskService
@@ -73,6 +74,12 @@ class RunUploadRequest(BaseModel):
     priority: Priority = Priority.NORMAL
 
 
+class WorkflowRunRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    file: str
+
+
 class TaskStatusView(BaseModel):
     """The orchestration seed's status route: the few fields a dashboard polls."""
 
@@ -104,7 +111,9 @@ def create_app(
     health: Callable[[], dict[str, Any]],
     queues: Callable[[], dict[str, Any]],
     cron: Callable[[], list[dict[str, Any]]] = lambda: [],
+    workflows: dict[str, Workflow] | None = None,
 ) -> FastAPI:
+    defined = workflows or {}
     app = FastAPI(title="pi-render", version=__version__)
 
     @app.exception_handler(PiRenderError)
@@ -222,6 +231,21 @@ def create_app(
     @app.post("/queues/{label}/resume")
     def resume_label(label: str) -> dict[str, Any]:
         return service.pause_label(label, False)
+
+    @app.get("/workflows")
+    def list_workflows() -> list[Workflow]:
+        return list(defined.values())
+
+    @app.post("/workflows/{name}/runs", status_code=201)
+    def run_workflow(name: str, body: WorkflowRunRequest) -> WorkflowRun:
+        if name not in defined:
+            known = ", ".join(sorted(defined)) or "none"
+            raise UnknownWorkflow(f"no workflow named {name!r} (defined: {known})")
+        return service.start_workflow(defined[name], body.file)
+
+    @app.get("/workflows/runs/{run_id}")
+    def workflow_status(run_id: str) -> dict[str, Any]:
+        return service.workflow_status(run_id)
 
     @app.get("/cron")
     def get_cron() -> list[dict[str, Any]]:

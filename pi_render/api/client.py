@@ -163,6 +163,14 @@ class Client:
             return self._call("POST", f"/queues/{target}/{verb}")
         return TaskRecord.model_validate(self._call("POST", f"/tasks/{target}/{verb}"))
 
+    def run_workflow(self, name: str, file: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("POST", f"/workflows/{name}/runs", json={"file": file})
+        return result
+
+    def workflow_status(self, run_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("GET", f"/workflows/runs/{run_id}")
+        return result
+
     def queues(self) -> dict[str, Any]:
         result: dict[str, Any] = self._call("GET", "/queues")
         return result

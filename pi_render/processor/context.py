@@ -38,6 +38,7 @@ class TaskContext:
         self.task_id = task_id
         self.attempt = attempt
         self.parent_result = parent_result  # what the parent task returned (chaining)
+        self.record_json: str | None = None  # this task's record as JSON, for notify
         self._on_progress = on_progress
         self._stop = threading.Event()
         self._reason: StopReason | None = None

@@ -90,7 +90,9 @@ class RenderProcessor(Processor[RenderArgs, RenderResult]):
         absent = [f for f in expected if f not in done]
         if absent:
             raise MissingFrames(f"Blender finished but frames {absent[:10]} are missing")
-        return RenderResult(output_dir=str(output_dir), frames=[done[f] for f in sorted(done)])
+        return RenderResult(
+            output_dir=str(output_dir), frames=[done[f] for f in sorted(done)], fps=args.fps
+        )
 
     def _render(
         self,

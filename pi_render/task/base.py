@@ -127,4 +127,4 @@ def task_types() -> dict[str, type[TaskBase[Any, Any]]]:
 
 def _load_builtins() -> None:
     """Import the built-in task types once (they register themselves)."""
-    from pi_render.task import inspect_blend, noop, render  # noqa: F401
+    from pi_render.task import encode_video, inspect_blend, noop, notify, render  # noqa: F401

@@ -76,6 +76,7 @@ class RenderArgs(BaseModel):
     timeout_s: float | None = Field(None, gt=0)
     snapshot: str | None = None  # set at submit: the copy in the spool that Blender renders
     content_sha256: str | None = None  # set at submit: the snapshot's bytes + the settings
+    fps: float | None = None  # set at submit: the scene's frame rate
 
     @field_validator("source", "output_dir")
     @classmethod
@@ -92,6 +93,7 @@ class RenderArgs(BaseModel):
 class RenderResult(BaseModel):
     output_dir: str
     frames: list[FrameOutput]
+    fps: float | None = None
 
 
 class RenderTask(TaskBase[RenderArgs, RenderResult]):
@@ -153,6 +155,7 @@ class RenderTask(TaskBase[RenderArgs, RenderResult]):
         return args.model_copy(
             update={
                 "content_sha256": digest.hexdigest(),
+                "fps": round(scene.fps / scene.fps_base, 6),
                 "data_type": data_type,
                 "snapshot": str(snapshot),
                 "scene": scene.name,

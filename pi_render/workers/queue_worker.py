@@ -92,6 +92,7 @@ class QueueWorker(LoopWorker):
                 return
             ctx.attempt = record.attempts
             ctx.parent_result = record.parent_result
+            ctx.record_json = record.model_dump_json()
             finished = self._run(record, ctx, item)
         finally:
             self.running.discard(item.task_id)
