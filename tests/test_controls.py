@@ -4,6 +4,8 @@ pausing a label."""
 import json
 import sqlite3
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from collections.abc import Callable
 from pathlib import Path
 
@@ -207,3 +209,33 @@ def test_an_unknown_workflow_is_404(daemon: DaemonProcess) -> None:
     with pytest.raises(ApiError) as info:
         daemon.client.run_workflow("nope", "/tmp/x.blend")
     assert info.value.http_status == 404 and "no workflow named 'nope'" in str(info.value)
+
+
+def test_a_webhook_gets_the_task_json(make_daemon: Callable[..., DaemonProcess]) -> None:
+    received: list[dict[str, object]] = []
+
+    class Receiver(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802  (http.server's name)
+            body = self.rfile.read(int(self.headers["content-length"]))
+            received.append(json.loads(body))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Receiver)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/done"
+        daemon = make_daemon(f'[[hooks]]\non = ["failed"]\nurl = "{url}"\n').start()
+        ok = daemon.client.submit("noop", {})
+        bad = daemon.client.submit("explode", {"message": "nope"})
+        assert daemon.client.wait(bad.id, 30).status == "failed"
+        assert daemon.client.wait(ok.id, 30).status == "completed"
+        wait_until(lambda: received, what="the webhook")
+        assert [r["id"] for r in received] == [bad.id]  # only the failure was asked for
+        assert received[0]["error"]["message"] == "nope"  # type: ignore[index]
+    finally:
+        server.shutdown()
