@@ -114,7 +114,7 @@ def serve(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     try:
         settings = load_settings(config)
         setup_logging(settings.log_level, "json" if as_json else settings.log_format)
-        code = Daemon(settings).run()
+        code = Daemon(settings, config_path=config).run()
     except DaemonAlreadyRunning as exc:
         fail(str(exc), 1)
     except PiRenderError as exc:

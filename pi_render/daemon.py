@@ -17,7 +17,7 @@ from pi_render.api.app import create_app
 from pi_render.api.server import SocketServer, bind_unix_socket, make_server
 from pi_render.api.waiters import FinalStateWaiters
 from pi_render.clock import Clock, SystemClock
-from pi_render.config import Settings
+from pi_render.config import Settings, load_settings
 from pi_render.errors import ConfigError, PiRenderError
 from pi_render.hooks import HookOutbox, HookWorker
 from pi_render.manifest.failed import FailedTaskManifest
@@ -29,6 +29,7 @@ from pi_render.processor.context import StopReason
 from pi_render.queue.router import Router
 from pi_render.queue.sqlite import SqliteTaskQueue
 from pi_render.recovery import recover, release_waiting
+from pi_render.sdnotify import sd_notify, watchdog_interval_s
 from pi_render.retry import RetryPolicies
 from pi_render.controls import pool_capabilities
 from pi_render.service import SubmitControls, TaskService
@@ -58,7 +59,15 @@ def import_task_modules(names: list[str]) -> None:
 class Daemon:
     """Owns every long-lived part; `run()` blocks until SIGTERM/SIGINT and returns an exit code."""
 
-    def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
+    # settings a SIGHUP applies; the others (data dir, socket, workers…) need a restart
+    RELOADABLE = ("cron", "hooks", "retry", "limits", "requires", "capabilities", "timeouts",
+                  "notify_command", "render_timeout_s", "render_stall_timeout_s",
+                  "render_stop_grace_s", "allow_blend_scripts", "log_level")  # fmt: skip
+
+    def __init__(
+        self, settings: Settings, clock: Clock | None = None, config_path: Path | None = None
+    ) -> None:
+        self.config_path = config_path
         from pi_render.lock import DataDirLock
 
         self.settings = settings
@@ -86,8 +95,8 @@ class Daemon:
             self.outbox = HookOutbox(settings.data_dir / "outbox.sqlite", settings.hooks)
             self.workflow_runs = WorkflowRuns(settings.data_dir / "workflows.sqlite")
             self.service.workflow_runs = self.workflow_runs
-            if settings.hooks:
-                self.records.add_before_final(self.outbox.before_final)
+            self.records.add_before_final(self.outbox.before_final)
+            self.retry = RetryPolicies(settings.retry)
             self.cron: CronWorker | None = None
             for job in settings.cron:
                 try:
@@ -111,7 +120,10 @@ class Daemon:
                 )
                 signal.signal(signal.SIGTERM, self._on_signal)
                 signal.signal(signal.SIGINT, self._on_signal)
+                signal.signal(signal.SIGHUP, self._on_sighup)
                 self.pool.start()
+                sd_notify("READY=1")  # the socket is listening: connections wait in its backlog
+                self._start_watchdog()
                 log.info(
                     "pi-render %s ready",
                     __version__,
@@ -146,15 +158,14 @@ class Daemon:
             for index in range(self.settings.workers[label]):
                 name = f"{label}-{index}"
                 make = partial(QueueWorker, name, queue, self.records, self.running, self.clock,
-                               env=self.env, retry=RetryPolicies(self.settings.retry),
+                               env=self.env, retry=self.retry,
                                failed_queue=self.failed_queue, timeouts=self.settings.timeouts,
                                heartbeat_s=self.settings.heartbeat_s)  # fmt: skip
                 pool.add(label, make)
         pool.add("failures", partial(FailedTaskWorker, self.failed_queue, self.failed,
                                      self.records, self.router, self.clock))  # fmt: skip
         pool.add("cron", self._make_cron)
-        if self.settings.hooks:
-            pool.add("hooks", partial(HookWorker, self.outbox, self.records, self.clock))
+        pool.add("hooks", partial(HookWorker, self.outbox, self.records, self.clock))
         return pool
 
     def _make_cron(self) -> CronWorker:
@@ -183,8 +194,57 @@ class Daemon:
             self.running.stop_all(StopReason.SHUTDOWN)
             return
         self._stopping.set()
+        sd_notify("STOPPING=1")
         log.info("stop signal %s: draining workers", signal.Signals(signum).name)
         threading.Thread(target=self._drain, name="shutdown", daemon=True).start()
+
+    def _on_sighup(self, signum: int, frame: FrameType | None) -> None:
+        threading.Thread(target=self.reload, name="reload", daemon=True).start()
+
+    def reload(self) -> None:
+        """Re-read the config file and apply what can change live; a bad file changes nothing."""
+        sd_notify("RELOADING=1")
+        try:
+            new = load_settings(self.config_path)
+            for job in new.cron:
+                task_type(job.task)
+        except PiRenderError as exc:
+            log.error("reload refused, keeping the running config: %s", exc)
+            sd_notify("READY=1")
+            return
+        timeouts = self.settings.timeouts  # workers hold this dict: change it in place
+        for name in self.RELOADABLE:
+            setattr(self.settings, name, getattr(new, name))
+        timeouts.clear()
+        timeouts.update(new.timeouts)
+        self.settings.timeouts = timeouts
+        fixed = [n for n in ("data_dir", "socket", "workers") if getattr(new, n) != getattr(
+            self.settings, n)]  # fmt: skip
+        if fixed:
+            log.warning("reload: %s change only with a restart", ", ".join(fixed))
+        self.retry.update(new.retry)
+        self.outbox.hooks[:] = new.hooks
+        self.service.controls = SubmitControls(new.limits, new.requires, self.capabilities)
+        logging.getLogger().setLevel(new.log_level)
+        self.pool.restart("cron")  # picks up the new jobs; fire times persist
+        log.info("config reloaded", extra={"config": str(self.config_path)})
+        sd_notify("READY=1")
+
+    def _start_watchdog(self) -> None:
+        """Ping systemd's watchdog only while every worker thread is alive."""
+        interval = watchdog_interval_s()
+        if interval is None:
+            return
+
+        def ping() -> None:
+            while not self._stopping.wait(interval):
+                workers = self.pool.status()
+                if all(w["alive"] == w["configured"] for w in workers.values()):
+                    sd_notify("WATCHDOG=1")
+                else:
+                    log.warning("watchdog not pinged: a worker thread is down")
+
+        threading.Thread(target=ping, name="watchdog", daemon=True).start()
 
     def _drain(self) -> None:
         self.pool.stop(self.settings.shutdown_grace_s)

@@ -42,6 +42,11 @@ class RetryPolicies:
         self._default = policies.get("default", RetryPolicy())
         self._rand = rand
 
+    def update(self, policies: dict[str, RetryPolicy]) -> None:
+        """Take new policies (a config reload); tasks already waiting keep their next attempt."""
+        self._policies = policies
+        self._default = policies.get("default", RetryPolicy())
+
     def policy(self, type_name: str) -> RetryPolicy:
         return self._policies.get(type_name, self._default)
 

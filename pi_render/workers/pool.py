@@ -82,6 +82,16 @@ class WorkerPool:
                 )
                 self._launch(slot)
 
+    def restart(self, label: str, timeout_s: float = 30.0) -> None:
+        """Stop the workers of `label` and start new ones from their factories (a reload)."""
+        for slot in self.slots:
+            if slot.label != label or slot.worker is None:
+                continue
+            slot.worker.stop()
+            if slot.thread is not None:
+                slot.thread.join(timeout_s)
+            self._launch(slot)
+
     def stop(self, grace_s: float, force_s: float = 30.0) -> None:
         """Stop taking tasks, let running ones finish within `grace_s`, then ask them to stop
         so they resume on the next start."""
