@@ -59,6 +59,18 @@ class Settings(BaseModel):
         default_factory=list, description="extra modules to import for their task types"
     )
     blender: str | None = Field(None, description="Blender executable; else PATH, else bpy")
+    source_roots: list[Path] = Field(
+        default_factory=lambda: [Path("/")], description="where render sources may be"
+    )
+    output_roots: list[Path] = Field(
+        default_factory=lambda: [Path("/")], description="where outputs may be written"
+    )
+    max_request_bytes: int = Field(1 << 20, ge=1024, description="largest request body")
+    blender_env_keep: list[str] = Field(
+        default_factory=lambda: ["PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR",
+                                 "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "OCIO"],
+        description="the only environment variables Blender inherits",
+    )  # fmt: skip
     output_root: Path | None = Field(None, description="default parent of render outputs")
     render_threads: int = Field(0, ge=0, description="Blender -t; 0 = all cores")
     render_timeout_s: float | None = Field(None, gt=0, description="default render time limit")

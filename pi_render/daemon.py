@@ -61,6 +61,7 @@ class Daemon:
 
     # settings a SIGHUP applies; the others (data dir, socket, workers…) need a restart
     RELOADABLE = ("cron", "hooks", "retry", "limits", "requires", "capabilities", "timeouts",
+                  "source_roots", "output_roots",
                   "notify_command", "render_timeout_s", "render_stall_timeout_s",
                   "render_stop_grace_s", "allow_blend_scripts", "log_level")  # fmt: skip
 
@@ -104,9 +105,7 @@ class Daemon:
                 except PiRenderError as exc:
                     raise ConfigError(f"cron job {job.name!r}: {exc}") from None
             self.env = ProcessorEnv(settings, find_blender(settings.blender), self.frames)
-            self.service.controls = SubmitControls(
-                settings.limits, settings.requires, self.capabilities
-            )
+            self.service.controls = self._controls(settings)
             waiters = FinalStateWaiters()
             self.records.add_listener(waiters)
             self.records.add_listener(self.service.on_record)
@@ -116,7 +115,8 @@ class Daemon:
             try:
                 self._server = make_server(
                     create_app(self.service, waiters, self.health, self.queues, self.cron_listing,
-                               {w.name: w for w in settings.workflows})  # fmt: skip
+                               {w.name: w for w in settings.workflows},
+                               settings.max_request_bytes)  # fmt: skip
                 )
                 signal.signal(signal.SIGTERM, self._on_signal)
                 signal.signal(signal.SIGINT, self._on_signal)
@@ -198,6 +198,10 @@ class Daemon:
         log.info("stop signal %s: draining workers", signal.Signals(signum).name)
         threading.Thread(target=self._drain, name="shutdown", daemon=True).start()
 
+    def _controls(self, settings: Settings) -> SubmitControls:
+        roots = (tuple(settings.source_roots), tuple(settings.output_roots))
+        return SubmitControls(settings.limits, settings.requires, self.capabilities, roots)
+
     def _on_sighup(self, signum: int, frame: FrameType | None) -> None:
         threading.Thread(target=self.reload, name="reload", daemon=True).start()
 
@@ -224,7 +228,7 @@ class Daemon:
             log.warning("reload: %s change only with a restart", ", ".join(fixed))
         self.retry.update(new.retry)
         self.outbox.hooks[:] = new.hooks
-        self.service.controls = SubmitControls(new.limits, new.requires, self.capabilities)
+        self.service.controls = self._controls(new)
         logging.getLogger().setLevel(new.log_level)
         self.pool.restart("cron")  # picks up the new jobs; fire times persist
         log.info("config reloaded", extra={"config": str(self.config_path)})

@@ -40,6 +40,7 @@ class SubmitControls:
     limits: dict[str, Limit]
     requires: dict[str, Requirements]
     capabilities: Callable[[str], dict[str, Any]]  # label → what its pool offers
+    roots: tuple[tuple[Path, ...], tuple[Path, ...]] = ((Path("/"),), (Path("/"),))
 
 
 class TaskService:
@@ -142,8 +143,9 @@ class TaskService:
         label = label or cls.default_label
         self.router.queue_for(label)  # refuse before writing anything
         task_id = task_id or self.ids.new()
-        parsed = cls.prepare(parsed, SubmitContext(task_id, self.spool_dir / task_id,
-                                                   self.output_root))  # fmt: skip
+        roots = self.controls.roots if self.controls else ((Path("/"),), (Path("/"),))
+        context = SubmitContext(task_id, self.spool_dir / task_id, self.output_root, *roots)
+        parsed = cls.prepare(parsed, context)
         return TaskRecord(
             id=task_id,
             type=type_name,

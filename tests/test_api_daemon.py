@@ -4,6 +4,7 @@ import json
 import shutil
 import stat
 import subprocess
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -193,3 +194,22 @@ def test_batch_submit_is_all_or_nothing(daemon: DaemonProcess) -> None:
     assert sum(daemon.client.health()["records"].values()) == before  # none of it was written
     with raw(daemon) as http:
         assert http.post("/tasks/batch", json={"tasks": []}).status_code == 422
+
+
+def test_oversized_bodies_are_refused(daemon: DaemonProcess) -> None:
+    big = {"type": "noop", "args": {"payload": "x" * (2 << 20)}}
+    with raw(daemon) as http:
+        declared = http.post("/tasks", json=big)
+        assert declared.status_code == 413 and "larger than" in declared.json()["message"]
+
+        def chunks() -> Iterator[bytes]:  # no content-length: streamed
+            yield b'{"type": "noop", "args": {"payload": "'
+            for _ in range(40):
+                yield b"y" * 65536
+            yield b'"}}'
+
+        streamed = http.post(
+            "/tasks", content=chunks(), headers={"content-type": "application/json"}
+        )
+        assert streamed.status_code == 413
+    assert daemon.client.health()["status"] == "ok"

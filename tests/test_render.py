@@ -250,7 +250,8 @@ def fake(make_daemon: Callable[..., DaemonProcess]) -> Callable[[str], DaemonPro
         os.environ["FAKE_BLENDER"] = mode
         try:
             blender = Path(__file__).parent / "fakes" / "fake_blender.py"
-            config = f'blender = "{blender}"\nrender_stall_timeout_s = 1.5\n{RENDER_CONFIG}'
+            config = (f'blender = "{blender}"\nrender_stall_timeout_s = 1.5\n'
+                      f'blender_env_keep = ["PATH", "FAKE_BLENDER"]\n{RENDER_CONFIG}')  # fmt: skip
             return make_daemon(config, name=f"fake-{mode}").start()
         finally:
             del os.environ["FAKE_BLENDER"]
@@ -397,3 +398,50 @@ def test_a_workflow_renders_encodes_and_notifies(
     notified = json.loads(told.read_text())
     assert notified["type"] == "notify" and notified["parent_result"]["path"] == video["path"]
     assert notified["args"]["message"] == "shot done"
+
+
+def test_blender_inherits_no_secrets(fake: Callable[[str], DaemonProcess],
+                                     scenes: dict[str, Path], tmp_path: Path) -> None:  # fmt: skip
+    os.environ["AWS_SECRET_ACCESS_KEY"] = "hunter2"
+    try:
+        daemon = fake("env")
+    finally:
+        del os.environ["AWS_SECRET_ACCESS_KEY"]
+    record = daemon.client.render({"source": str(scenes["tiny"]), "output_dir": str(tmp_path)})
+    assert daemon.client.wait(record.id, 60).status == "failed"
+    text, _ = daemon.client.log(record.id)
+    (line,) = [x for x in text.splitlines() if x.startswith("ENV ")]
+    names = set(line.split()[1:])
+    assert "AWS_SECRET_ACCESS_KEY" not in names
+    # pyenv's python3 shim (the fake's interpreter) adds PYENV_*; nothing else came through
+    assert {n for n in names if not n.startswith("PYENV")} == {"FAKE_BLENDER", "HOME", "PATH"}
+
+
+def test_paths_outside_the_roots_are_refused(
+    make_daemon: Callable[..., DaemonProcess], scenes: dict[str, Path], tmp_path: Path
+) -> None:
+    roots = tmp_path / "roots"
+    (roots / "src").mkdir(parents=True)
+    (roots / "out").mkdir()
+    inside = roots / "src" / "shot.blend"
+    inside.write_bytes(scenes["tiny"].read_bytes())
+    outside = tmp_path / "elsewhere.blend"
+    outside.write_bytes(scenes["tiny"].read_bytes())
+    (roots / "src" / "link.blend").symlink_to(outside)  # a symlink out of the root
+    config = (f'source_roots = ["{roots / "src"}"]\noutput_roots = ["{roots / "out"}"]\n'
+              f"{RENDER_CONFIG}")  # fmt: skip
+    daemon = make_daemon(config, name="roots").start()
+    attempts = [
+        ({"source": str(outside)}, "source"),
+        ({"source": str(roots / "src" / ".." / ".." / "elsewhere.blend")}, "resolves to"),
+        ({"source": str(roots / "src" / "link.blend")}, f"resolves to {outside}"),
+        ({"source": str(inside), "output_dir": "/etc/pi-render-out"}, "output dir"),
+        ({"source": str(inside), "output_dir": str(roots / "out" / ".." / "..")}, "output dir"),
+    ]
+    for request, needle in attempts:
+        with pytest.raises(ApiError) as info:
+            daemon.client.render(request)
+        assert info.value.http_status == 403 and needle in str(info.value)
+        assert "outside the allowed roots" in str(info.value)
+    ok = daemon.client.render({"source": str(inside), "output_dir": str(roots / "out" / "a")})
+    assert daemon.client.wait(ok.id, 120).status == "completed"

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from pi_render import __version__
+from pi_render.api.limits import BodyLimit
 from pi_render.api.waiters import FinalStateWaiters
 from pi_render.controls import Requirements
 from pi_render.workflows import UnknownWorkflow, Workflow, WorkflowRun
@@ -112,9 +113,11 @@ def create_app(
     queues: Callable[[], dict[str, Any]],
     cron: Callable[[], list[dict[str, Any]]] = lambda: [],
     workflows: dict[str, Workflow] | None = None,
+    max_request_bytes: int = 1 << 20,
 ) -> FastAPI:
     defined = workflows or {}
     app = FastAPI(title="pi-render", version=__version__)
+    app.add_middleware(BodyLimit, limit=max_request_bytes)
 
     @app.exception_handler(PiRenderError)
     async def _pi_render_error(request: Request, exc: PiRenderError) -> JSONResponse:

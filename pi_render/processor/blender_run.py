@@ -80,7 +80,9 @@ class BlenderProcess:
         stall_s: float,
         grace_s: float,
         pid_file: Path,
+        env: dict[str, str] | None = None,
     ) -> None:
+        self.env = env
         self.argv, self.log, self.ctx, self.on_event = argv, log, ctx, on_event
         self.pid_file = pid_file
         self.timeout_s, self.stall_s, self.grace_s = timeout_s, stall_s, grace_s
@@ -90,7 +92,7 @@ class BlenderProcess:
         """Raises a RenderFailed subclass, or TaskStopped when asked to stop."""
         proc = subprocess.Popen(
             self.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, text=True, errors="replace", bufsize=1,
+            start_new_session=True, text=True, errors="replace", bufsize=1, env=self.env,
         )  # fmt: skip
         self.pid_file.write_text(f"{proc.pid}\n")  # so a daemon killed now can reap it later
         lines: queue.Queue[object] = queue.Queue()
@@ -188,6 +190,13 @@ class BlenderProcess:
                 return
             except subprocess.TimeoutExpired:
                 continue
+
+
+def scrubbed_env(keep: list[str], home: Path) -> dict[str, str]:
+    """Only the listed variables (no inherited secrets), and a HOME of the task's own."""
+    env = {name: os.environ[name] for name in keep if name in os.environ}
+    env["HOME"] = str(home)
+    return env
 
 
 def reap_orphan(pid_file: Path, marker: str) -> bool:

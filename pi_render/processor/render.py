@@ -11,7 +11,7 @@ from pi_render.errors import PiRenderError
 from pi_render.manifest.frames import FrameLedger, FrameOutput
 from pi_render.processor.base import Processor
 from pi_render.processor.blender import BlenderEvent, RenderCommand, frame_list
-from pi_render.processor.blender_run import BlenderProcess, reap_orphan
+from pi_render.processor.blender_run import BlenderProcess, reap_orphan, scrubbed_env
 from pi_render.processor.context import TaskContext
 from pi_render.processor.outputs import check_image, frame_number, place, still_there
 from pi_render.task.render import RenderArgs, RenderOutputType, RenderResult, RenderTask
@@ -145,8 +145,9 @@ class RenderProcessor(Processor[RenderArgs, RenderResult]):
             task_log.flush()
             timeout = args.timeout_s or env.settings.render_timeout_s
             settings = env.settings
+            clean = scrubbed_env(settings.blender_env_keep, env.spool(ctx.task_id))
             BlenderProcess(argv, task_log, ctx, on_event, timeout, settings.render_stall_timeout_s,
-                           settings.render_stop_grace_s, pid_file).run()  # fmt: skip
+                           settings.render_stop_grace_s, pid_file, clean).run()  # fmt: skip
         for path in sorted(partial.iterdir()):  # anything saved without a `Saved:` line
             if video:
                 check_image(path)

@@ -22,6 +22,8 @@ class SubmitContext:
     task_id: str
     spool: Path  # this task's private folder in the daemon's data dir
     output_root: Path  # default parent of output folders
+    source_roots: tuple[Path, ...] = (Path("/"),)  # where named sources may be
+    output_roots: tuple[Path, ...] = (Path("/"),)  # where named outputs may go
 
 
 class MetaTask(type):

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pi_render.blend import BlendFileError, read_blend_info
 from pi_render.errors import PiRenderError
 from pi_render.manifest.frames import FrameOutput
+from pi_render.paths import confined
 from pi_render.task import labels
 from pi_render.task.base import SubmitContext, TaskBase
 from pi_render.task.snapshot import SnapshotError, snapshot_blend, snapshot_project
@@ -108,7 +109,10 @@ class RenderTask(TaskBase[RenderArgs, RenderResult]):
 
     @classmethod
     def prepare(cls, args: RenderArgs, ctx: SubmitContext) -> RenderArgs:
-        source = Path(args.source)
+        if Path(args.source).is_relative_to(ctx.spool):
+            source = Path(args.source)  # an upload: already in the daemon's own spool
+        else:
+            source = confined(args.source, list(ctx.source_roots), "source")
         data_type = args.data_type or (
             BlenderDataType.MULTI_FILE if source.suffix.lower() == ".zip"
             else BlenderDataType.SINGLE_FILE
@@ -127,7 +131,11 @@ class RenderTask(TaskBase[RenderArgs, RenderResult]):
                     f"frames {start}-{end} are outside the file's range "
                     f"{scene.frame_start}-{scene.frame_end} (scene {scene.name!r})"
                 )
-            output_dir = Path(args.output_dir or ctx.output_root / ctx.task_id)
+            if args.output_dir is None:
+                output_dir = ctx.output_root / ctx.task_id
+            else:
+                output_dir = confined(args.output_dir, [*ctx.output_roots, ctx.output_root],
+                                      "output dir")  # fmt: skip
             _check_writable(output_dir)
             file_format = _FROM_FILE_FORMAT.get(scene.file_format, scene.file_format)
             output_type = args.output_type or (

@@ -35,6 +35,9 @@ def main() -> None:
     first = int(argv[argv.index("-f") + 1].split(",")[0].split("..")[0])
     if mode == "hang":
         signal.pause()
+    if mode == "env":  # show what it inherited, then fail
+        print("ENV " + " ".join(sorted(os.environ)), flush=True)
+        sys.exit(1)
     if mode == "oom":
         os.kill(os.getpid(), signal.SIGKILL)
     if mode == "crash":

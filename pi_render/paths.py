@@ -1,0 +1,29 @@
+"""Path confinement: a path a task names must resolve (symlinks followed) inside a configured
+root. A prefix test is not a check: `/srv/renders/../../etc` starts with `/srv/renders`."""
+
+import os
+from pathlib import Path
+
+from pi_render.errors import PiRenderError
+
+
+class PathNotAllowed(PiRenderError):
+    """Raised when a path resolves outside every allowed root."""
+
+    http_status = 403
+    retryable = False
+
+
+def confined(path: str | Path, roots: list[Path], what: str) -> Path:
+    """The resolved path, if it lies inside one of `roots`.
+
+    Raises:
+        PathNotAllowed: naming the path, where it really leads, and the roots.
+    """
+    real = Path(os.path.realpath(path))
+    for root in roots:
+        if real == (resolved := Path(os.path.realpath(root))) or real.is_relative_to(resolved):
+            return real
+    allowed = ", ".join(str(r) for r in roots) or "none"
+    where = "" if str(real) == str(path) else f" (it resolves to {real})"
+    raise PathNotAllowed(f"{what} {path}{where} is outside the allowed roots: {allowed}")
