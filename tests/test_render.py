@@ -412,9 +412,12 @@ def test_blender_inherits_no_secrets(fake: Callable[[str], DaemonProcess],
     text, _ = daemon.client.log(record.id)
     (line,) = [x for x in text.splitlines() if x.startswith("ENV ")]
     names = set(line.split()[1:])
-    assert "AWS_SECRET_ACCESS_KEY" not in names
-    # pyenv's python3 shim (the fake's interpreter) adds PYENV_*; nothing else came through
-    assert {n for n in names if not n.startswith("PYENV")} == {"FAKE_BLENDER", "HOME", "PATH"}
+    assert "AWS_SECRET_ACCESS_KEY" not in names and {"FAKE_BLENDER", "HOME", "PATH"} <= names
+    # nothing of the daemon's environment came through but what was kept (the fake's `env
+    # python3` shim and Python itself may add PWD, SHLVL, LC_CTYPE, PYENV_* of their own)
+    added_by_interpreter = {"PWD", "SHLVL", "LC_CTYPE", "_"}
+    inherited = (names & set(os.environ)) - {"FAKE_BLENDER", "PATH", "HOME"} - added_by_interpreter
+    assert {n for n in inherited if "PYENV" not in n} == set()
 
 
 def test_paths_outside_the_roots_are_refused(
