@@ -76,6 +76,7 @@ class Daemon:
         self.lock = DataDirLock(settings.lock_path)
         self.started_at = time.monotonic()
         self._stopping = threading.Event()
+        self._reload_lock = threading.Lock()
         self._server: SocketServer | None = None
 
     def run(self) -> int:
@@ -207,6 +208,10 @@ class Daemon:
 
     def reload(self) -> None:
         """Re-read the config file and apply what can change live; a bad file changes nothing."""
+        with self._reload_lock:  # one reload at a time, however many SIGHUPs arrive
+            self._reload()
+
+    def _reload(self) -> None:
         sd_notify("RELOADING=1")
         try:
             new = load_settings(self.config_path)

@@ -2,6 +2,7 @@
 
 import logging
 import os
+import re
 import shutil
 import threading
 from collections.abc import Callable
@@ -31,6 +32,8 @@ from pi_render.workers.running import RunningTasks
 from pi_render.workflows import Workflow, WorkflowRun, WorkflowRuns, aggregate, fill
 
 log = logging.getLogger(__name__)
+
+TASK_ID = re.compile(r"[0-9a-f]{20}")  # what TaskIdGenerator makes
 
 
 @dataclass
@@ -109,10 +112,10 @@ class TaskService:
                     fields = {k: v for k, v in (extra or {}).items() if v is not None}
                     record = record.model_copy(update=fields) if fields else record
                     existing = self._controlled(record, new, force)
-                except PiRenderError as exc:
+                except Exception as exc:  # anything: leave no snapshot behind, then say why
                     for made in [*new, *([record] if "record" in locals() else [])]:
                         shutil.rmtree(self.spool_dir / made.id, ignore_errors=True)
-                    if len(requests) > 1:
+                    if isinstance(exc, PiRenderError) and len(requests) > 1:
                         exc.args = (f"task {index}: {exc}",)
                     raise
                 if existing is not None:
@@ -197,7 +200,11 @@ class TaskService:
             update = {"parent_result": parent.result}
             released = self.records.change(
                 child.id,
-                lambda r: r.model_copy(update=update) if r.status is TaskStatus.PENDING else None,
+                lambda r: (
+                    r.model_copy(update=update)
+                    if r.status is TaskStatus.PENDING and r.parent_result is None
+                    else None
+                ),
             )
             return released is not None
         if parent.status in (TaskStatus.FAILED, TaskStatus.CANCELLED):
@@ -267,6 +274,8 @@ class TaskService:
         Raises:
             TaskNotFound: no such upload; TaskStateConflict: it was already run.
         """
+        if not TASK_ID.fullmatch(task_id):
+            raise TaskNotFound(f"no upload for task {task_id!r}: not a task id")
         folder = self.spool_dir / task_id / "upload"
         uploads = sorted(folder.iterdir()) if folder.is_dir() else []
         if not uploads:

@@ -53,6 +53,8 @@ class RenderRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     priority: Priority = Priority.NORMAL
+    force: bool = False
+    requires: Requirements | None = None
 
 
 class InitUploadRequest(BaseModel):
@@ -71,7 +73,7 @@ class RunUploadRequest(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    task_id: str
+    task_id: str = Field(pattern=r"^[0-9a-f]{20}$")
     priority: Priority = Priority.NORMAL
 
 
@@ -195,10 +197,9 @@ def create_app(
     @app.post("/render-tasks", status_code=201, response_model=TaskRecord)
     def submit_render(body: RenderRequest) -> Response:
         asked = service.clock.now()
-        args = body.model_dump(exclude={"priority"})
-        force = bool(args.pop("force", False))
-        requires = args.pop("requires", None)
-        record = service.submit("render", args, body.priority, force=force, requires=requires)
+        args = body.model_dump(exclude={"priority", "force", "requires"})
+        requires = body.requires.model_dump() if body.requires else None
+        record = service.submit("render", args, body.priority, force=body.force, requires=requires)
         return _json(record, 200 if record.created_at < asked else 201)
 
     @app.post("/render-tasks/init_new_task", status_code=201)

@@ -60,19 +60,20 @@ class SqliteTaskQueue:
             )
             for lane in LANES
         }
-        # task id → (lane, row id) for every row not yet acked; used by cancel and reconciliation
-        self._index: dict[str, tuple[Priority, int]] = {}
-        self._taken: set[str] = set()
+        # waiting rows by task id (cancel and reconciliation look here), and rows handed out
+        # but not yet acked: a task being retried can have one of each for a moment
+        self._waiting: dict[str, tuple[Priority, int]] = {}
+        self._taken: dict[tuple[Priority, int], str] = {}
         for lane, queue in self._lanes.items():
             for row in queue.queue():
                 if int(row["status"]) < 5:  # not acked, not ack_failed
-                    self._index[row["data"]["id"]] = (lane, row["id"])
+                    self._waiting[row["data"]["id"]] = (lane, row["id"])
         self._prune()
 
     def put(self, task_id: str, priority: Priority) -> None:
         with self._cond:
             row_id = self._lanes[priority].put({"id": task_id})
-            self._index[task_id] = (priority, int(row_id))
+            self._waiting[task_id] = (priority, int(row_id))
             self._cond.notify()
 
     def get(self, timeout: float | None = None) -> QueueItem | None:
@@ -95,15 +96,17 @@ class SqliteTaskQueue:
             except persistqueue.Empty:
                 continue
             if row is not None:
-                task_id = row["data"]["id"]
-                self._taken.add(task_id)
-                return QueueItem(task_id=task_id, priority=lane, row_id=int(row["pqid"]))
+                task_id, row_id = row["data"]["id"], int(row["pqid"])
+                if self._waiting.get(task_id) == (lane, row_id):
+                    del self._waiting[task_id]
+                self._taken[(lane, row_id)] = task_id
+                return QueueItem(task_id=task_id, priority=lane, row_id=row_id)
         return None
 
     def ack(self, item: QueueItem) -> None:
         with self._cond:
             self._lanes[item.priority].ack(id=item.row_id)
-            self._forget(item.task_id)
+            self._taken.pop((item.priority, item.row_id), None)
             self._acks_since_prune += 1
             if self._acks_since_prune >= self._prune_every:
                 self._prune()
@@ -112,27 +115,28 @@ class SqliteTaskQueue:
         """Give the item back: it is delivered again, in its original place."""
         with self._cond:
             self._lanes[item.priority].nack(id=item.row_id)
-            self._taken.discard(item.task_id)
+            self._taken.pop((item.priority, item.row_id), None)
+            self._waiting[item.task_id] = (item.priority, item.row_id)
             self._cond.notify()
 
     def remove(self, task_id: str) -> bool:
         """Take a waiting task out of the queue; False if it is not waiting (taken or unknown)."""
         with self._cond:
-            if task_id not in self._index or task_id in self._taken:
+            if task_id not in self._waiting:
                 return False
-            lane, row_id = self._index[task_id]
+            lane, row_id = self._waiting.pop(task_id)
             try:
                 self._lanes[lane].get(block=False, id=row_id)  # marks it taken, keeps counts right
             except persistqueue.Empty:
                 pass  # already pruned: nothing left to take
             else:
                 self._lanes[lane].ack(id=row_id)
-            self._forget(task_id)
             return True
 
     def contains(self, task_id: str) -> bool:
+        """Whether the task has a row waiting (rows already handed out do not count)."""
         with self._cond:
-            return task_id in self._index
+            return task_id in self._waiting
 
     def depth(self) -> dict[str, int]:
         with self._cond:
@@ -154,10 +158,6 @@ class SqliteTaskQueue:
             self._cond.notify_all()
             for queue in self._lanes.values():
                 queue.close()
-
-    def _forget(self, task_id: str) -> None:
-        self._index.pop(task_id, None)
-        self._taken.discard(task_id)
 
     def _prune(self) -> None:
         """Delete acked rows: persist-queue keeps them, and selects slow down as they pile up."""

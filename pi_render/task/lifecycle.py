@@ -11,9 +11,10 @@ from pi_render.task.record import ErrorInfo, TaskRecord, TaskStatus
 
 
 def start(record: TaskRecord, now: datetime, worker: str) -> TaskRecord | None:
-    """pending (or running, after a crash) → running. A final record is never run again, and a
-    retrying one waits for the failure worker to make it pending."""
-    if record.status not in (TaskStatus.PENDING, TaskStatus.RUNNING):
+    """pending → running. A final record is never run again; a retrying one waits for the
+    failure worker; a running one is not started twice (after a crash, recovery has made it
+    pending again before any worker runs)."""
+    if record.status is not TaskStatus.PENDING:
         return None
     return record.model_copy(
         update={

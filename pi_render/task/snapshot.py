@@ -4,6 +4,7 @@ so editing or deleting the source afterwards changes nothing."""
 import shutil
 import stat
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 
 from pi_render.errors import PiRenderError
@@ -57,8 +58,13 @@ def snapshot_project(source: Path, blend: str, spool: Path) -> Path:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 with archive.open(member) as src, open(target, "wb") as dst:
                     shutil.copyfileobj(src, dst, 1 << 20)
-    except zipfile.BadZipFile:
-        raise SnapshotError(f"{source} is not a valid zip file") from None
+    except SnapshotError:
+        raise
+    except (zipfile.BadZipFile, zlib.error, EOFError, RuntimeError, NotImplementedError,
+            ValueError) as exc:  # fmt: skip
+        # corrupt, encrypted, or packed with a method Python cannot unpack
+        shutil.rmtree(root, ignore_errors=True)
+        raise SnapshotError(f"{source} cannot be unpacked: {exc}") from None
     except OSError as exc:
         raise SnapshotError(f"cannot unpack {source}: {exc.strerror or exc}") from None
     inner = _safe_relative(blend, source)

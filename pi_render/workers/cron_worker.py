@@ -15,7 +15,6 @@ from pydantic import BaseModel
 
 from pi_render.clock import Clock
 from pi_render.cron import CronJob, next_fire
-from pi_render.errors import PiRenderError
 from pi_render.manifest.base import DurableJsonTable
 from pi_render.manifest.records import TaskRecordManifest
 from pi_render.service import TaskService
@@ -135,7 +134,7 @@ class CronWorker(LoopWorker):
         try:
             self.service.submit(job.task, job.args, Priority(job.priority), origin=origin)
             log.info("cron job fired", extra={"job": job.name, "slot": slot.isoformat()})
-        except PiRenderError as exc:
+        except Exception as exc:  # a bad job must not stop the cron worker (nor its restarts)
             log.error("cron job could not submit its task: %s", exc, extra={"job": job.name})
 
     def _run_builtin(self, job: BuiltinJob) -> None:

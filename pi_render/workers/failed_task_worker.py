@@ -8,7 +8,7 @@ import logging
 from collections.abc import Callable
 
 from pi_render.clock import Clock
-from pi_render.errors import TaskNotFound
+from pi_render.errors import PiRenderError, TaskNotFound
 from pi_render.manifest.failed import FailedTask, FailedTaskManifest
 from pi_render.manifest.records import TaskRecordManifest
 from pi_render.queue.router import Router
@@ -83,7 +83,11 @@ class FailedTaskWorker(LoopWorker):
                 continue
             self.checkpoint("due")
             if record.status is TaskStatus.PENDING and self.router.locate(record.id) is None:
-                self.router.put(record)
+                try:
+                    self.router.put(record)
+                except PiRenderError as exc:  # its label lost its workers: it waits (recovery)
+                    log.error("cannot requeue a due task: %s", exc, extra={"task_id": record.id})
+                    continue
                 count += 1
                 log.info(
                     "retrying task", extra={"task_id": record.id, "attempt": record.attempts + 1}

@@ -82,7 +82,7 @@ class WatchFolder:
                 if path.suffix.lower() == ".zip":
                     args["blend"] = _only_blend(path)
                 record = self.service.submit("render", args, origin=origin)
-            except PiRenderError as exc:
+            except Exception as exc:  # whatever it is, the file is rejected, never retried forever
                 target = _move(path, self.inbox / "rejected")
                 target.with_name(target.name + ".txt").write_text(f"{exc}\n")
                 log.warning("watch folder rejected a file: %s", exc, extra={"file": str(path)})

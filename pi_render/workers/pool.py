@@ -80,17 +80,36 @@ class WorkerPool:
                 log.warning(
                     "restarting worker", extra={"worker": slot.label, "restarts": slot.restarts}
                 )
-                self._launch(slot)
+                # a worker that keeps dying is restarted ever more slowly (at most once a minute)
+                if self._stop_wait(min(60.0, 0.1 * 2 ** min(slot.restarts - 1, 10))):
+                    return
+                try:
+                    self._launch(slot)
+                except Exception as exc:  # its factory failed: count it as another death
+                    log.exception("could not restart worker", extra={"worker": slot.label})
+                    with self._cond:
+                        slot.last_death = f"{type(exc).__name__}: {exc}"
+                        self._dead.append(slot)
 
-    def restart(self, label: str, timeout_s: float = 30.0) -> None:
-        """Stop the workers of `label` and start new ones from their factories (a reload)."""
+    def _stop_wait(self, seconds: float) -> bool:
+        """Wait, unless stopping; True when stopping."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._stopping, seconds)
+
+    def restart(self, label: str, timeout_s: float = 60.0) -> bool:
+        """Stop the workers of `label` and start new ones from their factories (a reload);
+        False (and nothing new started) when an old one would not stop in time."""
         for slot in self.slots:
             if slot.label != label or slot.worker is None:
                 continue
             slot.worker.stop()
             if slot.thread is not None:
                 slot.thread.join(timeout_s)
+                if slot.thread.is_alive():
+                    log.error("worker did not stop for a reload", extra={"worker": slot.label})
+                    return False
             self._launch(slot)
+        return True
 
     def stop(self, grace_s: float, force_s: float = 30.0) -> None:
         """Stop taking tasks, let running ones finish within `grace_s`, then ask them to stop

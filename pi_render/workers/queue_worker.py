@@ -43,7 +43,7 @@ class QueueWorker(LoopWorker):
     ) -> None:
         super().__init__(name)
         self.env = env
-        self.timeouts = timeouts or {}
+        self.timeouts = timeouts if timeouts is not None else {}
         self.heartbeat_s = heartbeat_s
         self.retry = retry or RetryPolicies({})
         self.failed_queue = failed_queue
