@@ -98,6 +98,7 @@ class Daemon:
             self.workflow_runs = WorkflowRuns(settings.data_dir / "workflows.sqlite")
             self.service.workflow_runs = self.workflow_runs
             self.records.add_before_final(self.outbox.before_final)
+            self.records.add_listener(self.outbox.after_commit)
             self.retry = RetryPolicies(settings.retry)
             self.cron: CronWorker | None = None
             for job in settings.cron:

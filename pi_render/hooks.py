@@ -7,6 +7,7 @@ the two cannot lose a delivery; an entry is delivered only once the record reall
 the status it was made for (and dropped if the task ended otherwise).
 """
 
+import hashlib
 import logging
 import subprocess
 import threading
@@ -49,6 +50,11 @@ class Hook(BaseModel):
             raise ValueError("a hook needs exactly one of `command` or `url`")
         return self
 
+    @property
+    def hook_id(self) -> str:
+        """Stable across reloads and reorderings: a hash of the hook's own settings."""
+        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:12]
+
     def wants(self, record: TaskRecord) -> bool:
         return record.status.value in self.on and (self.types is None or record.type in self.types)
 
@@ -56,7 +62,7 @@ class Hook(BaseModel):
 class Delivery(BaseModel):
     key: str
     task_id: str
-    hook: int
+    hook: str  # the hook's id
     status: FinalStatus
     attempts: int = 0
     next_attempt_at: datetime | None = None
@@ -75,18 +81,23 @@ class HookOutbox:
     def before_final(self, record: TaskRecord) -> None:
         """Records pre-commit listener: owe a delivery for each hook that wants this ending."""
         made = False
-        for index, hook in enumerate(self.hooks):
+        for hook in self.hooks:
             if hook.wants(record):
-                key = f"{record.id}/{index}/{record.status.value}"
+                # one delivery per ending: a task retried by hand that fails again is told again
+                key = f"{record.id}/{hook.hook_id}/{record.status.value}/{record.attempts}"
                 if self._store.text(key) is None:
                     entry = Delivery.model_validate(
-                        {"key": key, "task_id": record.id, "hook": index,
+                        {"key": key, "task_id": record.id, "hook": hook.hook_id,
                          "status": record.status.value}
                     )  # fmt: skip
                     self._store.stage(key, entry.model_dump_json())
                     made = True
         if made:
             self._store.commit()
+
+    def after_commit(self, record: TaskRecord) -> None:
+        """Records listener: the final state is on disk now, so the hook worker may deliver."""
+        if self.hooks and record.status.is_final:
             with self.changed:
                 self.changed.notify_all()
 
@@ -99,6 +110,9 @@ class HookOutbox:
     def all(self) -> list[Delivery]:
         rows = self._store.query("SELECT value FROM outbox ORDER BY key")
         return [Delivery.model_validate_json(row[0]) for row in rows]
+
+    def hook(self, hook_id: str) -> Hook | None:
+        return next((h for h in self.hooks if h.hook_id == hook_id), None)
 
     def save(self, entry: Delivery) -> None:
         self._store.stage(entry.key, entry.model_dump_json())
@@ -129,8 +143,8 @@ class HookWorker(LoopWorker):
         wait = 3600.0
         if owed:
             now = self.clock.now()
-            wait = min((t - now).total_seconds() if t else 0.0 for t in owed)
-        if wait > 0 and not self.stop_event.is_set():
+            wait = max(0.5, min((t - now).total_seconds() if t else 0.0 for t in owed))
+        if not self.stop_event.is_set():
             with self.outbox.changed:
                 self.outbox.changed.wait(min(3600.0, wait))
         return delivered > 0
@@ -145,8 +159,10 @@ class HookWorker(LoopWorker):
             except TaskNotFound:
                 self.outbox.drop(entry)
                 continue
-            if not record.status.is_final:
-                continue  # committed after the entry: wait for it (it may run again first)
+            if not record.status.is_final:  # committed after the entry (or running again): later
+                entry.next_attempt_at = now + timedelta(seconds=5)
+                self.outbox.save(entry)
+                continue
             if record.status is not TaskStatus(entry.status):
                 self.outbox.drop(entry)  # it ended otherwise (a crash in between, then a rerun)
                 continue
@@ -154,7 +170,11 @@ class HookWorker(LoopWorker):
         return delivered
 
     def _deliver(self, entry: Delivery, record: TaskRecord) -> int:
-        hook = self.outbox.hooks[entry.hook]
+        hook = self.outbox.hook(entry.hook)
+        if hook is None:  # removed from the config by a reload
+            log.warning("dropping a delivery: its hook is gone", extra={"task_id": entry.task_id})
+            self.outbox.drop(entry)
+            return 0
         body = record.model_dump_json()
         entry.attempts += 1
         try:

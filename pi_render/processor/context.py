@@ -1,6 +1,7 @@
 """What a running processor may see and do: its id, a stop signal, and a way to report progress."""
 
 import threading
+import time
 from collections.abc import Callable
 from enum import StrEnum
 from typing import Any
@@ -44,6 +45,8 @@ class TaskContext:
         self._reason: StopReason | None = None
         self._on_stop: list[Callable[[], None]] = []
         self._on_pause: Callable[[bool], None] | None = None
+        self._paused_since: float | None = None
+        self._paused_total = 0.0
         self._lock = threading.Lock()
 
     def request_stop(self, reason: StopReason) -> None:
@@ -81,7 +84,20 @@ class TaskContext:
         if callback is None:
             return False
         callback(paused)
+        with self._lock:
+            now = time.monotonic()
+            if paused and self._paused_since is None:
+                self._paused_since = now
+            elif not paused and self._paused_since is not None:
+                self._paused_total += now - self._paused_since
+                self._paused_since = None
         return True
+
+    def paused_s(self) -> float:
+        """How long the work has been paused in all (a time limit does not count it)."""
+        with self._lock:
+            ongoing = 0.0 if self._paused_since is None else time.monotonic() - self._paused_since
+            return self._paused_total + ongoing
 
     def sleep(self, seconds: float) -> None:
         """Wait, but wake at once on a stop request.

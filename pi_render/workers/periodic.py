@@ -31,8 +31,8 @@ def prune_old_records(records: TaskRecordManifest, settings: Settings, now: date
         for record in batch:
             (settings.data_dir / "logs" / f"{record.id}.log").unlink(missing_ok=True)
             shutil.rmtree(settings.spool_dir / record.id, ignore_errors=True)
-            if settings.retention_outputs and record.result and record.result.get("output_dir"):
-                shutil.rmtree(record.result["output_dir"], ignore_errors=True)
+            if settings.retention_outputs and record.result:
+                _delete_outputs(record.result)
             records.delete(record.id)
             pruned += 1
     if pruned:
@@ -90,6 +90,19 @@ class WatchFolder:
             log.info("watch folder submitted a render",
                      extra={"file": str(path), "task_id": record.id})  # fmt: skip
         _move(path, self.inbox / "submitted")
+
+
+def _delete_outputs(result: dict[str, object]) -> None:
+    """Only the files the task itself recorded; its folder too if that leaves it empty."""
+    frames = result.get("frames")
+    for frame in frames if isinstance(frames, list) else []:
+        Path(str(frame.get("path"))).unlink(missing_ok=True)
+    folder = result.get("output_dir")
+    if isinstance(folder, str):
+        try:
+            Path(folder).rmdir()
+        except OSError:
+            pass  # not empty: other files (of other tasks?) stay
 
 
 def _only_blend(zip_path: Path) -> str:

@@ -107,7 +107,7 @@ class QueueWorker(LoopWorker):
         started = self.clock.monotonic()
         limit = record.timeout_s or self.timeouts.get(record.type)
         watch = _Watch(self.heartbeat_s, lambda: self._beat(record.id), limit,
-                       lambda: ctx.request_stop(StopReason.TIMEOUT))  # fmt: skip
+                       lambda: ctx.request_stop(StopReason.TIMEOUT), ctx.paused_s)  # fmt: skip
         try:
             with watch:
                 result = processor_for(record.type, self.env).run(record.args, ctx)
@@ -170,8 +170,9 @@ class _Watch:
     """While a task runs: a heartbeat every `every_s`, and a stop once `limit_s` has passed."""
 
     def __init__(self, every_s: float, beat: Callable[[], None], limit_s: float | None,
-                 expire: Callable[[], None]) -> None:  # fmt: skip
+                 expire: Callable[[], None], paused_s: Callable[[], float]) -> None:  # fmt: skip
         self.every_s, self.beat, self.limit_s, self.expire = every_s, beat, limit_s, expire
+        self.paused_s = paused_s  # paused time does not count towards the limit
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
 
@@ -186,12 +187,11 @@ class _Watch:
     def _run(self) -> None:
         deadline = None if self.limit_s is None else time.monotonic() + self.limit_s
         while True:
-            wait = (
-                self.every_s if deadline is None else min(self.every_s, deadline - time.monotonic())
-            )
+            counted = time.monotonic() - self.paused_s()  # paused time does not count
+            wait = self.every_s if deadline is None else min(self.every_s, deadline - counted)
             if self._done.wait(max(0.0, wait)):
                 return
-            if deadline is not None and time.monotonic() >= deadline:
+            if deadline is not None and time.monotonic() - self.paused_s() >= deadline:
                 self.expire()
                 deadline = None  # asked once; the processor stops when it can
                 continue
