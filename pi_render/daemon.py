@@ -177,7 +177,9 @@ class Daemon:
             BuiltinJob("maintenance", settings.maintenance_schedule,
                        lambda: maintain_queues(queues)),
             BuiltinJob("retention", settings.retention_schedule,
-                       lambda: prune_old_records(self.records, settings, self.clock.now())),
+                       lambda: prune_old_records(self.records, settings, self.clock.now(),
+                                                 [self.frames.forget, self.outbox.forget,
+                                                  self.failed.remove])),
         ]  # fmt: skip
         if settings.watch.inbox is not None:
             watch = WatchFolder(settings.watch.inbox, self.service, self.records, self.clock,

@@ -122,6 +122,10 @@ class HookOutbox:
         self._store.delete(entry.key)
         self._store.commit()
 
+    def forget(self, task_id: str) -> None:
+        self._store.delete_prefix(f"{task_id}/")
+        self._store.commit()
+
     def close(self) -> None:
         self._store.close()
 

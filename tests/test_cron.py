@@ -133,7 +133,9 @@ def test_retention_prunes_old_records_and_their_logs_but_not_outputs(tmp_path: P
     log.write_text("blender said things")
     clock.advance(40 * 86400)
     young = rig.service.submit("noop", {})
-    assert prune_old_records(rig.records, rig.settings, clock.now()) == 1
+    forgotten: list[str] = []
+    assert prune_old_records(rig.records, rig.settings, clock.now(), [forgotten.append]) == 1
+    assert forgotten == [old.id]
     assert [r.id for r in rig.records.query()] == [young.id]
     assert not log.exists() and (tmp_path / "out").exists()
 

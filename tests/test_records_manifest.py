@@ -104,3 +104,16 @@ def test_concurrent_changes_are_neither_lost_nor_reordered(tmp_path: Path) -> No
     assert records.get(record.id).attempts == 200
     records.close()
     assert TaskRecordManifest(tmp_path / "r.sqlite").get(record.id).attempts == 200
+
+
+def test_the_frame_ledger_forgets_one_task_only(tmp_path: Path) -> None:
+    from pi_render.manifest.frames import FrameLedger, FrameOutput
+
+    ledger = FrameLedger(tmp_path / "frames.sqlite")
+    for task in ("aaa", "aab"):
+        for frame in (-1, 1, 10):
+            ledger.record(task, FrameOutput(frame=frame, path=f"/{task}/{frame}", size=1,
+                                            sha256="0"))  # fmt: skip
+    assert [f.frame for f in ledger.frames("aaa")] == [-1, 1, 10]
+    ledger.forget("aaa")
+    assert ledger.frames("aaa") == [] and len(ledger.frames("aab")) == 3

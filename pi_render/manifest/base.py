@@ -48,6 +48,12 @@ class DurableJsonTable:
         """Queue a delete; durable after the next `commit`. Missing keys are fine."""
         self._db.conn.execute(f'DELETE FROM "{self.table}" WHERE key = ?', (key,))
 
+    def delete_prefix(self, prefix: str) -> None:
+        """Queue deleting every key that starts with `prefix` (a key range, so indexed)."""
+        self._db.conn.execute(
+            f'DELETE FROM "{self.table}" WHERE key >= ? AND key < ?', (prefix, prefix + "\uffff")
+        )
+
     def commit(self) -> None:
         """Block until every staged write is on disk (concurrent writers share the fsync)."""
         self._db.commit(blocking=True)

@@ -39,5 +39,9 @@ class FrameLedger:
         )
         return [FrameOutput.model_validate_json(row[0]) for row in rows]
 
+    def forget(self, task_id: str) -> None:
+        self._store.delete_prefix(f"{task_id}/")
+        self._store.commit()
+
     def close(self) -> None:
         self._store.close()

@@ -158,6 +158,12 @@ class TaskRecordManifest:
         )
         return [TaskRecord.model_validate_json(row[0]) for row in rows]
 
+    def find(self, task_id: str) -> TaskRecord | None:
+        try:
+            return self.get(task_id)
+        except TaskNotFound:
+            return None
+
     def delete(self, task_id: str) -> None:
         with self.lock:
             self._recent.pop(task_id, None)

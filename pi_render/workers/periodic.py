@@ -4,6 +4,7 @@ records (their logs and spool; outputs only when configured) and the watch folde
 import logging
 import shutil
 import zipfile
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -23,8 +24,14 @@ def maintain_queues(queues: list[SqliteTaskQueue]) -> None:
     log.info("queues maintained", extra={"queues": len(queues)})
 
 
-def prune_old_records(records: TaskRecordManifest, settings: Settings, now: datetime) -> int:
-    """Delete finished records older than `retention_days`, with their logs and spool."""
+def prune_old_records(
+    records: TaskRecordManifest,
+    settings: Settings,
+    now: datetime,
+    forget: list[Callable[[str], None]] | None = None,
+) -> int:
+    """Delete finished records older than `retention_days`, with their logs and spool, what the
+    other stores keep of them (`forget`), and uploads that were never run."""
     cutoff = (now - timedelta(days=settings.retention_days)).isoformat().replace("+00:00", "Z")
     pruned = 0
     while batch := records.finished_before(cutoff):
@@ -33,8 +40,11 @@ def prune_old_records(records: TaskRecordManifest, settings: Settings, now: date
             shutil.rmtree(settings.spool_dir / record.id, ignore_errors=True)
             if settings.retention_outputs and record.result:
                 _delete_outputs(record.result)
+            for drop in forget or []:
+                drop(record.id)
             records.delete(record.id)
             pruned += 1
+    _prune_abandoned_uploads(records, settings, now)
     if pruned:
         log.info("pruned old records", extra={"count": pruned})
     return pruned
@@ -90,6 +100,21 @@ class WatchFolder:
             log.info("watch folder submitted a render",
                      extra={"file": str(path), "task_id": record.id})  # fmt: skip
         _move(path, self.inbox / "submitted")
+
+
+def _prune_abandoned_uploads(records: TaskRecordManifest, settings: Settings,
+                             now: datetime) -> None:  # fmt: skip
+    """Spool folders of init_new_task calls that never got a run_task, once they are old."""
+    if not settings.spool_dir.is_dir():
+        return
+    cutoff = (now - timedelta(days=settings.retention_days)).timestamp()
+    for folder in settings.spool_dir.iterdir():
+        try:
+            old = folder.stat().st_mtime < cutoff
+        except OSError:
+            continue
+        if old and records.find(folder.name) is None:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _delete_outputs(result: dict[str, object]) -> None:
