@@ -335,8 +335,11 @@ def test_pause_and_resume_a_running_render(renderer: DaemonProcess, scenes: dict
     wait_until(lambda: len(outputs(out)) >= 1, timeout=120, what="a frame to land")
     pid = int((renderer.data_dir / "spool" / task_id / "blender.pid").read_text())
     assert renderer.client.pause(task_id).paused is True
-    state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    assert state == "T"  # stopped by SIGSTOP
+
+    def state() -> str:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+    wait_until(lambda: state() == "T", timeout=10, what="Blender stopped by SIGSTOP")
     assert renderer.client.get(task_id).status == "running"
     resumed = renderer.client.pause(task_id, paused=False)
     assert resumed.paused is False

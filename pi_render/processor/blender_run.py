@@ -99,7 +99,12 @@ class BlenderProcess:
         reader = threading.Thread(target=_pump, args=(proc, lines), daemon=True)
         reader.start()
         self.ctx.on_stop(lambda: lines.put(_STOP))
-        self.ctx.on_pause(lambda paused: lines.put(_PAUSE if paused else _RESUME))
+
+        def pause(paused: bool) -> None:  # signal at once; the loop then adjusts its clocks
+            os.killpg(proc.pid, signal.SIGSTOP if paused else signal.SIGCONT)
+            lines.put(_PAUSE if paused else _RESUME)
+
+        self.ctx.on_pause(pause)
         started = last_output = time.monotonic()
         paused_at: float | None = None
         try:
@@ -125,12 +130,10 @@ class BlenderProcess:
                     self._kill(proc)
                     raise TaskStopped(self.ctx.stop_reason or StopReason.CANCEL)
                 if item is _PAUSE and paused_at is None:
-                    os.killpg(proc.pid, signal.SIGSTOP)
                     paused_at = time.monotonic()
                     self.log.write("=== pi-render: paused (SIGSTOP)\n")
                     continue
                 if item is _RESUME and paused_at is not None:
-                    os.killpg(proc.pid, signal.SIGCONT)
                     held = time.monotonic() - paused_at
                     started, last_output, paused_at = started + held, last_output + held, None
                     self.log.write("=== pi-render: resumed (SIGCONT)\n")
