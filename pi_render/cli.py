@@ -328,6 +328,24 @@ def _show_workflow(status: dict[str, Any], as_json: bool) -> None:
 
 
 @app.command()
+def audit(
+    since: Annotated[Optional[str], typer.Option(help="ISO time, e.g. 2026-11-23T00:00")] = None,
+    socket: SocketOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The audit log: every state-changing request, refusals included (admins only)."""
+    with client_for(socket) as client:
+        entries = client.audit(since)
+    if as_json:
+        emit_json(entries)
+        return
+    for e in entries:
+        out.print(f"{e['time'][:19]}  uid {e['uid']:<6} {str(e['role'] or '-'):9} "
+                  f"{e['action']:40} {e.get('task_id') or '':22} {e['outcome']}",
+                  highlight=False)  # fmt: skip
+
+
+@app.command()
 def cron(socket: SocketOpt = None, as_json: JsonOpt = False) -> None:
     """Periodic jobs with their last and next runs."""
     with client_for(socket) as client:

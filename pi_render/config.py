@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from pi_render.api.access import Roles
 from pi_render.controls import Capabilities, Limit, Requirements
 from pi_render.cron import CronJob
 from pi_render.errors import ConfigError
@@ -66,6 +67,7 @@ class Settings(BaseModel):
         default_factory=lambda: [Path("/")], description="where outputs may be written"
     )
     max_request_bytes: int = Field(1 << 20, ge=1024, description="largest request body")
+    roles: Roles = Field(default_factory=Roles, description="who may do what on the socket")
     blender_env_keep: list[str] = Field(
         default_factory=lambda: ["PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR",
                                  "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "OCIO"],

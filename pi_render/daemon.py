@@ -13,6 +13,7 @@ from types import FrameType
 from typing import Any
 
 from pi_render import __version__
+from pi_render.api.access import AccessPolicy, AuditLog
 from pi_render.api.app import create_app
 from pi_render.api.server import SocketServer, bind_unix_socket, make_server
 from pi_render.api.waiters import FinalStateWaiters
@@ -61,7 +62,7 @@ class Daemon:
 
     # settings a SIGHUP applies; the others (data dir, socket, workers…) need a restart
     RELOADABLE = ("cron", "hooks", "retry", "limits", "requires", "capabilities", "timeouts",
-                  "source_roots", "output_roots",
+                  "source_roots", "output_roots", "roles",
                   "notify_command", "render_timeout_s", "render_stall_timeout_s",
                   "render_stop_grace_s", "allow_blend_scripts", "log_level")  # fmt: skip
 
@@ -114,11 +115,12 @@ class Daemon:
             self.recover()
             self.pool = self._build_pool()
             sock = bind_unix_socket(settings.socket)
+            sock_gid = settings.socket.stat().st_gid
             try:
                 self._server = make_server(
                     create_app(self.service, waiters, self.health, self.queues, self.cron_listing,
                                {w.name: w for w in settings.workflows},
-                               settings.max_request_bytes)  # fmt: skip
+                               settings.max_request_bytes, self._access(sock_gid))  # fmt: skip
                 )
                 signal.signal(signal.SIGTERM, self._on_signal)
                 signal.signal(signal.SIGINT, self._on_signal)
@@ -206,6 +208,10 @@ class Daemon:
         roots = (tuple(settings.source_roots), tuple(settings.output_roots))
         return SubmitControls(settings.limits, settings.requires, self.capabilities, roots)
 
+    def _access(self, socket_gid: int) -> tuple[AccessPolicy, AuditLog]:
+        self.access_policy = AccessPolicy(self.settings.roles, socket_gid)
+        return self.access_policy, AuditLog(self.settings.data_dir / "audit.jsonl")
+
     def _on_sighup(self, signum: int, frame: FrameType | None) -> None:
         threading.Thread(target=self.reload, name="reload", daemon=True).start()
 
@@ -237,6 +243,7 @@ class Daemon:
         self.retry.update(new.retry)
         self.outbox.hooks[:] = new.hooks
         self.service.controls = self._controls(new)
+        self.access_policy.roles = new.roles
         logging.getLogger().setLevel(new.log_level)
         self.pool.restart("cron")  # picks up the new jobs; fire times persist
         log.info("config reloaded", extra={"config": str(self.config_path)})

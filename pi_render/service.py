@@ -81,6 +81,7 @@ class TaskService:
         parent: str | None = None,
         force: bool = False,
         requires: dict[str, Any] | None = None,
+        submitted_by: dict[str, int] | None = None,
     ) -> TaskRecord:
         """Validate, record, enqueue (a child of an unfinished parent waits for it).
 
@@ -89,7 +90,8 @@ class TaskService:
         """
         if parent is not None:
             self._check_parent(parent)
-        extra = {"origin": origin, "timeout_s": timeout_s, "parent": parent, "requires": requires}
+        extra = {"origin": origin, "timeout_s": timeout_s, "parent": parent, "requires": requires,
+                 "submitted_by": submitted_by}  # fmt: skip
         return self.submit_many([(type_name, args, priority, label)], extra=extra, force=force)[0]
 
     def submit_many(

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from pi_render import __version__
+from pi_render.api.access import AccessControl, AccessPolicy, AuditLog
 from pi_render.api.limits import BodyLimit
 from pi_render.api.waiters import FinalStateWaiters
 from pi_render.controls import Requirements
@@ -94,6 +95,12 @@ class TaskStatusView(BaseModel):
     error: str | None
 
 
+def _peer(request: Request) -> dict[str, int] | None:
+    """The submitting peer's uid, gid and pid (from SO_PEERCRED), for the record."""
+    found: dict[str, int] | None = (request.scope.get("extensions") or {}).get("peercred")
+    return found
+
+
 def _json(model: BaseModel, status: int = 200) -> Response:
     """Serialise once, in pydantic's Rust core (FastAPI would validate the model again)."""
     return Response(model.model_dump_json(), status_code=status, media_type="application/json")
@@ -116,10 +123,25 @@ def create_app(
     cron: Callable[[], list[dict[str, Any]]] = lambda: [],
     workflows: dict[str, Workflow] | None = None,
     max_request_bytes: int = 1 << 20,
+    access: tuple[AccessPolicy, AuditLog] | None = None,
 ) -> FastAPI:
     defined = workflows or {}
     app = FastAPI(title="pi-render", version=__version__)
     app.add_middleware(BodyLimit, limit=max_request_bytes)
+    if access is not None:
+
+        def owner_of(task_id: str) -> int | None:
+            try:
+                who = service.get(task_id).submitted_by
+            except PiRenderError:
+                return None
+            return who["uid"] if who else None
+
+        app.add_middleware(AccessControl, policy=access[0], audit=access[1], owner_of=owner_of)
+
+        @app.get("/audit")
+        def audit(since: str | None = None, limit: int = Query(1000, ge=1, le=100000)) -> Any:
+            return access[1].read(since, limit)
 
     @app.exception_handler(PiRenderError)
     async def _pi_render_error(request: Request, exc: PiRenderError) -> JSONResponse:
@@ -142,12 +164,13 @@ def create_app(
         return health()
 
     @app.post("/tasks", status_code=201, response_model=TaskRecord)
-    def submit(body: SubmitRequest) -> Response:
+    def submit(body: SubmitRequest, request: Request) -> Response:
         asked = service.clock.now()
         requires = body.requires.model_dump() if body.requires else None
         record = service.submit(body.type, body.args, body.priority, body.label,
                                 timeout_s=body.timeout_s, parent=body.parent, force=body.force,
-                                requires=requires)  # fmt: skip
+                                requires=requires, submitted_by=_peer(request))  # fmt: skip
+        request.state.audit_task_id = record.id
         return _json(record, 200 if record.created_at < asked else 201)  # 200: already there
 
     @app.post("/tasks/batch", status_code=201, response_model=list[TaskRecord])
@@ -195,11 +218,13 @@ def create_app(
             waiters.unregister(task_id, future)
 
     @app.post("/render-tasks", status_code=201, response_model=TaskRecord)
-    def submit_render(body: RenderRequest) -> Response:
+    def submit_render(body: RenderRequest, request: Request) -> Response:
         asked = service.clock.now()
         args = body.model_dump(exclude={"priority", "force", "requires"})
         requires = body.requires.model_dump() if body.requires else None
-        record = service.submit("render", args, body.priority, force=body.force, requires=requires)
+        record = service.submit("render", args, body.priority, force=body.force, requires=requires,
+                                submitted_by=_peer(request))  # fmt: skip
+        request.state.audit_task_id = record.id
         return _json(record, 200 if record.created_at < asked else 201)
 
     @app.post("/render-tasks/init_new_task", status_code=201)

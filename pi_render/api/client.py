@@ -171,6 +171,11 @@ class Client:
         result: dict[str, Any] = self._call("GET", f"/workflows/runs/{run_id}")
         return result
 
+    def audit(self, since: str | None = None) -> "builtins.list[dict[str, Any]]":
+        params = {"since": since} if since else {}
+        result: builtins.list[dict[str, Any]] = self._call("GET", "/audit", params=params)
+        return result
+
     def queues(self) -> dict[str, Any]:
         result: dict[str, Any] = self._call("GET", "/queues")
         return result

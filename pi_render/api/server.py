@@ -11,6 +11,7 @@ from pathlib import Path
 import uvicorn
 from fastapi import FastAPI
 
+from pi_render.api.peercred import PeerCredProtocol
 from pi_render.errors import PiRenderError
 
 SOCKET_MODE = 0o660  # owner and group; never the world
@@ -65,6 +66,7 @@ class SocketServer(uvicorn.Server):
 def make_server(app: FastAPI) -> SocketServer:
     config = uvicorn.Config(
         app,
+        http=PeerCredProtocol,  # every request knows the peer's uid, gid and pid
         log_config=None,  # our logging setup applies
         access_log=False,
         lifespan="off",

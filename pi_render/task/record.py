@@ -71,3 +71,4 @@ class TaskRecord(BaseModel):
     limit_key: str | None = None  # what its type's limit counts it under
     content_key: str | None = None  # a render's content + settings hash (dedup)
     requires: dict[str, Any] | None = None  # capabilities its pool must have
+    submitted_by: dict[str, int] | None = None  # the peer's uid, gid and pid

@@ -1,0 +1,185 @@
+"""Who may do what on the socket (roles from config, given to users and groups; the peer's uid
+and gid come from SO_PEERCRED), and the append-only audit log of every state-changing request."""
+
+import grp
+import json
+import os
+import pwd
+import threading
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Role = Literal["admin", "submitter", "viewer"]
+RANK = {"viewer": 1, "submitter": 2, "admin": 3}
+
+
+class RoleGrant(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    users: list[str] = Field(default_factory=list)
+    groups: list[str] = Field(default_factory=list)
+
+
+class Roles(BaseModel):
+    """`[roles.admin]`, `[roles.submitter]`, `[roles.viewer]`: users and groups by name (or
+    number). The daemon's own user and root are always admins; unless `submitter` names groups,
+    the socket's group may submit."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    admin: RoleGrant = Field(default_factory=RoleGrant)
+    submitter: RoleGrant = Field(default_factory=RoleGrant)
+    viewer: RoleGrant = Field(default_factory=RoleGrant)
+
+
+def _uid(name: str) -> int | None:
+    try:
+        return int(name) if name.isdigit() else pwd.getpwnam(name).pw_uid
+    except KeyError:
+        return None
+
+
+def _gid(name: str) -> int | None:
+    try:
+        return int(name) if name.isdigit() else grp.getgrnam(name).gr_gid
+    except KeyError:
+        return None
+
+
+def _groups_of(uid: int, gid: int) -> set[int]:
+    groups = {gid}
+    try:
+        name = pwd.getpwuid(uid).pw_name
+        groups |= set(os.getgrouplist(name, gid))
+    except KeyError:
+        pass
+    return groups
+
+
+class AccessPolicy:
+    """Resolves a peer to its highest role."""
+
+    def __init__(self, roles: Roles, socket_gid: int | None) -> None:
+        self.roles = roles
+        self.socket_gid = socket_gid
+
+    def role_of(self, uid: int, gid: int) -> Role | None:
+        if uid in (0, os.getuid()):
+            return "admin"
+        groups = _groups_of(uid, gid)
+        roles: tuple[Role, ...] = ("admin", "submitter", "viewer")
+        for role in roles:
+            grant: RoleGrant = getattr(self.roles, role)
+            if uid in {_uid(u) for u in grant.users} or groups & {_gid(g) for g in grant.groups}:
+                return role
+        if not self.roles.submitter.groups and self.socket_gid in groups:
+            return "submitter"
+        return None
+
+
+class AuditLog:
+    """One JSON line per state-changing request, appended and flushed; never rewritten."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+
+    def append(self, entry: dict[str, Any]) -> None:
+        line = json.dumps({"time": datetime.now(timezone.utc).isoformat(), **entry}) + "\n"
+        with self._lock:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+            try:
+                os.write(fd, line.encode())
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    def read(self, since: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+        try:
+            lines = self.path.read_text().splitlines()
+        except FileNotFoundError:
+            return []
+        entries = [json.loads(line) for line in lines if line.strip()]
+        if since:
+            entries = [e for e in entries if e["time"] >= since]
+        return entries[-limit:]
+
+
+def needed_role(method: str, path: str) -> str:
+    """The role a request needs: "own" means a submitter for its own tasks, else an admin."""
+    parts = path.strip("/").split("/")
+    if method in ("GET", "HEAD"):
+        return "admin" if parts[:1] == ["audit"] else "viewer"
+    if parts[:1] == ["queues"]:
+        return "admin"
+    controls = ("cancel", "retry", "pause", "resume")
+    if len(parts) == 3 and parts[0] == "tasks" and parts[2] in controls:
+        return "own"
+    return "submitter"
+
+
+class AccessControl:
+    """ASGI middleware: 403 with the missing role, and an audit line for every state change."""
+
+    def __init__(self, app: Any, policy: AccessPolicy, audit: AuditLog,
+                 owner_of: Any) -> None:  # fmt: skip
+        self.app, self.policy, self.audit, self.owner_of = app, policy, audit, owner_of
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        method, path = scope["method"], scope["path"]
+        peer = (scope.get("extensions") or {}).get("peercred") or {}
+        uid, gid = peer.get("uid", -1), peer.get("gid", -1)
+        role = self.policy.role_of(uid, gid) if peer else None
+        need = needed_role(method, path)
+        parts = path.strip("/").split("/")
+        task_id = parts[1] if len(parts) >= 2 and parts[0] == "tasks" else None
+        if need == "own":
+            need = "admin"
+            if role == "submitter" and task_id is not None:
+                from starlette.concurrency import run_in_threadpool
+
+                if await run_in_threadpool(self.owner_of, task_id) in (uid, None):
+                    need = "submitter"  # their own task (or no such task: the route says 404)
+        allowed = role is not None and RANK[role] >= RANK[need]
+        changing = method not in ("GET", "HEAD")
+        entry = {"uid": uid, "gid": gid, "pid": peer.get("pid"), "role": role,
+                 "action": f"{method} {path}", "task_id": task_id}  # fmt: skip
+        if not allowed:
+            body = json.dumps(
+                {
+                    "error": "Forbidden",
+                    "message": (
+                        f"uid {uid} needs the {need} role to {method} {path} "
+                        f"(it has {role or 'no role'}); ask an admin to add it to [roles.{need}]"
+                    ),
+                }
+            )
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 403,
+                    "headers": [(b"content-type", b"application/json")],
+                }
+            )
+            await send({"type": "http.response.body", "body": body.encode()})  # fmt: skip
+            if changing or need == "admin":
+                self.audit.append({**entry, "outcome": "refused: 403"})
+            return
+        status = 0
+
+        async def watched_send(message: Any) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        await self.app(scope, receive, watched_send)
+        if changing:
+            made = (scope.get("state") or {}).get("audit_task_id")
+            self.audit.append({**entry, "task_id": made or task_id, "outcome": status})

@@ -1,0 +1,98 @@
+"""Who may do what on the socket: a client running as `nobody` (curl, as root drops to it) is
+refused or allowed by role, each refusal is audited, and a record names who submitted it."""
+
+import json
+import os
+import pwd
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from conftest import DaemonProcess
+
+if os.geteuid() != 0:
+    pytest.skip("needs root to act as a second user", allow_module_level=True)
+
+NOBODY = pwd.getpwnam("nobody")
+
+
+def as_nobody(
+    daemon: DaemonProcess, method: str, path: str, body: object = None
+) -> tuple[int, dict[str, object]]:
+    argv = [
+        "curl",
+        "-s",
+        "-o",
+        "-",
+        "-w",
+        "\n%{http_code}",
+        "--unix-socket",
+        str(daemon.socket),
+        "-X",
+        method,
+        f"http://pi-render{path}",
+    ]
+    if body is not None:
+        argv += ["-H", "content-type: application/json", "-d", json.dumps(body)]
+
+    def drop() -> None:
+        os.setgroups([])
+        os.setgid(NOBODY.pw_gid)
+        os.setuid(NOBODY.pw_uid)
+
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, preexec_fn=drop)
+    text, _, code = done.stdout.rpartition("\n")
+    return int(code), json.loads(text) if text.strip() else {}
+
+
+def open_socket_to_nobody(daemon: DaemonProcess) -> None:
+    """The socket is 0660: give it nobody's group, as an admin would with the service's group."""
+    for folder in (daemon.socket.parent.parent, daemon.socket.parent):
+        folder.chmod(0o755)
+    os.chown(daemon.socket, -1, NOBODY.pw_gid)
+
+
+def test_a_viewer_may_look_but_not_submit(make_daemon: Callable[..., DaemonProcess]) -> None:
+    daemon = make_daemon('[roles.viewer]\nusers = ["nobody"]\n').start()
+    open_socket_to_nobody(daemon)
+    code, health = as_nobody(daemon, "GET", "/health")
+    assert code == 200 and health["status"] == "ok"
+    code, refusal = as_nobody(daemon, "POST", "/tasks", {"type": "noop"})
+    assert code == 403 and "needs the submitter role" in str(refusal["message"])
+    assert sum(daemon.client.health()["records"].values()) == 0
+    (entry,) = [e for e in daemon.client.audit() if e["uid"] == NOBODY.pw_uid]
+    assert entry["action"] == "POST /tasks" and entry["outcome"] == "refused: 403"
+    code, _ = as_nobody(daemon, "GET", "/audit")
+    assert code == 403
+
+
+def test_a_submitter_controls_its_own_tasks_only(make_daemon: Callable[..., DaemonProcess]) -> None:
+    daemon = make_daemon('[roles.submitter]\nusers = ["nobody"]\n').start()
+    open_socket_to_nobody(daemon)
+    code, mine = as_nobody(daemon, "POST", "/tasks", {"type": "noop", "args": {"sleep_s": 60}})
+    assert code == 201
+    record = daemon.client.get(str(mine["id"]))
+    assert record.submitted_by is not None and record.submitted_by["uid"] == NOBODY.pw_uid
+    roots = daemon.client.submit("noop", {"sleep_s": 60})  # root's task
+    code, refusal = as_nobody(daemon, "POST", f"/tasks/{roots.id}/cancel")
+    assert code == 403 and "needs the admin role" in str(refusal["message"])
+    code, _ = as_nobody(daemon, "POST", "/queues/default/pause")
+    assert code == 403
+    code, cancelled = as_nobody(daemon, "POST", f"/tasks/{record.id}/cancel")
+    assert code in (200, 202)
+    assert daemon.client.cancel(roots.id).id == roots.id  # root is an admin
+    actions = {(e["action"], e["outcome"]) for e in daemon.client.audit()
+               if e["uid"] == NOBODY.pw_uid}  # fmt: skip
+    assert ("POST /tasks", 201) in actions
+    assert (f"POST /tasks/{roots.id}/cancel", "refused: 403") in actions
+    submits = [e for e in daemon.client.audit() if e["action"] == "POST /tasks"]
+    assert {e["task_id"] for e in submits} >= {record.id, roots.id}
+
+
+def test_the_audit_log_is_append_only_json_lines(daemon: DaemonProcess) -> None:
+    daemon.client.submit("noop", {})
+    path = Path(daemon.data_dir) / "audit.jsonl"
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert lines and {"time", "uid", "pid", "action", "task_id", "outcome"} <= set(lines[-1])
