@@ -68,6 +68,9 @@ class Settings(BaseModel):
     )
     max_request_bytes: int = Field(1 << 20, ge=1024, description="largest request body")
     roles: Roles = Field(default_factory=Roles, description="who may do what on the socket")
+    max_queued_per_uid: int | None = Field(
+        None, ge=1, description="waiting+running tasks one uid may have (root is exempt)"
+    )
     blender_env_keep: list[str] = Field(
         default_factory=lambda: ["PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR",
                                  "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "OCIO"],

@@ -20,6 +20,12 @@ class TaskLimitReached(PiRenderError):
     http_status = 409
 
 
+class TooManyQueued(PiRenderError):
+    """Raised when one uid already has its maximum of waiting and running tasks."""
+
+    http_status = 429
+
+
 class NotQualified(PiRenderError):
     """Raised when no worker pool can ever run the task; says what is missing."""
 

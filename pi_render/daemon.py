@@ -62,7 +62,7 @@ class Daemon:
 
     # settings a SIGHUP applies; the others (data dir, socket, workers…) need a restart
     RELOADABLE = ("cron", "hooks", "retry", "limits", "requires", "capabilities", "timeouts",
-                  "source_roots", "output_roots", "roles",
+                  "source_roots", "output_roots", "roles", "max_queued_per_uid",
                   "notify_command", "render_timeout_s", "render_stall_timeout_s",
                   "render_stop_grace_s", "allow_blend_scripts", "log_level")  # fmt: skip
 
@@ -206,7 +206,8 @@ class Daemon:
 
     def _controls(self, settings: Settings) -> SubmitControls:
         roots = (tuple(settings.source_roots), tuple(settings.output_roots))
-        return SubmitControls(settings.limits, settings.requires, self.capabilities, roots)
+        return SubmitControls(settings.limits, settings.requires, self.capabilities, roots,
+                              settings.max_queued_per_uid)  # fmt: skip
 
     def _access(self, socket_gid: int) -> tuple[AccessPolicy, AuditLog]:
         self.access_policy = AccessPolicy(self.settings.roles, socket_gid)

@@ -27,3 +27,26 @@ def confined(path: str | Path, roots: list[Path], what: str) -> Path:
     allowed = ", ".join(str(r) for r in roots) or "none"
     where = "" if str(real) == str(path) else f" (it resolves to {real})"
     raise PathNotAllowed(f"{what} {path}{where} is outside the allowed roots: {allowed}")
+
+
+def readable_by(path: Path, uid: int, groups: set[int]) -> bool:
+    """Whether `uid` (with `groups`) may read `path`: its folders searchable, the file readable.
+    Root may; the daemon decides for its own user too."""
+    if uid == 0:
+        return True
+
+    def allowed(target: Path, bits: tuple[int, int, int]) -> bool:
+        st = target.stat()
+        if st.st_uid == uid:
+            return bool(st.st_mode & bits[0])
+        if st.st_gid in groups:
+            return bool(st.st_mode & bits[1])
+        return bool(st.st_mode & bits[2])
+
+    try:
+        for folder in reversed(path.parents):
+            if not allowed(folder, (0o100, 0o010, 0o001)):
+                return False
+        return allowed(path, (0o400, 0o040, 0o004))
+    except OSError:
+        return False

@@ -11,8 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from pi_render.clock import Clock
+from pi_render.api.access import groups_of
 from pi_render.controls import (
     Limit,
+    TooManyQueued,
     NotQualified,
     Requirements,
     check_limit,
@@ -44,6 +46,7 @@ class SubmitControls:
     requires: dict[str, Requirements]
     capabilities: Callable[[str], dict[str, Any]]  # label → what its pool offers
     roots: tuple[tuple[Path, ...], tuple[Path, ...]] = ((Path("/"),), (Path("/"),))
+    max_queued_per_uid: int | None = None
 
 
 class TaskService:
@@ -92,7 +95,8 @@ class TaskService:
             self._check_parent(parent)
         extra = {"origin": origin, "timeout_s": timeout_s, "parent": parent, "requires": requires,
                  "submitted_by": submitted_by}  # fmt: skip
-        return self.submit_many([(type_name, args, priority, label)], extra=extra, force=force)[0]
+        requests = [(type_name, args, priority, label)]
+        return self.submit_many(requests, extra=extra, force=force)[0]
 
     def submit_many(
         self,
@@ -110,7 +114,9 @@ class TaskService:
         with self._submit_lock:  # limits count what is already there: one submitter at a time
             for index, (type_name, args, priority, label) in enumerate(requests):
                 try:
-                    record = self._new_record(type_name, args, priority, label, task_id)
+                    who = (extra or {}).get("submitted_by")
+                    reader = (who["uid"], groups_of(who["uid"], who["gid"])) if who else None
+                    record = self._new_record(type_name, args, priority, label, task_id, reader)
                     fields = {k: v for k, v in (extra or {}).items() if v is not None}
                     record = record.model_copy(update=fields) if fields else record
                     existing = self._controlled(record, new, force)
@@ -142,6 +148,7 @@ class TaskService:
         priority: Priority,
         label: str | None,
         task_id: str | None = None,
+        reader: tuple[int, frozenset[int]] | None = None,
     ) -> TaskRecord:
         cls = task_type(type_name)
         parsed = cls.parse_args(args)
@@ -149,7 +156,7 @@ class TaskService:
         self.router.queue_for(label)  # refuse before writing anything
         task_id = task_id or self.ids.new()
         roots = self.controls.roots if self.controls else ((Path("/"),), (Path("/"),))
-        context = SubmitContext(task_id, self.spool_dir / task_id, self.output_root, *roots)
+        context = SubmitContext(task_id, self.spool_dir / task_id, self.output_root, *roots, reader)
         parsed = cls.prepare(parsed, context)
         return TaskRecord(
             id=task_id,
@@ -183,6 +190,13 @@ class TaskService:
             existing = find_duplicate(self.records, record)
             if existing is not None:
                 return existing
+        who = record.submitted_by
+        if controls.max_queued_per_uid is not None and who is not None and who["uid"] != 0:
+            queued = self.records.live_count_of_uid(who["uid"])
+            if queued >= controls.max_queued_per_uid:
+                raise TooManyQueued(f"uid {who['uid']} already has {queued} tasks waiting or "
+                                    f"running (max_queued_per_uid = "
+                                    f"{controls.max_queued_per_uid})")  # fmt: skip
         limit = controls.limits.get(record.type)
         if limit is not None:
             record.limit_key = limit_key(limit, record, content)

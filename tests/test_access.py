@@ -96,3 +96,27 @@ def test_the_audit_log_is_append_only_json_lines(daemon: DaemonProcess) -> None:
     path = Path(daemon.data_dir) / "audit.jsonl"
     lines = [json.loads(line) for line in path.read_text().splitlines()]
     assert lines and {"time", "uid", "pid", "action", "task_id", "outcome"} <= set(lines[-1])
+
+
+def test_a_uid_may_queue_only_so_many_and_only_what_it_can_read(
+    make_daemon: Callable[..., DaemonProcess],
+) -> None:
+    config = 'max_queued_per_uid = 2\n[roles.submitter]\nusers = ["nobody"]\n'
+    daemon = make_daemon(config).start()
+    open_socket_to_nobody(daemon)
+    for _ in range(2):
+        code, _ = as_nobody(daemon, "POST", "/tasks", {"type": "noop", "args": {"sleep_s": 60}})
+        assert code == 201
+    code, refusal = as_nobody(daemon, "POST", "/tasks", {"type": "noop"})
+    assert code == 429 and "already has 2 tasks" in str(refusal["message"])
+    assert daemon.client.submit("noop", {}).id  # root is exempt
+
+    folder = daemon.socket.parent  # a folder nobody can search (0755)
+    secret = folder / "secret.blend"
+    secret.write_bytes(b"BLENDER-v304 not for nobody")
+    secret.chmod(0o600)
+    code, refusal = as_nobody(daemon, "POST", "/render-tasks", {"source": str(secret)})
+    assert code == 403 and "may not read" in str(refusal["message"])
+    secret.chmod(0o644)  # now it may read it: the refusal is about the file itself
+    code, refusal = as_nobody(daemon, "POST", "/render-tasks", {"source": str(secret)})
+    assert code == 422 and "cannot render" in str(refusal["message"])

@@ -49,14 +49,15 @@ def _gid(name: str) -> int | None:
         return None
 
 
-def _groups_of(uid: int, gid: int) -> set[int]:
+def groups_of(uid: int, gid: int) -> frozenset[int]:
+    """The uid's primary and supplementary groups."""
     groups = {gid}
     try:
         name = pwd.getpwuid(uid).pw_name
         groups |= set(os.getgrouplist(name, gid))
     except KeyError:
         pass
-    return groups
+    return frozenset(groups)
 
 
 class AccessPolicy:
@@ -69,7 +70,7 @@ class AccessPolicy:
     def role_of(self, uid: int, gid: int) -> Role | None:
         if uid in (0, os.getuid()):
             return "admin"
-        groups = _groups_of(uid, gid)
+        groups = groups_of(uid, gid)
         roles: tuple[Role, ...] = ("admin", "submitter", "viewer")
         for role in roles:
             grant: RoleGrant = getattr(self.roles, role)

@@ -143,6 +143,15 @@ class TaskRecordManifest:
         )
         return [TaskRecord.model_validate_json(row[0]) for row in rows]
 
+    def live_count_of_uid(self, uid: int) -> int:
+        """Pending, running and retrying tasks submitted by `uid` (the status index narrows)."""
+        rows = self._store.query(
+            f"SELECT count(*) FROM {TABLE} WHERE json_extract(value, '$.status') IN "
+            "('pending', 'running', 'retrying') AND json_extract(value, '$.submitted_by.uid') = ?",
+            (uid,),
+        )
+        return int(rows[0][0])
+
     def with_content_key(self, key: str) -> list[TaskRecord]:
         rows = self._store.query(
             f"SELECT value FROM {TABLE} WHERE json_extract(value, '$.content_key') = ? "

@@ -24,6 +24,7 @@ class SubmitContext:
     output_root: Path  # default parent of output folders
     source_roots: tuple[Path, ...] = (Path("/"),)  # where named sources may be
     output_roots: tuple[Path, ...] = (Path("/"),)  # where named outputs may go
+    reader: tuple[int, frozenset[int]] | None = None  # the submitter's uid and groups
 
 
 class MetaTask(type):

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pi_render.blend import BlendFileError, read_blend_info
 from pi_render.errors import PiRenderError
 from pi_render.manifest.frames import FrameOutput
-from pi_render.paths import confined
+from pi_render.paths import PathNotAllowed, confined, readable_by
 from pi_render.task import labels
 from pi_render.task.base import SubmitContext, TaskBase
 from pi_render.task.snapshot import SnapshotError, snapshot_blend, snapshot_project
@@ -113,6 +113,9 @@ class RenderTask(TaskBase[RenderArgs, RenderResult]):
             source = Path(args.source)  # an upload: already in the daemon's own spool
         else:
             source = confined(args.source, list(ctx.source_roots), "source")
+            if ctx.reader is not None and not readable_by(source, ctx.reader[0],
+                                                          set(ctx.reader[1])):  # fmt: skip
+                raise PathNotAllowed(f"uid {ctx.reader[0]} may not read {source}")
         data_type = args.data_type or (
             BlenderDataType.MULTI_FILE if source.suffix.lower() == ".zip"
             else BlenderDataType.SINGLE_FILE
