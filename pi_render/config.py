@@ -13,8 +13,8 @@ from pi_render.controls import Capabilities, Limit, Requirements
 from pi_render.cron import CronJob
 from pi_render.errors import ConfigError
 from pi_render.hooks import Hook
-from pi_render.workflows import Workflow
 from pi_render.retry import RetryPolicy
+from pi_render.workflows import Workflow
 
 # AF_UNIX paths are limited to 108 bytes including the terminating NUL.
 MAX_SOCKET_PATH = 107
@@ -67,6 +67,7 @@ class Settings(BaseModel):
         default_factory=lambda: [Path("/")], description="where outputs may be written"
     )
     max_request_bytes: int = Field(1 << 20, ge=1024, description="largest request body")
+    min_free_bytes: int = Field(64 << 20, ge=0, description="refuse work below this free space")
     roles: Roles = Field(default_factory=Roles, description="who may do what on the socket")
     max_queued_per_uid: int | None = Field(
         None, ge=1, description="waiting+running tasks one uid may have (root is exempt)"

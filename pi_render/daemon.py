@@ -19,6 +19,7 @@ from pi_render.api.server import SocketServer, bind_unix_socket, make_server
 from pi_render.api.waiters import FinalStateWaiters
 from pi_render.clock import Clock, SystemClock
 from pi_render.config import Settings, load_settings
+from pi_render.controls import pool_capabilities
 from pi_render.errors import ConfigError, PiRenderError
 from pi_render.hooks import HookOutbox, HookWorker
 from pi_render.manifest.failed import FailedTaskManifest
@@ -30,9 +31,8 @@ from pi_render.processor.context import StopReason
 from pi_render.queue.router import Router
 from pi_render.queue.sqlite import SqliteTaskQueue
 from pi_render.recovery import recover, release_waiting
-from pi_render.sdnotify import sd_notify, watchdog_interval_s
 from pi_render.retry import RetryPolicies
-from pi_render.controls import pool_capabilities
+from pi_render.sdnotify import sd_notify, watchdog_interval_s
 from pi_render.service import SubmitControls, TaskService
 from pi_render.task.base import task_type
 from pi_render.workers.cron_worker import BuiltinJob, CronStore, CronWorker
@@ -62,7 +62,7 @@ class Daemon:
 
     # settings a SIGHUP applies; the others (data dir, socket, workers…) need a restart
     RELOADABLE = ("cron", "hooks", "retry", "limits", "requires", "capabilities", "timeouts",
-                  "source_roots", "output_roots", "roles", "max_queued_per_uid",
+                  "source_roots", "output_roots", "roles", "max_queued_per_uid", "min_free_bytes",
                   "notify_command", "render_timeout_s", "render_stall_timeout_s",
                   "render_stop_grace_s", "allow_blend_scripts", "log_level")  # fmt: skip
 
@@ -207,7 +207,7 @@ class Daemon:
     def _controls(self, settings: Settings) -> SubmitControls:
         roots = (tuple(settings.source_roots), tuple(settings.output_roots))
         return SubmitControls(settings.limits, settings.requires, self.capabilities, roots,
-                              settings.max_queued_per_uid)  # fmt: skip
+                              settings.max_queued_per_uid, settings.min_free_bytes)  # fmt: skip
 
     def _access(self, socket_gid: int) -> tuple[AccessPolicy, AuditLog]:
         self.access_policy = AccessPolicy(self.settings.roles, socket_gid)

@@ -54,6 +54,12 @@ class TaskTimedOut(PiRenderError):
     """Raised when a task ran past its maximum runtime (per task, or per type in config)."""
 
 
+class DiskFull(PiRenderError):
+    """Raised when the data disk has too little room left to accept work safely."""
+
+    http_status = 507
+
+
 class NoConsumer(PiRenderError):
     """Raised when a task is routed to a label that no worker consumes."""
 

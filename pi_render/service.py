@@ -10,19 +10,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pi_render.clock import Clock
 from pi_render.api.access import groups_of
+from pi_render.clock import Clock
 from pi_render.controls import (
     Limit,
-    TooManyQueued,
     NotQualified,
     Requirements,
+    TooManyQueued,
     check_limit,
     find_duplicate,
     limit_key,
     missing,
 )
-from pi_render.errors import PiRenderError, TaskNotFound, TaskStateConflict
+from pi_render.errors import DiskFull, PiRenderError, TaskNotFound, TaskStateConflict
 from pi_render.manifest.failed import FailedTask, FailedTaskManifest
 from pi_render.manifest.records import TaskIdGenerator, TaskRecordManifest
 from pi_render.processor.context import StopReason
@@ -47,6 +47,7 @@ class SubmitControls:
     capabilities: Callable[[str], dict[str, Any]]  # label → what its pool offers
     roots: tuple[tuple[Path, ...], tuple[Path, ...]] = ((Path("/"),), (Path("/"),))
     max_queued_per_uid: int | None = None
+    min_free_bytes: int = 0
 
 
 class TaskService:
@@ -109,6 +110,7 @@ class TaskService:
 
         A render identical to a live or completed one returns that one (unless `force`).
         """
+        self._check_room()
         records: list[TaskRecord] = []  # what is returned, in order
         new: list[TaskRecord] = []  # what is written
         with self._submit_lock:  # limits count what is already there: one submitter at a time
@@ -166,6 +168,18 @@ class TaskService:
             args=parsed.model_dump(mode="json"),
             created_at=self.clock.now(),
         )
+
+    def _check_room(self) -> None:
+        """Refuse work before the data disk is so full that writing it could fail halfway."""
+        need = self.controls.min_free_bytes if self.controls else 0
+        if need <= 0:
+            return
+        free = shutil.disk_usage(self.spool_dir.parent).free
+        if free < need:
+            raise DiskFull(
+                f"the data disk has {free // (1 << 20)} MiB free, less than min_free_bytes "
+                f"({need // (1 << 20)} MiB): free some space; nothing was submitted"
+            )
 
     def _controlled(
         self, record: TaskRecord, batch: list[TaskRecord], force: bool

@@ -1,5 +1,7 @@
 """HTTP/JSON routes over the task service; every error is JSON a person can act on."""
 
+import errno
+import sqlite3
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -14,12 +16,12 @@ from pi_render.api.access import AccessControl, AccessPolicy, AuditLog
 from pi_render.api.limits import BodyLimit
 from pi_render.api.waiters import FinalStateWaiters
 from pi_render.controls import Requirements
-from pi_render.workflows import UnknownWorkflow, Workflow, WorkflowRun
 from pi_render.errors import InvalidTaskArgs, PiRenderError
 from pi_render.manifest.failed import FailedTask
 from pi_render.service import TaskService
 from pi_render.task.base import task_types
 from pi_render.task.record import Priority, TaskRecord, TaskStatus
+from pi_render.workflows import UnknownWorkflow, Workflow, WorkflowRun
 
 MAX_WAIT_S = 3600.0
 MAX_BATCH = 1000
@@ -147,6 +149,18 @@ def create_app(
     async def _pi_render_error(request: Request, exc: PiRenderError) -> JSONResponse:
         extra = {"fields": exc.errors} if isinstance(exc, InvalidTaskArgs) else {}
         return _error(exc.http_status, type(exc).__name__, str(exc), **extra)
+
+    @app.exception_handler(OSError)
+    async def _os_error(request: Request, exc: OSError) -> JSONResponse:
+        if exc.errno == errno.ENOSPC:
+            return _error(507, "DiskFull", "the disk is full; nothing was changed")
+        return _error(500, type(exc).__name__, f"the daemon could not do that: {exc}")
+
+    @app.exception_handler(sqlite3.OperationalError)
+    async def _sqlite_error(request: Request, exc: sqlite3.OperationalError) -> JSONResponse:
+        if "full" in str(exc):
+            return _error(507, "DiskFull", "the data disk is full; free some space")
+        return _error(503, "StorageError", f"storage is busy or failing: {exc}; try again")
 
     @app.exception_handler(RequestValidationError)
     async def _bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
