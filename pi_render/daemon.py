@@ -22,6 +22,7 @@ from pi_render.config import Settings, load_settings
 from pi_render.controls import pool_capabilities
 from pi_render.errors import ConfigError, PiRenderError
 from pi_render.hooks import HookOutbox, HookWorker
+from pi_render.lock import DataDirLock
 from pi_render.manifest.failed import FailedTaskManifest
 from pi_render.manifest.frames import FrameLedger
 from pi_render.manifest.records import TaskRecordManifest
@@ -70,8 +71,6 @@ class Daemon:
         self, settings: Settings, clock: Clock | None = None, config_path: Path | None = None
     ) -> None:
         self.config_path = config_path
-        from pi_render.lock import DataDirLock
-
         self.settings = settings
         self.clock = clock or SystemClock()
         self.lock = DataDirLock(settings.lock_path)

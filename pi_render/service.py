@@ -188,17 +188,14 @@ class TaskService:
         controls = self.controls
         if controls is None:
             return None
-        cls = task_type(record.type)
-        parsed = cls.parse_args(record.args)
         needs = {**controls.requires.get(record.type, Requirements()).model_dump(),
                  **{k: v for k, v in (record.requires or {}).items() if v}}  # fmt: skip
-        for key, value in cls.requirements(parsed).items():
-            needs[key] = sorted({*needs.get(key, []), *value}) if isinstance(value, list) else value
         lacks = missing(Requirements.model_validate(needs), controls.capabilities(record.label))
         if lacks:
             raise NotQualified(f"no worker pool can run this {record.type} task on label "
                                f"{record.label!r}: it lacks {', '.join(lacks)}")  # fmt: skip
-        content = cls.content_key(parsed)
+        cls = task_type(record.type)
+        content = cls.content_key(cls.parse_args(record.args))
         record.content_key = content
         if content is not None and not force:
             existing = find_duplicate(self.records, record)

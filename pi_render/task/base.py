@@ -100,11 +100,6 @@ class TaskBase(Generic[ArgsT, ResultT], metaclass=MetaTask):
         return None
 
     @classmethod
-    def requirements(cls, args: ArgsT) -> dict[str, Any]:
-        """Capabilities this task needs whatever the config says (a render: its engine)."""
-        return {}
-
-    @classmethod
     def parse_result(cls, raw: Any) -> ResultT:
         return cls.result_model.model_validate(raw)  # type: ignore[return-value]
 
