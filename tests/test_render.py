@@ -148,6 +148,9 @@ def test_kill_9_mid_render_resumes_without_rendering_done_frames_again(
     task_id = start_slow(renderer, scenes["slow"], out)
     wait_until(lambda: len(outputs(out)) >= 3, timeout=120, what="three frames to land")
     renderer.kill()
+    # Blender dies with the daemon (no orphan goes on rendering frames nobody will collect)
+    snapshot = str(renderer.data_dir / "spool" / task_id / "scene.blend")
+    wait_until(lambda: not running_with(snapshot), timeout=10, what="Blender to die with it")
     landed_before = {int(p.stem.split("_")[1]) for p in outputs(out)}
     renderer.start()
     done = renderer.client.wait(task_id, 300)
@@ -162,8 +165,6 @@ def test_kill_9_mid_render_resumes_without_rendering_done_frames_again(
     # a frame placed but not yet in the ledger at the kill may be rendered again: at most one
     assert len(rendered_again & landed_before) <= 1
     assert rendered_again | landed_before >= set(range(1, 13))
-    # the Blender the dead daemon left behind was found and stopped before rendering again
-    assert "killed a Blender left running by a dead daemon" in renderer.log()
 
 
 def test_cancel_mid_render_stops_blender_and_keeps_frames(
@@ -179,17 +180,18 @@ def test_cancel_mid_render_stops_blender_and_keeps_frames(
     assert 2 <= len(kept) < 12
     pid_file = renderer.data_dir / "spool" / task_id / "blender.pid"
     assert not pid_file.exists()
-    snapshot = str(renderer.data_dir / "spool" / task_id / "scene.blend")
-    assert not any(snapshot in p.read_bytes().decode(errors="replace")
-                   for p in Path("/proc").glob("[0-9]*/cmdline") if _readable(p))  # fmt: skip
+    assert not running_with(str(renderer.data_dir / "spool" / task_id / "scene.blend"))
 
 
-def _readable(path: Path) -> bool:
-    try:
-        path.read_bytes()
-    except OSError:
-        return False
-    return True
+def running_with(marker: str) -> bool:
+    """Is a process alive whose command line names `marker`?"""
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if marker in cmdline.read_bytes().decode(errors="replace"):
+                return True
+        except OSError:
+            continue  # it ended while we looked
+    return False
 
 
 def test_render_timeout_is_a_named_failure(renderer: DaemonProcess, scenes: dict[str, Path],

@@ -3,6 +3,7 @@ a stop (cancel or shutdown) that reaches it within seconds. Failures get names."
 
 import os
 import queue
+import shutil
 import signal
 import subprocess
 import threading
@@ -91,7 +92,7 @@ class BlenderProcess:
     def run(self) -> None:
         """Raises a RenderFailed subclass, or TaskStopped when asked to stop."""
         proc = subprocess.Popen(
-            self.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            [*dies_with_parent(), *self.argv], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True, text=True, errors="replace", bufsize=1, env=self.env,
         )  # fmt: skip
         self.pid_file.write_text(f"{proc.pid}\n")  # so a daemon killed now can reap it later
@@ -193,6 +194,14 @@ class BlenderProcess:
                 return
             except subprocess.TimeoutExpired:
                 continue
+
+
+def dies_with_parent() -> list[str]:
+    """A prefix that makes the kernel SIGKILL Blender when its worker thread dies (a daemon killed
+    with -9 included), so an orphan never renders frames that the next attempt renders again.
+    util-linux's setpriv sets it and execs Blender: the same pid, no fork-time Python code."""
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "KILL", "--"] if setpriv else []
 
 
 def scrubbed_env(keep: list[str], home: Path) -> dict[str, str]:

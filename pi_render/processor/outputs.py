@@ -79,17 +79,25 @@ def place(path: Path, output_dir: Path, frame: int) -> FrameOutput:
         try:
             os.replace(path, target)
         except OSError:  # another file system: copy beside the target, then rename
-            temp = output_dir / f".{path.name}.partial"
-            shutil.copyfile(path, temp)
-            fsync_path(temp)
-            os.replace(temp, target)
-            path.unlink()
+            _copy_across(path, output_dir / f".{path.name}.partial", target)
         fsync_path(output_dir)
     except OSError as exc:
         raise UnwritableOutput(
             f"cannot place {path.name} in {output_dir}: {exc.strerror or exc}"
         ) from None
     return FrameOutput(frame=frame, path=str(target), size=size, sha256=checksum)
+
+
+def _copy_across(path: Path, temp: Path, target: Path) -> None:
+    """Copy, fsync, rename; a copy cut short (a full disk) leaves no partial file behind."""
+    try:
+        shutil.copyfile(path, temp)
+        fsync_path(temp)
+        os.replace(temp, target)
+    except OSError:
+        temp.unlink(missing_ok=True)
+        raise
+    path.unlink()
 
 
 def still_there(output: FrameOutput) -> bool:

@@ -1,0 +1,298 @@
+"""Chaos: a daemon under a mixed load (renders with real Blender, journal tasks, tasks that fail
+and retry, tasks that die, a cron job) killed with SIGKILL at random moments, and its Blender
+too, restarted each time. Afterwards nothing is lost, nothing ran after it was recorded
+completed, every database passes `PRAGMA integrity_check`, and frames rendered twice ≤ kills.
+
+CI runs ≈20 kills; `PI_RENDER_CHAOS_KILLS=200 PI_RENDER_CHAOS_RENDERS=30` is the documented run.
+"""
+
+import os
+import random
+import signal
+import sqlite3
+import sys
+import threading
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from blender_env import blender_or_skip, run_blender_script
+from conftest import DaemonProcess, wait_until
+
+from pi_render.api.client import ApiError, Client
+from pi_render.errors import DaemonUnreachable
+from pi_render.task.record import TaskRecord
+
+KILLS = int(os.environ.get("PI_RENDER_CHAOS_KILLS", "20"))
+RENDERS = int(os.environ.get("PI_RENDER_CHAOS_RENDERS", "6"))
+JOURNALS = int(os.environ.get("PI_RENDER_CHAOS_JOURNALS", str(10 * KILLS)))
+FLAKY, DOOMED = max(3, KILLS // 4), max(2, KILLS // 10)
+BLENDER_KILL_CHANCE = 0.3
+SCENE_FRAMES = 20
+MAKE_SCENE = (
+    Path(__file__).parent.parent / "pi_render" / "processor" / "scripts" / "sample_scene.py"
+)
+CONFIG = """[workers]
+default = 2
+render = 1
+[retry.render]
+max_attempts = 1000
+base_delay_s = 0.2
+max_delay_s = 1
+jitter = 0
+[retry.flaky]
+max_attempts = 1000
+base_delay_s = 0.1
+max_delay_s = 0.5
+jitter = 0
+"""
+CRON = '[[cron]]\nname = "tick"\nschedule = "*/2 * * * * *"\ntask = "noop"\n'
+# inside Blender: one fsynced line per frame written, `<time> <frame> <path>`
+FRAME_JOURNAL_SCRIPT = """import os, time, bpy
+def wrote(scene, *_):
+    line = f"{{time.time():.6f}} {{scene.frame_current}} {{scene.render.frame_path()}}\\n"
+    fd = os.open({journal!r}, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    os.write(fd, line.encode()); os.fsync(fd); os.close(fd)
+bpy.app.handlers.render_write.append(wrote)
+"""
+# the `blender` the daemon runs: real Blender with the frame journal loaded before it renders
+WRAPPER = """#!{python}
+import os, sys
+args = sys.argv[1:]
+if "-f" in args:
+    args[args.index("-f"):args.index("-f")] = ["--python", {script!r}]
+os.execv({blender!r}, [{blender!r}, *args])
+"""
+
+
+@dataclass
+class Plan:
+    """What to submit, in order; `acked` holds the ids the daemon acknowledged."""
+
+    items: list[tuple[str, dict[str, Any]]]
+    next: int = 0
+    acked: dict[str, str] = field(default_factory=dict)  # id → type
+
+
+class Submitter(threading.Thread):
+    """Submits the plan until it is done or the daemon goes away (killed mid-request)."""
+
+    def __init__(self, client: Client, plan: Plan) -> None:
+        super().__init__(daemon=True)
+        self.client, self.plan = client, plan
+
+    def run(self) -> None:
+        while self.plan.next < len(self.plan.items):
+            type_name, args = self.plan.items[self.plan.next]
+            self.plan.next += 1  # a request cut by a kill may or may not exist: both are fine
+            try:
+                record = self.client.submit(type_name, args)
+            except (DaemonUnreachable, ApiError):
+                return
+            self.plan.acked[record.id] = type_name
+
+
+def make_plan(rng: random.Random, tmp: Path, scene: Path) -> Plan:
+    items: list[tuple[str, dict[str, Any]]] = []
+    items += [("journal", {"journal": str(tmp / "journal")}) for _ in range(JOURNALS)]
+    items += [("flaky", {"marker_dir": str(tmp / f"flaky{i}"), "fail_times": 2})
+              for i in range(FLAKY)]  # fmt: skip
+    items += [("explode", {"message": f"doomed {i}"}) for i in range(DOOMED)]
+    for i in range(RENDERS):
+        count = rng.randint(5, SCENE_FRAMES)
+        start = rng.randint(1, SCENE_FRAMES - count + 1)
+        frames = {"start_frame": start, "end_frame": start + count - 1}
+        output = str(tmp / f"out{i}")
+        items.append(("render", {"source": str(scene), "output_dir": output, **frames}))
+    rng.shuffle(items)
+    return Plan(items)
+
+
+def lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def blender_pids(blender: Path, data_dir: Path) -> list[int]:
+    """Blender processes rendering for this daemon (their command line names its data dir)."""
+    pids = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            argv = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv[0] == str(blender).encode() and str(data_dir).encode() in b" ".join(argv):
+            pids.append(int(cmdline.parent.name))
+    return pids
+
+
+def sqlite_files(root: Path) -> list[Path]:
+    return [
+        p for p in root.rglob("*") if p.is_file() and p.read_bytes()[:16] == b"SQLite format 3\0"
+    ]
+
+
+def assert_databases_intact(data_dir: Path) -> int:
+    files = sqlite_files(data_dir)
+    assert files, f"no SQLite database under {data_dir}"
+    for path in files:
+        with sqlite3.connect(path) as db:
+            assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)], path
+    return len(files)
+
+
+def all_records(client: Client) -> list[TaskRecord]:
+    records: list[TaskRecord] = []
+    while page := client.list(limit=1000, offset=len(records)):
+        records.extend(page)
+    return records
+
+
+@pytest.fixture(scope="module")
+def chaos_scene(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("chaos-scene") / "scene.blend"
+    run_blender_script(blender_or_skip(), MAKE_SCENE, str(path), str(SCENE_FRAMES), "1", "32")
+    return path
+
+
+def test_mixed_load_survives_kill_9_of_daemon_and_blender(
+    make_daemon: Callable[..., DaemonProcess], tmp_path: Path, chaos_scene: Path
+) -> None:
+    seed = int(os.environ.get("PI_RENDER_CHAOS_SEED", random.randrange(1 << 30)))
+    rng = random.Random(seed)
+    print(f"chaos seed {seed}")
+    blender = blender_or_skip().resolve()
+    frame_journal = tmp_path / "frames"
+    script = tmp_path / "frame_journal.py"
+    script.write_text(FRAME_JOURNAL_SCRIPT.format(journal=str(frame_journal)))
+    wrapper = tmp_path / "blender"
+    wrapper.write_text(WRAPPER.format(python=sys.executable, script=str(script),
+                                      blender=str(blender)))  # fmt: skip
+    wrapper.chmod(0o755)
+    config = f'blender = "{wrapper}"\nrender_stop_grace_s = 2\n{CONFIG}{CRON}'
+    daemon = make_daemon(config)
+    plan = make_plan(rng, tmp_path, chaos_scene)
+    journal = tmp_path / "journal"
+    blender_kills = 0
+
+    def events() -> int:
+        return len(lines(journal)) + len(lines(frame_journal))
+
+    for kill in range(KILLS):
+        daemon.start()
+        submitter = Submitter(daemon.client, plan)
+        submitter.start()
+        settle_on(events, events() + rng.randrange(0, 30), submitter, daemon.client)
+        if rng.random() < BLENDER_KILL_CHANCE:
+            for pid in poll(lambda: blender_pids(blender, daemon.data_dir), timeout=10) or []:
+                os.kill(pid, signal.SIGKILL)
+                blender_kills += 1
+            settle_on(events, events() + rng.randrange(0, 10), submitter, daemon.client)
+        daemon.kill()
+        submitter.join(30)
+        assert_databases_intact(daemon.data_dir)
+        print(f"kill {kill + 1}: {len(plan.acked)} acked, {events()} events, "
+              f"{len(lines(frame_journal))} frames, {blender_kills} Blender kills")
+
+    daemon.config_path.write_text(daemon.config_path.read_text().replace(CRON, ""))
+    daemon.start()
+    Submitter(daemon.client, plan).run()
+    assert plan.next == len(plan.items)
+
+    def settled() -> list[TaskRecord] | None:
+        records = all_records(daemon.client)
+        return records if all(r.status.is_final for r in records) else None
+
+    records = wait_until(settled, timeout=600, what="every task to reach a final state")
+    health = daemon.client.health()
+    assert daemon.terminate() == 0
+    databases = assert_databases_intact(daemon.data_dir)
+
+    by_id = {r.id: r for r in records}
+    assert set(plan.acked) <= set(by_id), "an acknowledged task was lost"
+    types = Counter(r.type for r in records)
+    check_journal_tasks([r for r in records if r.type == "journal"], journal)
+    for record in records:
+        if record.type == "flaky":
+            # failed twice, then succeeded (a kill may cut a failure before it was recorded)
+            runs = len(list(Path(record.args["marker_dir"]).iterdir()))
+            assert record.status == "completed" and record.errors and runs >= 3, record
+        elif record.type == "explode":
+            assert record.status == "failed" and record.error is not None, record
+            assert "doomed" in record.error.message, record
+        elif record.type == "noop":
+            assert record.origin and record.origin.startswith("cron:tick@"), record
+    cron_fires = [r.origin for r in records if r.type == "noop"]
+    assert cron_fires and len(cron_fires) == len(set(cron_fires)), "a cron fire ran twice"
+    renders = [r for r in records if r.type == "render"]
+    rendered_twice = check_renders(renders, frame_journal)
+    assert rendered_twice <= KILLS + blender_kills, (rendered_twice, KILLS, blender_kills)
+    assert sum(q["high"] + q["normal"] + q["taken"] for q in health["queues"].values()) == 0
+    print(f"chaos: {KILLS} daemon kills, {blender_kills} Blender kills, {dict(types)} tasks, "
+          f"{rendered_twice} frames rendered twice, {databases} databases intact")  # fmt: skip
+
+
+def poll(predicate: Callable[[], list[int]], timeout: float) -> list[int] | None:
+    """`predicate`'s first non-empty answer within `timeout` seconds, else None."""
+    try:
+        found: list[int] = wait_until(predicate, timeout=timeout, what="")
+    except AssertionError:
+        return None
+    return found
+
+
+def settle_on(events: Callable[[], int], target: int, submitter: Submitter, client: Client) -> None:
+    """Wait for `target` events, or for the work to run out."""
+    wait_until(lambda: events() >= target or (not submitter.is_alive() and not work_left(client)),
+               timeout=120, what="work to happen before the kill")  # fmt: skip
+
+
+def work_left(client: Client) -> bool:
+    try:
+        return any(not r.status.is_final for r in all_records(client))
+    except (DaemonUnreachable, ApiError):
+        return True
+
+
+def check_journal_tasks(records: list[TaskRecord], journal: Path) -> None:
+    """Each run was a recorded attempt, and the completing run was the last one."""
+    seen: dict[str, list[int]] = {}
+    for line in lines(journal):
+        task_id, attempt = line.split()
+        seen.setdefault(task_id, []).append(int(attempt))
+    for record in records:
+        assert record.status == "completed", record
+        runs = seen[record.id]
+        assert runs == sorted(set(runs)) and runs[-1] == record.attempts, (record, runs)
+
+
+def check_renders(renders: list[TaskRecord], frame_journal: Path) -> int:
+    """Every render has all its frames as 32×32 PNGs and no frame was rendered after it was
+    recorded completed; returns how many frame renders were repeats."""
+    written: dict[str, list[tuple[float, int]]] = {}
+    for line in lines(frame_journal):
+        stamp, frame, path = line.split(" ", 2)
+        task_id = Path(path).parent.parent.name  # <spool>/<task id>/partial/frame_####.png
+        written.setdefault(task_id, []).append((float(stamp), int(frame)))
+    repeats = 0
+    for record in renders:
+        assert record.status == "completed", record
+        args, result = record.args, record.result or {}
+        expected = list(range(args["start_frame"], args["end_frame"] + 1))
+        assert [f["frame"] for f in result["frames"]] == expected, record
+        for frame in result["frames"]:
+            head = Path(frame["path"]).read_bytes()[:24]
+            assert head[:8] == b"\x89PNG\r\n\x1a\n" and head[16:24] == bytes.fromhex(
+                "0000002000000020"), frame  # fmt: skip
+        assert record.finished_at is not None
+        done_at = record.finished_at.replace(tzinfo=record.finished_at.tzinfo or timezone.utc)
+        stamps = written.get(record.id, [])
+        late = [f for t, f in stamps if datetime.fromtimestamp(t, timezone.utc) > done_at]
+        assert not late, f"{record.id} rendered frames {late} after it completed"
+        counts = Counter(f for _, f in stamps)
+        assert set(counts) >= set(expected), f"{record.id}: frames never rendered"
+        repeats += sum(n - 1 for n in counts.values())
+    return repeats
