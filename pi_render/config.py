@@ -67,6 +67,12 @@ class Settings(BaseModel):
         default_factory=lambda: [Path("/")], description="where outputs may be written"
     )
     max_request_bytes: int = Field(1 << 20, ge=1024, description="largest request body")
+    header_timeout_s: float = Field(
+        10.0, gt=0, description="a request's headers must arrive within this (slowloris)"
+    )
+    max_connections_per_uid: int = Field(
+        64, ge=1, description="open socket connections one uid may hold (root is exempt)"
+    )
     min_free_bytes: int = Field(64 << 20, ge=0, description="refuse work below this free space")
     roles: Roles = Field(default_factory=Roles, description="who may do what on the socket")
     max_queued_per_uid: int | None = Field(

@@ -15,6 +15,7 @@ from typing import Any
 from pi_render import __version__
 from pi_render.api.access import AccessPolicy, AuditLog
 from pi_render.api.app import create_app
+from pi_render.api.connections import ConnectionGuard
 from pi_render.api.server import SocketServer, bind_unix_socket, make_server
 from pi_render.api.waiters import FinalStateWaiters
 from pi_render.clock import Clock, SystemClock
@@ -116,11 +117,11 @@ class Daemon:
             sock = bind_unix_socket(settings.socket)
             sock_gid = settings.socket.stat().st_gid
             try:
-                self._server = make_server(
-                    create_app(self.service, waiters, self.health, self.queues, self.cron_listing,
-                               {w.name: w for w in settings.workflows},
-                               settings.max_request_bytes, self._access(sock_gid))  # fmt: skip
-                )
+                app = create_app(self.service, waiters, self.health, self.queues,
+                                 self.cron_listing, {w.name: w for w in settings.workflows},
+                                 settings.max_request_bytes, self._access(sock_gid))  # fmt: skip
+                guard = ConnectionGuard(settings.header_timeout_s, settings.max_connections_per_uid)
+                self._server = make_server(app, guard)
                 signal.signal(signal.SIGTERM, self._on_signal)
                 signal.signal(signal.SIGINT, self._on_signal)
                 signal.signal(signal.SIGHUP, self._on_sighup)

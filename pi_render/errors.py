@@ -54,7 +54,13 @@ class TaskTimedOut(PiRenderError):
     """Raised when a task ran past its maximum runtime (per task, or per type in config)."""
 
 
-class DiskFull(PiRenderError):
+class StorageError(PiRenderError):
+    """Raised when a durable store could not write (I/O error); nothing of that write remains."""
+
+    http_status = 503
+
+
+class DiskFull(StorageError):
     """Raised when the data disk has too little room left to accept work safely."""
 
     http_status = 507

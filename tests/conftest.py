@@ -3,6 +3,7 @@
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -14,12 +15,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from blender_env import blender_or_skip, run_blender_script
 
 from pi_render.api.client import Client
 from pi_render.errors import DaemonUnreachable
 from pi_render.task.record import TaskRecord
 
 PLUGINS = Path(__file__).parent / "plugins"
+MAKE_SCENE = (
+    Path(__file__).parent.parent / "pi_render" / "processor" / "scripts" / "sample_scene.py"
+)
+SCENES = {"tiny": ("3", "1", "32"), "slow": ("12", "800", "64"), "long": ("20", "1", "32")}
 START_TIMEOUT_S = 30.0
 
 
@@ -34,6 +40,17 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         pause.wait(0.02)
+
+
+def assert_databases_intact(data_dir: Path) -> int:
+    """`PRAGMA integrity_check` passes on every SQLite file under `data_dir`; returns how many."""
+    magic = b"SQLite format 3\0"
+    files = [p for p in data_dir.rglob("*") if p.is_file() and p.read_bytes()[:16] == magic]
+    assert files, f"no SQLite database under {data_dir}"
+    for path in files:
+        with sqlite3.connect(path) as db:
+            assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)], path
+    return len(files)
 
 
 def started(record: TaskRecord) -> datetime:
@@ -141,3 +158,14 @@ def make_daemon(tmp_path: Path, socket_dir: Path) -> Iterator[Callable[..., Daem
 @pytest.fixture
 def daemon(make_daemon: Callable[..., DaemonProcess]) -> DaemonProcess:
     return make_daemon().start()
+
+
+@pytest.fixture(scope="session")
+def scenes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Scenes made by real Blender: `tiny` (3 frames, 32×32, 1 sample), `slow` (12 frames,
+    64×64, 800 samples: a test can catch it mid-render), `long` (20 tiny frames)."""
+    blender = blender_or_skip()
+    folder = tmp_path_factory.mktemp("scenes")
+    for name, args in SCENES.items():
+        run_blender_script(blender, MAKE_SCENE, str(folder / f"{name}.blend"), *args)
+    return {name: folder / f"{name}.blend" for name in SCENES}

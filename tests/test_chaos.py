@@ -9,7 +9,6 @@ CI runs ≈20 kills; `PI_RENDER_CHAOS_KILLS=200 PI_RENDER_CHAOS_RENDERS=30` is t
 import os
 import random
 import signal
-import sqlite3
 import sys
 import threading
 from collections import Counter
@@ -19,9 +18,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import pytest
-from blender_env import blender_or_skip, run_blender_script
-from conftest import DaemonProcess, wait_until
+from blender_env import blender_or_skip
+from conftest import DaemonProcess, assert_databases_intact, wait_until
 
 from pi_render.api.client import ApiError, Client
 from pi_render.errors import DaemonUnreachable
@@ -32,10 +30,7 @@ RENDERS = int(os.environ.get("PI_RENDER_CHAOS_RENDERS", "6"))
 JOURNALS = int(os.environ.get("PI_RENDER_CHAOS_JOURNALS", str(10 * KILLS)))
 FLAKY, DOOMED = max(3, KILLS // 4), max(2, KILLS // 10)
 BLENDER_KILL_CHANCE = 0.3
-SCENE_FRAMES = 20
-MAKE_SCENE = (
-    Path(__file__).parent.parent / "pi_render" / "processor" / "scripts" / "sample_scene.py"
-)
+SCENE_FRAMES = 20  # the `long` scene's
 CONFIG = """[workers]
 default = 2
 render = 1
@@ -129,21 +124,6 @@ def blender_pids(blender: Path, data_dir: Path) -> list[int]:
     return pids
 
 
-def sqlite_files(root: Path) -> list[Path]:
-    return [
-        p for p in root.rglob("*") if p.is_file() and p.read_bytes()[:16] == b"SQLite format 3\0"
-    ]
-
-
-def assert_databases_intact(data_dir: Path) -> int:
-    files = sqlite_files(data_dir)
-    assert files, f"no SQLite database under {data_dir}"
-    for path in files:
-        with sqlite3.connect(path) as db:
-            assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)], path
-    return len(files)
-
-
 def all_records(client: Client) -> list[TaskRecord]:
     records: list[TaskRecord] = []
     while page := client.list(limit=1000, offset=len(records)):
@@ -151,15 +131,8 @@ def all_records(client: Client) -> list[TaskRecord]:
     return records
 
 
-@pytest.fixture(scope="module")
-def chaos_scene(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("chaos-scene") / "scene.blend"
-    run_blender_script(blender_or_skip(), MAKE_SCENE, str(path), str(SCENE_FRAMES), "1", "32")
-    return path
-
-
 def test_mixed_load_survives_kill_9_of_daemon_and_blender(
-    make_daemon: Callable[..., DaemonProcess], tmp_path: Path, chaos_scene: Path
+    make_daemon: Callable[..., DaemonProcess], tmp_path: Path, scenes: dict[str, Path]
 ) -> None:
     seed = int(os.environ.get("PI_RENDER_CHAOS_SEED", random.randrange(1 << 30)))
     rng = random.Random(seed)
@@ -174,7 +147,7 @@ def test_mixed_load_survives_kill_9_of_daemon_and_blender(
     wrapper.chmod(0o755)
     config = f'blender = "{wrapper}"\nrender_stop_grace_s = 2\n{CONFIG}{CRON}'
     daemon = make_daemon(config)
-    plan = make_plan(rng, tmp_path, chaos_scene)
+    plan = make_plan(rng, tmp_path, scenes["long"])
     journal = tmp_path / "journal"
     blender_kills = 0
 
@@ -194,8 +167,10 @@ def test_mixed_load_survives_kill_9_of_daemon_and_blender(
         daemon.kill()
         submitter.join(30)
         assert_databases_intact(daemon.data_dir)
-        print(f"kill {kill + 1}: {len(plan.acked)} acked, {events()} events, "
-              f"{len(lines(frame_journal))} frames, {blender_kills} Blender kills")
+        print(
+            f"kill {kill + 1}: {len(plan.acked)} acked, {events()} events, "
+            f"{len(lines(frame_journal))} frames, {blender_kills} Blender kills"
+        )
 
     daemon.config_path.write_text(daemon.config_path.read_text().replace(CRON, ""))
     daemon.start()

@@ -1,16 +1,19 @@
-"""A full data disk: submits are refused cleanly (507), nothing is half-written, the daemon keeps
-serving, and it carries on without a restart once space returns. The disk is a small tmpfs the
-test mounts (root only) and unmounts."""
+"""Full disks: submits are refused cleanly (507), nothing is half-written, running work holds its
+outcome until the disk takes it, a render whose output disk fills is `retrying`, no database is
+corrupt, and the daemon carries on without a restart once space returns. Each disk is a small
+tmpfs the test mounts (root only) and unmounts."""
 
+import errno
 import os
 import shutil
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from conftest import DaemonProcess, assert_databases_intact, wait_until
 
-from conftest import DaemonProcess
 from pi_render.api.client import ApiError
 
 if os.geteuid() != 0:
@@ -20,10 +23,7 @@ if os.geteuid() != 0:
 def test_a_full_data_disk_is_refused_cleanly_and_recovered_from(
     make_daemon: Callable[..., DaemonProcess], tmp_path: Path
 ) -> None:
-    small = tmp_path / "full"
-    small.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(small)], check=True)
-    try:
+    with small_disk(tmp_path / "full", "24m") as small:
         daemon = make_daemon(f"min_free_bytes = {4 << 20}\n", name="full").start()
         assert daemon.data_dir.is_relative_to(small)
         first = daemon.client.submit("noop", {"payload": 1})
@@ -43,5 +43,90 @@ def test_a_full_data_disk_is_refused_cleanly_and_recovered_from(
         again = daemon.client.submit("noop", {"payload": 3})
         assert daemon.client.wait(again.id, 30).status == "completed"
         daemon.close()
+
+
+@contextmanager
+def small_disk(where: Path, size: str) -> Iterator[Path]:
+    where.mkdir(exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], check=True)
+    try:
+        yield where
     finally:
-        subprocess.run(["umount", "-l", str(small)], check=False)
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def fill(disk: Path) -> Path:
+    """Write a file until the disk has not one block left."""
+    filler = disk / "filler"
+    with open(filler, "wb", buffering=0) as handle:
+        for chunk in (1 << 20, 1 << 16, 4096, 512, 1):
+            try:
+                while True:
+                    handle.write(bytes(chunk))
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC, exc
+    return filler
+
+
+def test_a_disk_that_fills_under_running_work_holds_it_until_space_returns(
+    make_daemon: Callable[..., DaemonProcess], tmp_path: Path
+) -> None:
+    with small_disk(tmp_path / "full", "24m") as disk:
+        daemon = make_daemon("min_free_bytes = 0\n", name="full")  # writes are really tried
+        daemon.log_path = tmp_path / "daemon.log"  # not on the disk we fill
+        daemon.start()
+        journal = tmp_path / "journal"
+        task = daemon.client.submit("journal", {"journal": str(journal), "sleep_s": 1.0})
+        wait_until(journal.exists, timeout=30, what="the task to run")
+        filler = fill(disk)
+        wait_until(lambda: "the data disk refuses a write" in daemon.log(), timeout=30,
+                   what="the outcome write to be refused")  # fmt: skip
+        with pytest.raises(ApiError) as info:
+            daemon.client.submit("noop", {"payload": "refused"})
+        assert info.value.http_status == 507 and "disk is full" in str(info.value)
+        assert daemon.client.get(task.id).status == "running"  # held, not lost, still served
+
+        filler.unlink()  # space returns: no restart
+        done = daemon.client.wait(task.id, 60)
+        assert done.status == "completed" and done.result == {"attempt": 1}
+        assert journal.read_text().splitlines() == [f"{task.id} 1"]  # it ran once
+        again = daemon.client.submit("noop", {"payload": "after"})
+        assert daemon.client.wait(again.id, 30).status == "completed"
+        health = daemon.client.health()
+        assert all(w["restarts"] == 0 for w in health["workers"].values()), health["workers"]
+        assert not [r for r in daemon.client.list(limit=100) if r.args.get("payload") == "refused"]
+        assert daemon.terminate() == 0
+        assert_databases_intact(daemon.data_dir)
+
+
+def test_a_full_output_disk_during_a_render_retries_then_finishes(
+    make_daemon: Callable[..., DaemonProcess], tmp_path: Path, scenes: dict[str, Path]
+) -> None:
+    retry = "[retry.render]\nmax_attempts = 100\nbase_delay_s = 1\nfactor = 1\njitter = 0\n"
+    daemon = make_daemon("[workers]\nrender = 1\n" + retry).start()
+    with small_disk(tmp_path / "out", "2m") as disk:
+        shots = disk / "shots"
+        task = daemon.client.render({"source": str(scenes["slow"]), "output_dir": str(shots)})
+        wait_until(lambda: len(list(shots.glob("frame_*"))) >= 2, timeout=120,
+                   what="two frames to land")  # fmt: skip
+        filler = fill(disk)
+        failing = wait_until(lambda: retrying(daemon, task.id), timeout=120, what="retrying")
+        assert failing.error is not None and "No space left" in failing.error.message
+        assert not [p.name for p in shots.iterdir() if not p.name.startswith("frame_")]
+        kept = sorted(shots.glob("frame_*"))
+        assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in kept)
+
+        filler.unlink()  # space returns: the next attempt goes on where it stopped
+        done = daemon.client.wait(task.id, 300)
+        assert done.status == "completed", done.error
+        frames = (done.result or {})["frames"]
+        assert [f["frame"] for f in frames] == list(range(1, 13))
+        assert sorted(p.name for p in shots.iterdir()) == [Path(f["path"]).name for f in frames]
+        for frame in frames:
+            assert Path(frame["path"]).stat().st_size == frame["size"]
+        daemon.close()
+
+
+def retrying(daemon: DaemonProcess, task_id: str) -> object:
+    record = daemon.client.get(task_id)
+    return record if record.status == "retrying" else None

@@ -12,29 +12,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from blender_env import blender_or_skip, run_blender_script
 from conftest import DaemonProcess, started, wait_until
 
 from pi_render.api.client import ApiError
 
-MAKE_SCENE = (
-    Path(__file__).parent.parent / "pi_render" / "processor" / "scripts" / "sample_scene.py"
-)
 # one attempt: these tests look at a single failure (test_retry.py covers retrying)
 RENDER_CONFIG = (
     "render_stop_grace_s = 3\n[workers]\ndefault = 1\nrender = 1\n"  # fmt: skip
     "[retry.render]\nmax_attempts = 1\n"
 )
-
-
-@pytest.fixture(scope="session")
-def scenes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    blender = blender_or_skip()
-    folder = tmp_path_factory.mktemp("scenes")
-    made = {"tiny": ("3", "1", "32"), "slow": ("12", "800", "64")}
-    for name, args in made.items():
-        run_blender_script(blender, MAKE_SCENE, str(folder / f"{name}.blend"), *args)
-    return {name: folder / f"{name}.blend" for name in made}
 
 
 @pytest.fixture

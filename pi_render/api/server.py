@@ -11,7 +11,7 @@ from pathlib import Path
 import uvicorn
 from fastapi import FastAPI
 
-from pi_render.api.peercred import PeerCredProtocol
+from pi_render.api.connections import ConnectionGuard
 from pi_render.errors import PiRenderError
 
 SOCKET_MODE = 0o660  # owner and group; never the world
@@ -63,10 +63,10 @@ class SocketServer(uvicorn.Server):
         yield
 
 
-def make_server(app: FastAPI) -> SocketServer:
+def make_server(app: FastAPI, guard: ConnectionGuard) -> SocketServer:
     config = uvicorn.Config(
         app,
-        http=PeerCredProtocol,  # every request knows the peer's uid, gid and pid
+        http=guard.protocol(),  # peer credentials in every request; header deadline; uid cap
         log_config=None,  # our logging setup applies
         access_log=False,
         lifespan="off",

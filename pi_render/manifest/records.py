@@ -9,10 +9,11 @@ import secrets
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from pi_render.clock import Clock
-from pi_render.errors import TaskNotFound
+from pi_render.errors import StorageError, TaskNotFound
 from pi_render.manifest.base import DurableJsonTable
 from pi_render.task.record import TaskRecord, TaskStatus
 
@@ -71,10 +72,11 @@ class TaskRecordManifest:
 
     def create_many(self, records: list[TaskRecord]) -> None:
         """Write new records; one commit covers them all."""
-        with self.lock:
-            for record in records:
-                self._stage(record)
-        self._commit(*records)
+        with self._forgotten_if_undone():
+            with self.lock:
+                for record in records:
+                    self._stage(record)
+            self._commit(*records)
 
     def get(self, task_id: str) -> TaskRecord:
         """The last committed record (read beside the writer: WAL readers never wait on fsync).
@@ -96,16 +98,17 @@ class TaskRecordManifest:
     def change(self, task_id: str, change: Change) -> TaskRecord | None:
         """Apply `change` atomically (compare-and-set): it returns the new record, or None to
         leave the record as it is. Returns what was written, once it is on disk, or None."""
-        with self.lock:
-            old = self.latest(task_id)
-            new = change(old)
-            if new is None:
-                return None
-            if new.status.is_final and not old.status.is_final:
-                for listener in self._before_final:
-                    listener(new)
-            self._stage(new)
-        self._commit(new)
+        with self._forgotten_if_undone():
+            with self.lock:
+                old = self.latest(task_id)
+                new = change(old)
+                if new is None:
+                    return None
+                if new.status.is_final and not old.status.is_final:
+                    for listener in self._before_final:
+                        listener(new)
+                self._stage(new)
+            self._commit(new)
         return new
 
     def query(
@@ -206,6 +209,17 @@ class TaskRecordManifest:
     def close(self) -> None:
         with self.lock:
             self._store.close()
+
+    @contextmanager
+    def _forgotten_if_undone(self) -> Iterator[None]:
+        """A write the disk refused undid every write not yet committed: the cache of newest
+        versions would lie, so it is dropped (reads fall back to what is on disk)."""
+        try:
+            yield
+        except StorageError:
+            with self.lock:
+                self._recent.clear()
+            raise
 
     def _stage(self, record: TaskRecord) -> None:
         """Queue the write (under the lock, so writes reach SQLite in the order they were made)."""

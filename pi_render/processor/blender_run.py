@@ -92,8 +92,9 @@ class BlenderProcess:
     def run(self) -> None:
         """Raises a RenderFailed subclass, or TaskStopped when asked to stop."""
         proc = subprocess.Popen(
-            [*dies_with_parent(), *self.argv], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, text=True, errors="replace", bufsize=1, env=self.env,
+            [*dies_with_parent(), *self.argv], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True, text=True, errors="replace",
+            bufsize=1, env=self.env,
         )  # fmt: skip
         self.pid_file.write_text(f"{proc.pid}\n")  # so a daemon killed now can reap it later
         lines: queue.Queue[object] = queue.Queue()

@@ -1,14 +1,15 @@
 """QueueWorker: take a task, run its processor, write the outcome, and only then ack."""
 
 import logging
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 from pi_render.clock import Clock
-from pi_render.errors import TaskNotFound, TaskTimedOut
+from pi_render.errors import StorageError, TaskNotFound, TaskTimedOut
 from pi_render.manifest.records import TaskRecordManifest
 from pi_render.processor.base import ProcessorEnv, processor_for
 from pi_render.processor.context import StopReason, TaskContext, TaskStopped
@@ -22,6 +23,9 @@ from pi_render.workers.running import RunningTasks
 log = logging.getLogger(__name__)
 
 PROGRESS_MIN_INTERVAL_S = 0.5  # progress is durable; don't fsync more often than this per task
+STORAGE_RETRY_S = (0.2, 5.0)  # first and longest wait between tries of a write that failed
+STORAGE_ERRORS = (StorageError, sqlite3.Error)  # a full or failing data disk
+T = TypeVar("T")
 
 
 class QueueWorker(LoopWorker):
@@ -75,7 +79,7 @@ class QueueWorker(LoopWorker):
     def _deliver(self, item: QueueItem) -> None:
         ctx = TaskContext(item.task_id, 0, partial(self._on_progress, item.task_id))
         self.running.add(ctx)  # before the record says running, so a cancel always finds it
-        finished = False
+        finished = started = False
         try:
             try:
                 record = self.records.change(
@@ -86,8 +90,16 @@ class QueueWorker(LoopWorker):
                     "queued task has no record; dropping it", extra={"task_id": item.task_id}
                 )
                 record = None
+            except STORAGE_ERRORS as exc:  # not started (the write was undone): it waits
+                log.error("cannot start a task, the data disk fails: %s", exc,
+                          extra={"task_id": item.task_id})  # fmt: skip
+                self._durably(lambda: self.queue.nack(item))
+                self.stop_event.wait(STORAGE_RETRY_S[1])
+                finished = True
+                return
+            started = record is not None
             if record is None:  # final already (done before a crash, or cancelled): never rerun
-                self.queue.ack(item)
+                self._durably(lambda: self.queue.ack(item))
                 finished = True
                 return
             ctx.attempt = record.attempts
@@ -98,8 +110,24 @@ class QueueWorker(LoopWorker):
             self.running.discard(item.task_id)
             self._last_progress.pop(item.task_id, None)
             if not finished:  # the thread is dying mid-task: hand the task back
-                self.records.change(item.task_id, lifecycle.requeue)
+                if started:
+                    self.records.change(item.task_id, lifecycle.requeue)
                 self.queue.nack(item)
+
+    def _durably(self, write: Callable[[], T]) -> T:
+        """Do `write` (an outcome, an ack) until the data disk takes it: a full disk holds the
+        worker, never loses what its task did. Gives up only when the daemon stops (the record
+        then still says running, and the next start runs the task again)."""
+        wait = STORAGE_RETRY_S[0]
+        while True:
+            try:
+                return write()
+            except STORAGE_ERRORS as exc:
+                log.error("the data disk refuses a write; trying again in %.1fs: %s", wait, exc,
+                          extra={"worker": self.name})  # fmt: skip
+                if self.stop_event.wait(wait):
+                    raise
+                wait = min(wait * 2, STORAGE_RETRY_S[1])
 
     def _run(self, record: TaskRecord, ctx: TaskContext, item: QueueItem) -> bool:
         extra = {"task_id": record.id, "type": record.type, "attempt": record.attempts}
@@ -114,27 +142,27 @@ class QueueWorker(LoopWorker):
         except TaskStopped as stop:
             if stop.reason is StopReason.TIMEOUT:
                 self._failed(record, TaskTimedOut(f"ran past its {limit:g}s limit"), extra)
-                self.queue.ack(item)
+                self._durably(lambda: self.queue.ack(item))
                 return True
             if stop.reason is StopReason.SHUTDOWN:
                 self.records.change(record.id, lifecycle.requeue)
                 self.queue.nack(item)
                 log.info("task interrupted by shutdown; it resumes on the next start", extra=extra)
                 return True
-            self.records.change(
+            self._durably(lambda: self.records.change(
                 record.id,
                 lambda r: lifecycle.cancel(r, self.clock.now(), "cancelled while running"),
-            )
+            ))  # fmt: skip
             log.info("task cancelled while running", extra=extra)
         except Exception as exc:  # the worker's boundary: a processor's error fails its task only
             self._failed(record, exc, extra)
         else:
-            self.records.change(
+            self._durably(lambda: self.records.change(
                 record.id, lambda r: lifecycle.complete(r, self.clock.now(), result)
-            )
+            ))  # fmt: skip
             seconds = self.clock.monotonic() - started
             log.info("task completed in %.3fs", seconds, extra=extra)
-        self.queue.ack(item)  # only now: the outcome is durable
+        self._durably(lambda: self.queue.ack(item))  # only now: the outcome is durable
         return True
 
     def _failed(self, record: TaskRecord, exc: Exception, extra: dict[str, Any]) -> None:
@@ -143,14 +171,17 @@ class QueueWorker(LoopWorker):
         now = self.clock.now()
         at = self.retry.next_attempt(record.type, record.attempts, exc, now)
         if at is None:
-            self.records.change(record.id, lambda r: lifecycle.fail(r, now, error))
+            self._durably(lambda: self.records.change(
+                record.id, lambda r: lifecycle.fail(r, now, error)))  # fmt: skip
             log.error("task failed for good: %s", error.message, extra=extra)
         else:
-            self.records.change(record.id, lambda r: lifecycle.retry_later(r, error, at))
+            self._durably(lambda: self.records.change(
+                record.id, lambda r: lifecycle.retry_later(r, error, at)))  # fmt: skip
             log.warning("task failed, retrying at %s: %s", at.isoformat(), error.message,
                         extra=extra)  # fmt: skip
         if self.failed_queue is not None:
-            self.failed_queue.put(record.id, Priority.NORMAL)
+            failed_queue = self.failed_queue
+            self._durably(lambda: failed_queue.put(record.id, Priority.NORMAL))
 
     def _beat(self, task_id: str) -> None:
         self.records.change(task_id, lambda r: lifecycle.heartbeat(r, self.clock.now()))
@@ -163,7 +194,10 @@ class QueueWorker(LoopWorker):
         if now - last < PROGRESS_MIN_INTERVAL_S:
             return  # completion records progress 1.0 anyway
         self._last_progress[task_id] = now
-        self.records.change(task_id, lambda r: lifecycle.progress(r, fraction, message, detail))
+        try:
+            self.records.change(task_id, lambda r: lifecycle.progress(r, fraction, message, detail))
+        except STORAGE_ERRORS as exc:  # progress is a courtesy: a full disk must not fail work
+            log.warning("progress not recorded: %s", exc, extra={"task_id": task_id})
 
 
 class _Watch:
