@@ -7,6 +7,7 @@ import shutil
 import signal
 import threading
 import time
+from datetime import timedelta
 from functools import partial
 from pathlib import Path
 from types import FrameType
@@ -172,16 +173,24 @@ class Daemon:
         pool.add("hooks", partial(HookWorker, self.outbox, self.records, self.clock))
         return pool
 
+    def _retention(self) -> None:
+        now = self.clock.now()
+        prune_old_records(self.records, self.settings, now,
+                          [self.frames.forget, self.outbox.forget, self.failed.remove])  # fmt: skip
+        cutoff = now - timedelta(days=self.settings.retention_days)
+        self.workflow_runs.prune(cutoff, self._live)
+
+    def _live(self, task_id: str) -> bool:
+        record = self.records.find(task_id)
+        return record is not None and not record.status.is_final
+
     def _make_cron(self) -> CronWorker:
         settings = self.settings
         queues = [*self.router.queues.values(), self.failed_queue]
         builtins = [
             BuiltinJob("maintenance", settings.maintenance_schedule,
                        lambda: maintain_queues(queues)),
-            BuiltinJob("retention", settings.retention_schedule,
-                       lambda: prune_old_records(self.records, settings, self.clock.now(),
-                                                 [self.frames.forget, self.outbox.forget,
-                                                  self.failed.remove])),
+            BuiltinJob("retention", settings.retention_schedule, self._retention),
         ]  # fmt: skip
         if settings.watch.inbox is not None:
             watch = WatchFolder(settings.watch.inbox, self.service, self.records, self.clock,

@@ -48,3 +48,6 @@ def setup_logging(level: str, fmt: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     logging.getLogger("uvicorn.error").setLevel("WARNING")
+    # sqlitedict logs a failed statement as a dozen ERROR lines of its own thread's stack; the
+    # failure reaches our code as an exception, which logs it once, with the task it hit
+    logging.getLogger("sqlitedict").setLevel("CRITICAL")

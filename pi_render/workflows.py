@@ -2,6 +2,7 @@
 task whose parent is the step before, so it runs after it and gets its result; a failed step
 cancels the rest. `{file}` in a step's arguments is the file the workflow was started with."""
 
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,19 @@ class WorkflowRuns:
         if text is None:
             raise TaskNotFound(f"no workflow run with id {run_id!r}")
         return WorkflowRun.model_validate_json(text)
+
+    def prune(self, created_before: datetime, live: Callable[[str], bool]) -> int:
+        """Forget runs made before `created_before` none of whose tasks is still live (retention:
+        their records are going or gone, and the store must not grow forever)."""
+        rows = self._store.query("SELECT key, value FROM workflow_runs")
+        old = [WorkflowRun.model_validate_json(value) for _, value in rows]
+        gone = [run.run_id for run in old
+                if run.created_at < created_before and not any(map(live, run.tasks))]  # fmt: skip
+        for run_id in gone:
+            self._store.delete(run_id)
+        if gone:
+            self._store.commit()
+        return len(gone)
 
     def close(self) -> None:
         self._store.close()

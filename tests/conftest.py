@@ -1,5 +1,6 @@
 """Shared fixtures: a real daemon subprocess on a real socket with real SQLite files."""
 
+import errno
 import os
 import shutil
 import signal
@@ -10,6 +11,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -169,3 +171,26 @@ def scenes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     for name, args in SCENES.items():
         run_blender_script(blender, MAKE_SCENE, str(folder / f"{name}.blend"), *args)
     return {name: folder / f"{name}.blend" for name in SCENES}
+
+
+@contextmanager
+def small_disk(where: Path, size: str) -> Iterator[Path]:
+    where.mkdir(exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], check=True)
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def fill(disk: Path) -> Path:
+    """Write a file until the disk has not one block left."""
+    filler = disk / "filler"
+    with open(filler, "wb", buffering=0) as handle:
+        for chunk in (1 << 20, 1 << 16, 4096, 512, 1):
+            try:
+                while True:
+                    handle.write(bytes(chunk))
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC, exc
+    return filler

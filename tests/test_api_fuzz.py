@@ -8,10 +8,9 @@ from collections.abc import Callable
 
 import httpx
 import pytest
+from conftest import DaemonProcess
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from conftest import DaemonProcess
 
 CASES = int(os.environ.get("PI_RENDER_API_FUZZ_CASES", "300"))
 ROUTES = ["/tasks", "/tasks/batch", "/render-tasks", "/render-tasks/run_task",

@@ -5,8 +5,9 @@ import json
 import sqlite3
 import sys
 import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from conftest import DaemonProcess, wait_until
 from pi_render.api.client import ApiError
 from pi_render.clock import FakeClock
 from pi_render.config import load_settings
+from pi_render.errors import TaskNotFound
 from pi_render.manifest.records import TaskRecordManifest
 from pi_render.queue.router import Router
 from pi_render.service import TaskService
@@ -239,3 +241,20 @@ def test_a_webhook_gets_the_task_json(make_daemon: Callable[..., DaemonProcess])
         assert received[0]["error"]["message"] == "nope"  # type: ignore[index]
     finally:
         server.shutdown()
+
+
+def test_retention_forgets_old_workflow_runs_but_not_live_ones(tmp_path: Path) -> None:
+    from pi_render.workflows import WorkflowRun, WorkflowRuns
+
+    runs = WorkflowRuns(tmp_path / "workflows.sqlite")
+    made = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    for run_id, tasks in (("old-done", ["t1", "t2"]), ("old-live", ["t3", "t4"])):
+        runs.add(WorkflowRun(run_id=run_id, name="w", file="f", tasks=tasks, created_at=made))
+    runs.add(WorkflowRun(run_id="new", name="w", file="f", tasks=["t5"],
+                         created_at=made + timedelta(days=40)))  # fmt: skip
+    live = {"t4", "t5"}
+    assert runs.prune(made + timedelta(days=30), live.__contains__) == 1
+    with pytest.raises(TaskNotFound):
+        runs.get("old-done")
+    assert runs.get("old-live").tasks == ["t3", "t4"] and runs.get("new").tasks == ["t5"]
+    runs.close()

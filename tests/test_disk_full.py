@@ -3,16 +3,13 @@ outcome until the disk takes it, a render whose output disk fills is `retrying`,
 corrupt, and the daemon carries on without a restart once space returns. Each disk is a small
 tmpfs the test mounts (root only) and unmounts."""
 
-import errno
 import os
 import shutil
-import subprocess
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import DaemonProcess, assert_databases_intact, wait_until
+from conftest import DaemonProcess, assert_databases_intact, fill, small_disk, wait_until
 
 from pi_render.api.client import ApiError
 
@@ -43,29 +40,6 @@ def test_a_full_data_disk_is_refused_cleanly_and_recovered_from(
         again = daemon.client.submit("noop", {"payload": 3})
         assert daemon.client.wait(again.id, 30).status == "completed"
         daemon.close()
-
-
-@contextmanager
-def small_disk(where: Path, size: str) -> Iterator[Path]:
-    where.mkdir(exist_ok=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], check=True)
-    try:
-        yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], check=False)
-
-
-def fill(disk: Path) -> Path:
-    """Write a file until the disk has not one block left."""
-    filler = disk / "filler"
-    with open(filler, "wb", buffering=0) as handle:
-        for chunk in (1 << 20, 1 << 16, 4096, 512, 1):
-            try:
-                while True:
-                    handle.write(bytes(chunk))
-            except OSError as exc:
-                assert exc.errno == errno.ENOSPC, exc
-    return filler
 
 
 def test_a_disk_that_fills_under_running_work_holds_it_until_space_returns(

@@ -1,14 +1,18 @@
 """TaskRecordManifest on a real SQLite file: durable JSON, atomic changes, indexed queries."""
 
 import json
+import os
 import sqlite3
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from conftest import fill, small_disk
 
 from pi_render.clock import FakeClock
-from pi_render.errors import TaskNotFound
+from pi_render.errors import DiskFull, TaskNotFound
+from pi_render.manifest.base import DurableJsonTable
 from pi_render.manifest.records import TaskIdGenerator, TaskRecordManifest
 from pi_render.task import lifecycle
 from pi_render.task.record import TaskRecord, TaskStatus
@@ -117,3 +121,27 @@ def test_the_frame_ledger_forgets_one_task_only(tmp_path: Path) -> None:
     assert [f.frame for f in ledger.frames("aaa")] == [-1, 1, 10]
     ledger.forget("aaa")
     assert ledger.frames("aaa") == [] and len(ledger.frames("aab")) == 3
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to mount a small file system")
+def test_a_write_a_full_disk_undid_is_reported_to_its_own_writer(tmp_path: Path) -> None:
+    """Writer A stages; writer B's commit hits a full disk and undoes the whole transaction, A's
+    write included: A must hear so from its own commit, even once the space is back."""
+    with small_disk(tmp_path / "disk", "1m") as disk:
+        table = DurableJsonTable(disk / "t.sqlite", "t")
+        writer_a, writer_b = ThreadPoolExecutor(1), ThreadPoolExecutor(1)  # one thread each
+        writer_a.submit(table.stage, "a", "small").result()
+        filler = fill(disk)
+        writer_b.submit(table.stage, "b", "x" * 200_000).result()
+        with pytest.raises(DiskFull, match="disk is full"):
+            writer_b.submit(table.commit).result()
+        filler.unlink()
+        with pytest.raises(DiskFull):
+            writer_a.submit(table.commit).result()
+        assert table.text("a") is None and table.text("b") is None  # nothing half-written
+        writer_a.submit(table.stage, "a", "again").result()
+        writer_a.submit(table.commit).result()  # space is back: writes go through, no reopen
+        assert table.text("a") == "again"
+        table.close()
+        with sqlite3.connect(disk / "t.sqlite") as db:
+            assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)

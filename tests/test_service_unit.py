@@ -13,7 +13,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
 from conftest import DaemonProcess, wait_until
 
 UNIT = Path(__file__).parent.parent / "systemd" / "pi-render.service"
