@@ -22,9 +22,7 @@ versions). The clients run in this process and share the host's CPUs with the da
 
 import argparse
 import os
-import platform
 import random
-import shlex
 import sys
 import time
 from collections.abc import Sequence
@@ -39,6 +37,7 @@ from loadgen import (
     grow,
     peak_rss_mib,
     percentile,
+    print_run_header,
     print_table,
     proc_cpu_s,
     rss_mib,
@@ -196,12 +195,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.monotonic()
-    print(f"command: {shlex.join(sys.orig_argv)}")
-    print(
-        f"host: {len(os.sched_getaffinity(0))} CPUs, {platform.system()} {platform.release()}, "
-        f"python {platform.python_version()}; daemon: pi_render defaults (workers default=2)"
-    )
-    print(flush=True)
+    print_run_header("pi_render defaults (workers default=2)")
     if args.part in ("a", "both"):
         part_a(args)
     if args.part in ("b", "both"):

@@ -8,7 +8,9 @@ under test is a `python -m pi_render serve` subprocess.
 """
 
 import os
+import platform
 import random
+import shlex
 import shutil
 import signal
 import statistics
@@ -377,13 +379,7 @@ class BenchDaemon:
 
     def stop(self) -> None:
         """SIGTERM (kill if it will not go), then remove its files unless asked to keep them."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(30)
+        stop_process(self.proc)
         shutil.rmtree(self.socket_dir, ignore_errors=True)
         if self.keep:
             print(f"kept {self.root}")
@@ -393,6 +389,28 @@ class BenchDaemon:
 
 # ---------------------------------------------------------------------------------------------
 # output
+
+
+def stop_process(proc: "subprocess.Popen[bytes]") -> None:
+    """SIGTERM, then wait; kill it if it will not go."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(30)
+
+
+def print_run_header(daemon: str) -> None:
+    """The command and the host, so a pasted table says how it was made."""
+    print(f"command: {shlex.join(sys.orig_argv)}")
+    print(
+        f"host: {len(os.sched_getaffinity(0))} CPUs, {platform.system()} {platform.release()}, "
+        f"python {platform.python_version()}; daemon: {daemon}"
+    )
+    print(flush=True)
 
 
 def print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:

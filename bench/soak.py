@@ -19,8 +19,6 @@ A measurement, not a test: nothing is asserted (tests/test_load_soak.py checks a
 
 import argparse
 import os
-import platform
-import shlex
 import sys
 import threading
 import time
@@ -33,6 +31,7 @@ from loadgen import (
     deadline_poll,
     fmt,
     peak_rss_mib,
+    print_run_header,
     print_table,
     proc_cpu_s,
     rss_mib,
@@ -161,12 +160,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.monotonic()
-    print(f"command: {shlex.join(sys.orig_argv)}")
-    print(
-        f"host: {len(os.sched_getaffinity(0))} CPUs, {platform.system()} {platform.release()}, "
-        f"python {platform.python_version()}; daemon: pi_render defaults"
-    )
-    print(flush=True)
+    print_run_header("pi_render defaults")
     daemon = BenchDaemon(keep=args.keep)
     try:
         if args.part in ("a", "both"):

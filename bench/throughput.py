@@ -32,13 +32,11 @@ import shlex
 import shutil
 import signal
 import sqlite3
-import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +46,7 @@ import persistqueue
 import persistqueue.serializers.json
 from huey import SqliteHuey
 from huey.consumer import Consumer
+from loadgen import percentile, proc_cpu_s, run_threads, stop_process
 
 import pi_render
 from pi_render.api.client import Client
@@ -71,13 +70,6 @@ PI_BATCH = "pi_render (batch)"
 # small helpers
 
 
-def percentile(values: Sequence[float], pct: int) -> float:
-    """The pct-th percentile (inclusive method); the value itself for a single sample."""
-    if len(values) == 1:
-        return values[0]
-    return statistics.quantiles(values, n=100, method="inclusive")[pct - 1]
-
-
 def window_rate(stamps: Sequence[float], fraction: float, last: bool) -> float:
     """Completions per second over the first (or last) `fraction` of sorted completion times."""
     ordered = sorted(stamps)
@@ -85,13 +77,6 @@ def window_rate(stamps: Sequence[float], fraction: float, last: bool) -> float:
     window = ordered[-k:] if last else ordered[:k]
     span = window[-1] - window[0]
     return (k - 1) / span if span > 0 else float("inf")
-
-
-def proc_cpu_s(pid: int) -> float:
-    """User + system CPU seconds used so far by process `pid` (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
-    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def own_cpu_s() -> float:
@@ -153,30 +138,6 @@ def code_state() -> str:
     count = len(changed.splitlines())
     state = f"{count} uncommitted change(s) under pi_render/" if count else "clean"
     return f"{REPO / 'pi_render'} (git {head}, {state})"
-
-
-def run_threads(count: int, target: Callable[[int], None]) -> None:
-    """Run target(0..count-1) in threads, started together; re-raise the first error."""
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(count)
-
-    def body(index: int) -> None:
-        try:
-            barrier.wait()
-            target(index)
-        except BaseException as exc:  # collected and re-raised in the caller's thread
-            errors.append(exc)
-
-    threads = [  # daemon threads: an interrupted run must not wait for them to finish
-        threading.Thread(target=body, args=(i,), name=f"bench-{i}", daemon=True)
-        for i in range(count)
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if errors:
-        raise errors[0]
 
 
 def shares(total: int, parts: int) -> list[int]:
@@ -317,14 +278,8 @@ class DaemonProcess:
 
     def stop(self) -> None:
         """SIGTERM, then wait (kill if it will not go)."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(30)
+        if self.proc is not None:
+            stop_process(self.proc)
 
 
 def fetch_all(client: Client, expected: int) -> list[TaskRecord]:
