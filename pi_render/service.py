@@ -4,6 +4,7 @@ import logging
 import os
 import re
 import shutil
+import sqlite3
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,7 +23,13 @@ from pi_render.controls import (
     limit_key,
     missing,
 )
-from pi_render.errors import DiskFull, PiRenderError, TaskNotFound, TaskStateConflict
+from pi_render.errors import (
+    DiskFull,
+    PiRenderError,
+    StorageError,
+    TaskNotFound,
+    TaskStateConflict,
+)
 from pi_render.manifest.failed import FailedTask, FailedTaskManifest
 from pi_render.manifest.records import TaskIdGenerator, TaskRecordManifest
 from pi_render.processor.context import StopReason
@@ -135,13 +142,40 @@ class TaskService:
                 else:
                     records.append(record)
                     new.append(record)
-            self.records.create_many(new)
+            try:
+                self.records.create_many(new)
+            except Exception:
+                for made in new:
+                    shutil.rmtree(self.spool_dir / made.id, ignore_errors=True)
+                raise
         for record in new:
             if record.parent is not None and not self._release(record):
                 continue  # waits for its parent
-            self.router.put(record)
+            try:
+                self.router.put(record)
+            except (StorageError, sqlite3.Error) as exc:
+                raise self._withdraw(new, exc) from None
             log.debug("task submitted", extra={"task_id": record.id, "type": record.type})
         return records
+
+    def _withdraw(self, new: list[TaskRecord], exc: Exception) -> StorageError:
+        """Recorded, but the disk refused a queue row: all or nothing, so every task of the
+        request is cancelled (a record that cannot even be cancelled stays pending, and the next
+        start queues it). Returns the error to raise."""
+        reason = f"withdrawn at submit: the disk refused its queue row ({exc})"
+        now = self.clock.now()
+        for record in new:
+            try:
+                self.records.change(record.id, lambda r: lifecycle.cancel(r, now, reason))
+                queue = self.router.locate(record.id)
+                if queue is not None:
+                    queue.remove(record.id)  # queued before the refusal: all or nothing
+            except (PiRenderError, sqlite3.Error) as failure:
+                log.error("could not withdraw a task; it runs after the next start: %s", failure,
+                          extra={"task_id": record.id})  # fmt: skip
+        kind = DiskFull if "full" in str(exc) else StorageError
+        return kind(f"the data disk refused the task's queue row ({exc}); the task was withdrawn "
+                    f"(cancelled): free some space and submit it again")  # fmt: skip
 
     def _new_record(
         self,

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import DaemonProcess, wait_until
@@ -16,11 +17,12 @@ from conftest import DaemonProcess, wait_until
 from pi_render.api.client import ApiError
 from pi_render.clock import FakeClock
 from pi_render.config import load_settings
-from pi_render.errors import TaskNotFound
+from pi_render.errors import DiskFull, TaskNotFound
 from pi_render.manifest.records import TaskRecordManifest
 from pi_render.queue.router import Router
 from pi_render.service import TaskService
 from pi_render.task import lifecycle
+from pi_render.task.record import Priority
 from pi_render.workers.running import RunningTasks
 
 
@@ -258,3 +260,33 @@ def test_retention_forgets_old_workflow_runs_but_not_live_ones(tmp_path: Path) -
         runs.get("old-done")
     assert runs.get("old-live").tasks == ["t3", "t4"] and runs.get("new").tasks == ["t5"]
     runs.close()
+
+
+def test_a_batch_whose_queue_row_is_refused_is_withdrawn_whole(tmp_path: Path) -> None:
+    """Records written, then the disk refuses the second queue row: nothing of the batch runs,
+    each record says why, and the caller hears 507."""
+    clock = FakeClock()
+    settings = load_settings(env={"PI_RENDER_DATA_DIR": str(tmp_path), "HOME": str(tmp_path)})
+    records = TaskRecordManifest(settings.records_path)
+    router = Router(settings)
+    service = TaskService(records, router, RunningTasks(), clock, settings.spool_dir,
+                          settings.outputs)  # fmt: skip
+    queue = router.queue_for("default")
+    real_put, puts = queue.put, []
+
+    def put_until_full(task_id: str, priority: Priority) -> None:
+        puts.append(task_id)
+        if len(puts) == 2:
+            raise sqlite3.OperationalError("database or disk is full")
+        real_put(task_id, priority)
+
+    queue.put = put_until_full  # type: ignore[method-assign]
+    batch: list[tuple[str, Any, Priority, str | None]] = [
+        ("noop", {"payload": i}, Priority.NORMAL, None) for i in range(3)
+    ]
+    with pytest.raises(DiskFull, match="withdrawn"):
+        service.submit_many(batch)
+    made = records.query(limit=10)
+    assert len(made) == 3 and all(r.status == "cancelled" for r in made)
+    assert all("disk refused its queue row" in (r.error.message if r.error else "") for r in made)
+    assert queue.get(timeout=0) is None  # the row queued before the refusal is gone too
