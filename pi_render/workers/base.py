@@ -1,7 +1,16 @@
 """LoopWorker: a thread body made of `run_once()` steps until told to stop."""
 
+import logging
+import sqlite3
 import threading
 from abc import ABC, abstractmethod
+
+from pi_render.errors import StorageError
+
+log = logging.getLogger(__name__)
+
+STORAGE_RETRY_S = (0.2, 5.0)  # first and longest wait between tries of a write that failed
+STORAGE_ERRORS = (StorageError, sqlite3.Error)  # a full or failing data disk
 
 
 class LoopWorker(ABC):
@@ -21,8 +30,19 @@ class LoopWorker(ABC):
         """Interrupt a blocking wait inside `run_once` (after setting `stop_event`)."""
 
     def run(self) -> None:
+        """Steps until stopped; a full or failing disk pauses the loop (with backoff) instead of
+        killing the thread: the step is tried again once the disk takes writes."""
+        wait = STORAGE_RETRY_S[0]
         while not self.stop_event.is_set():
-            self.run_once()
+            try:
+                self.run_once()
+            except STORAGE_ERRORS as exc:
+                log.error("the data disk refuses a write; trying again in %.1fs: %s", wait, exc,
+                          extra={"worker": self.name})  # fmt: skip
+                self.stop_event.wait(wait)
+                wait = min(wait * 2, STORAGE_RETRY_S[1])
+            else:
+                wait = STORAGE_RETRY_S[0]
 
     def stop(self) -> None:
         self.stop_event.set()

@@ -15,7 +15,7 @@ from pi_render.queue.router import Router
 from pi_render.queue.sqlite import SqliteTaskQueue
 from pi_render.task import lifecycle
 from pi_render.task.record import TaskStatus
-from pi_render.workers.base import LoopWorker
+from pi_render.workers.base import STORAGE_ERRORS, LoopWorker
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,11 @@ class FailedTaskWorker(LoopWorker):
         item = self.failed_queue.get(timeout=self._until_next_due())
         worked = False
         if item is not None:
-            self._file(item.task_id)
+            try:
+                self._file(item.task_id)
+            except STORAGE_ERRORS:  # a full disk: hand it back for the next try (run backs off)
+                self.failed_queue.nack(item)
+                raise
             self.checkpoint("filed")
             self.failed_queue.ack(item)
             worked = True

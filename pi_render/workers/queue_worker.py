@@ -1,7 +1,6 @@
 """QueueWorker: take a task, run its processor, write the outcome, and only then ack."""
 
 import logging
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -9,7 +8,7 @@ from functools import partial
 from typing import Any, TypeVar
 
 from pi_render.clock import Clock
-from pi_render.errors import StorageError, TaskNotFound, TaskTimedOut
+from pi_render.errors import TaskNotFound, TaskTimedOut
 from pi_render.manifest.records import TaskRecordManifest
 from pi_render.processor.base import ProcessorEnv, processor_for
 from pi_render.processor.context import StopReason, TaskContext, TaskStopped
@@ -17,14 +16,12 @@ from pi_render.queue.base import QueueItem, TaskQueue
 from pi_render.retry import RetryPolicies
 from pi_render.task import lifecycle
 from pi_render.task.record import Priority, TaskRecord
-from pi_render.workers.base import LoopWorker
+from pi_render.workers.base import STORAGE_ERRORS, STORAGE_RETRY_S, LoopWorker
 from pi_render.workers.running import RunningTasks
 
 log = logging.getLogger(__name__)
 
 PROGRESS_MIN_INTERVAL_S = 0.5  # progress is durable; don't fsync more often than this per task
-STORAGE_RETRY_S = (0.2, 5.0)  # first and longest wait between tries of a write that failed
-STORAGE_ERRORS = (StorageError, sqlite3.Error)  # a full or failing data disk
 T = TypeVar("T")
 
 
