@@ -11,6 +11,7 @@ import random
 import signal
 import sys
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ RENDERS = int(os.environ.get("PI_RENDER_CHAOS_RENDERS", "6"))
 JOURNALS = int(os.environ.get("PI_RENDER_CHAOS_JOURNALS", str(10 * KILLS)))
 FLAKY, DOOMED = max(3, KILLS // 4), max(2, KILLS // 10)
 BLENDER_KILL_CHANCE = 0.3
+LIFE_S = 4.0  # the longest a life of the daemon waits for its work events
 SCENE_FRAMES = 20  # the `long` scene's
 CONFIG = """[workers]
 default = 2
@@ -134,7 +136,7 @@ def all_records(client: Client) -> list[TaskRecord]:
     return records
 
 
-@pytest.mark.timeout(300 + 10 * KILLS)
+@pytest.mark.timeout(600 + 15 * KILLS)
 def test_mixed_load_survives_kill_9_of_daemon_and_blender(
     make_daemon: Callable[..., DaemonProcess], tmp_path: Path, scenes: dict[str, Path]
 ) -> None:
@@ -168,7 +170,7 @@ def test_mixed_load_survives_kill_9_of_daemon_and_blender(
         else:  # at a random time: long enough, sometimes, for Blender to get frames out
             threading.Event().wait(rng.uniform(0.5, 4.0))
         if blender_kills == 0 or rng.random() < BLENDER_KILL_CHANCE:  # at least one
-            for pid in poll(lambda: blender_pids(blender, daemon.data_dir), timeout=10) or []:
+            for pid in poll(lambda: blender_pids(blender, daemon.data_dir), timeout=3) or []:
                 os.kill(pid, signal.SIGKILL)
                 blender_kills += 1
             settle_on(events, events() + rng.randrange(0, 10), submitter, daemon.client)
@@ -229,9 +231,12 @@ def poll(predicate: Callable[[], list[int]], timeout: float) -> list[int] | None
 
 
 def settle_on(events: Callable[[], int], target: int, submitter: Submitter, client: Client) -> None:
-    """Wait for `target` events, or for the work to run out."""
-    wait_until(lambda: events() >= target or (not submitter.is_alive() and not work_left(client)),
-               timeout=120, what="work to happen before the kill")  # fmt: skip
+    """Wait for `target` events, for the work to run out, or for LIFE_S seconds (a render's
+    frames come slowly: a life must not wait on many of them)."""
+    ends = time.monotonic() + LIFE_S
+    wait_until(lambda: events() >= target or time.monotonic() > ends or (
+        not submitter.is_alive() and not work_left(client)),
+        timeout=LIFE_S + 60, what="work to happen before the kill")  # fmt: skip
 
 
 def work_left(client: Client) -> bool:
