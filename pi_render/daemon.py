@@ -178,11 +178,7 @@ class Daemon:
         prune_old_records(self.records, self.settings, now,
                           [self.frames.forget, self.outbox.forget, self.failed.remove])  # fmt: skip
         cutoff = now - timedelta(days=self.settings.retention_days)
-        self.workflow_runs.prune(cutoff, self._live)
-
-    def _live(self, task_id: str) -> bool:
-        record = self.records.find(task_id)
-        return record is not None and not record.status.is_final
+        self.workflow_runs.prune(cutoff, lambda task_id: self.records.find(task_id) is not None)
 
     def _make_cron(self) -> CronWorker:
         settings = self.settings

@@ -144,10 +144,8 @@ class TaskService:
                     new.append(record)
             try:
                 self.records.create_many(new)
-            except Exception:
-                for made in new:
-                    shutil.rmtree(self.spool_dir / made.id, ignore_errors=True)
-                raise
+            except (StorageError, sqlite3.Error) as exc:  # some may be on disk after all
+                raise self._withdraw(new, exc) from None
         for record in new:
             if record.parent is not None and not self._release(record):
                 continue  # waits for its parent
@@ -159,23 +157,27 @@ class TaskService:
         return records
 
     def _withdraw(self, new: list[TaskRecord], exc: Exception) -> StorageError:
-        """Recorded, but the disk refused a queue row: all or nothing, so every task of the
-        request is cancelled (a record that cannot even be cancelled stays pending, and the next
-        start queues it). Returns the error to raise."""
-        reason = f"withdrawn at submit: the disk refused its queue row ({exc})"
+        """The disk refused a record or a queue row: all or nothing, so every task of the request
+        that got anywhere is taken off its queue and cancelled with the reason (one that cannot
+        even be cancelled stays pending, and the next start queues it). Returns the error."""
+        reason = f"withdrawn at submit: the disk refused to store it ({exc})"
         now = self.clock.now()
         for record in new:
             try:
-                self.records.change(record.id, lambda r: lifecycle.cancel(r, now, reason))
                 queue = self.router.locate(record.id)
                 if queue is not None:
                     queue.remove(record.id)  # queued before the refusal: all or nothing
+                if self.records.find(record.id) is None:
+                    shutil.rmtree(self.spool_dir / record.id, ignore_errors=True)
+                    continue
+                self.running.request_stop(record.id, StopReason.CANCEL)  # if a worker took it
+                self.records.change(record.id, lambda r: lifecycle.cancel(r, now, reason))
             except (PiRenderError, sqlite3.Error) as failure:
                 log.error("could not withdraw a task; it runs after the next start: %s", failure,
                           extra={"task_id": record.id})  # fmt: skip
         kind = DiskFull if "full" in str(exc) else StorageError
-        return kind(f"the data disk refused the task's queue row ({exc}); the task was withdrawn "
-                    f"(cancelled): free some space and submit it again")  # fmt: skip
+        return kind(f"the data disk refused to store the task ({exc}); nothing of it will run "
+                    f"(withdrawn): free some space and submit it again")  # fmt: skip
 
     def _new_record(
         self,

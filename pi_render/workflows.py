@@ -79,13 +79,14 @@ class WorkflowRuns:
             raise TaskNotFound(f"no workflow run with id {run_id!r}")
         return WorkflowRun.model_validate_json(text)
 
-    def prune(self, created_before: datetime, live: Callable[[str], bool]) -> int:
-        """Forget runs made before `created_before` none of whose tasks is still live (retention:
-        their records are going or gone, and the store must not grow forever)."""
+    def prune(self, created_before: datetime, known: Callable[[str], bool]) -> int:
+        """Forget runs made before `created_before` whose tasks' records retention has removed
+        (none is `known` any more): the store must not grow forever, and a run stays readable
+        as long as any of its tasks is."""
         rows = self._store.query("SELECT key, value FROM workflow_runs")
         old = [WorkflowRun.model_validate_json(value) for _, value in rows]
         gone = [run.run_id for run in old
-                if run.created_at < created_before and not any(map(live, run.tasks))]  # fmt: skip
+                if run.created_at < created_before and not any(map(known, run.tasks))]  # fmt: skip
         for run_id in gone:
             self._store.delete(run_id)
         if gone:

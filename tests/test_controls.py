@@ -245,7 +245,7 @@ def test_a_webhook_gets_the_task_json(make_daemon: Callable[..., DaemonProcess])
         server.shutdown()
 
 
-def test_retention_forgets_old_workflow_runs_but_not_live_ones(tmp_path: Path) -> None:
+def test_retention_forgets_old_workflow_runs_whose_records_are_gone(tmp_path: Path) -> None:
     from pi_render.workflows import WorkflowRun, WorkflowRuns
 
     runs = WorkflowRuns(tmp_path / "workflows.sqlite")
@@ -254,8 +254,8 @@ def test_retention_forgets_old_workflow_runs_but_not_live_ones(tmp_path: Path) -
         runs.add(WorkflowRun(run_id=run_id, name="w", file="f", tasks=tasks, created_at=made))
     runs.add(WorkflowRun(run_id="new", name="w", file="f", tasks=["t5"],
                          created_at=made + timedelta(days=40)))  # fmt: skip
-    live = {"t4", "t5"}
-    assert runs.prune(made + timedelta(days=30), live.__contains__) == 1
+    known = {"t4", "t5"}  # t1-t3 were pruned by retention
+    assert runs.prune(made + timedelta(days=30), known.__contains__) == 1
     with pytest.raises(TaskNotFound):
         runs.get("old-done")
     assert runs.get("old-live").tasks == ["t3", "t4"] and runs.get("new").tasks == ["t5"]
@@ -288,5 +288,5 @@ def test_a_batch_whose_queue_row_is_refused_is_withdrawn_whole(tmp_path: Path) -
         service.submit_many(batch)
     made = records.query(limit=10)
     assert len(made) == 3 and all(r.status == "cancelled" for r in made)
-    assert all("disk refused its queue row" in (r.error.message if r.error else "") for r in made)
+    assert all("disk refused to store it" in (r.error.message if r.error else "") for r in made)
     assert queue.get(timeout=0) is None  # the row queued before the refusal is gone too

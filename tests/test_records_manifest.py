@@ -126,7 +126,8 @@ def test_the_frame_ledger_forgets_one_task_only(tmp_path: Path) -> None:
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to mount a small file system")
 def test_a_write_a_full_disk_undid_is_reported_to_its_own_writer(tmp_path: Path) -> None:
     """Writer A stages; writer B's commit hits a full disk and undoes the whole transaction, A's
-    write included: A must hear so from its own commit, even once the space is back."""
+    write included: A must hear so from its own commit, even once the space is back and a later
+    writer's commit went through."""
     with small_disk(tmp_path / "disk", "1m") as disk:
         table = DurableJsonTable(disk / "t.sqlite", "t")
         writer_a, writer_b = ThreadPoolExecutor(1), ThreadPoolExecutor(1)  # one thread each
@@ -136,9 +137,13 @@ def test_a_write_a_full_disk_undid_is_reported_to_its_own_writer(tmp_path: Path)
         with pytest.raises(DiskFull, match="disk is full"):
             writer_b.submit(table.commit).result()
         filler.unlink()
-        with pytest.raises(DiskFull):
+        writer_c = ThreadPoolExecutor(1)  # a later writer's commit succeeds first…
+        writer_c.submit(table.stage, "c", "later").result()
+        writer_c.submit(table.commit).result()
+        with pytest.raises(DiskFull):  # …and A must still hear that its own write is gone
             writer_a.submit(table.commit).result()
         assert table.text("a") is None and table.text("b") is None  # nothing half-written
+        assert table.text("c") == "later"
         writer_a.submit(table.stage, "a", "again").result()
         writer_a.submit(table.commit).result()  # space is back: writes go through, no reopen
         assert table.text("a") == "again"

@@ -83,6 +83,9 @@ class GuardedProtocol(PeerCredProtocol):
 
     def _too_slow(self) -> None:
         self._deadline = None
+        if self.cycle is not None and not self.cycle.response_complete:
+            self.transport.close()  # a pipelined request crawls in behind one being answered
+            return
         if not self.transport.is_closing():
             log.warning("connection closed: request headers too slow", extra={"uid": self._uid})
             self._refuse(f"the request's headers did not arrive within "

@@ -70,6 +70,7 @@ def make_server(app: FastAPI, guard: ConnectionGuard) -> SocketServer:
         log_config=None,  # our logging setup applies
         access_log=False,
         lifespan="off",
+        ws="none",  # no WebSocket routes; an upgrade would also slip past the connection guard
         timeout_graceful_shutdown=2,
         limit_concurrency=1000,
         backlog=512,

@@ -1,6 +1,7 @@
 """One Blender run, supervised: its whole process group, its log, a timeout, a hang watchdog, and
 a stop (cancel or shutdown) that reaches it within seconds. Failures get names."""
 
+import logging
 import os
 import queue
 import shutil
@@ -15,6 +16,8 @@ from typing import IO
 from pi_render.errors import PiRenderError
 from pi_render.processor.blender import BlenderEvent, parse_line
 from pi_render.processor.context import StopReason, TaskContext, TaskStopped
+
+log = logging.getLogger(__name__)
 
 
 class RenderFailed(PiRenderError):
@@ -202,7 +205,11 @@ def dies_with_parent() -> list[str]:
     with -9 included), so an orphan never renders frames that the next attempt renders again.
     util-linux's setpriv sets it and execs Blender: the same pid, no fork-time Python code."""
     setpriv = shutil.which("setpriv")
-    return [setpriv, "--pdeathsig", "KILL", "--"] if setpriv else []
+    if setpriv is None:
+        log.warning("setpriv (util-linux) not found: a Blender may outlive a killed daemon "
+                    "until its task runs again")  # fmt: skip
+        return []
+    return [setpriv, "--pdeathsig", "KILL", "--"]
 
 
 def scrubbed_env(keep: list[str], home: Path) -> dict[str, str]:

@@ -90,6 +90,8 @@ class QueueWorker(LoopWorker):
             except STORAGE_ERRORS as exc:  # not started (the write was undone): it waits
                 log.error("cannot start a task, the data disk fails: %s", exc,
                           extra={"task_id": item.task_id})  # fmt: skip
+                # it may be on disk as running after all (the disk's refusal can be uncertain)
+                self._durably(lambda: self.records.change(item.task_id, lifecycle.requeue))
                 self._durably(lambda: self.queue.nack(item))
                 self.stop_event.wait(STORAGE_RETRY_S[1])
                 finished = True
