@@ -1,6 +1,6 @@
 """Slowloris and connection hogging: requests whose headers crawl in are answered 408 and cut
-at `header_timeout_s`, one uid cannot hold more than `max_connections_per_uid` connections
-(429), and meanwhile everyone else is served at once."""
+at `header_timeout_s`, a body that stops coming is dropped, one uid cannot hold more than
+`max_connections_per_uid` connections (429), and meanwhile everyone else is served at once."""
 
 import os
 import socket
@@ -75,6 +75,20 @@ def test_slow_headers_are_cut_while_everyone_else_is_served(
     assert cut_after < DEADLINE_S + 10, cut_after  # a byte now and then buys no time
     assert daemon.client.health()["status"] == "ok"
     assert "request headers too slow" in daemon.log()
+
+
+def test_a_body_that_stops_coming_is_dropped(make_daemon: Callable[..., DaemonProcess]) -> None:
+    daemon = make_daemon(f"header_timeout_s = {DEADLINE_S}\n").start()
+    stalled = connect(daemon)
+    started = time.monotonic()
+    stalled.sendall(b"POST /tasks HTTP/1.1\r\nhost: pi-render\r\ncontent-type: application/json"
+                    b"\r\ncontent-length: 1000\r\n\r\n{\"type\": \"noop\"")  # fmt: skip
+    assert read_to_end(stalled) == b""  # hung up on, nothing half-done answered
+    assert time.monotonic() - started < DEADLINE_S + 10
+    assert "request body too slow" in daemon.log()
+    assert sum(daemon.client.health()["records"].values()) == 0  # and nothing was submitted
+    record = daemon.client.submit("noop", {"payload": "after"})  # a whole request still works
+    assert daemon.client.wait(record.id, 30).status == "completed"
 
 
 def dribble(sock: socket.socket, stop: threading.Event) -> None:

@@ -1,6 +1,7 @@
 """Connections that cannot starve the socket: uvicorn waits forever for a request that arrives a
 byte at a time (slowloris), and past `limit_concurrency` open connections it answers everyone
-503. So a request's headers must arrive within `header_timeout_s`, and one uid may hold at most
+503. So a request's headers must arrive within `header_timeout_s` (else 408), its body may not
+pause longer than that (else the connection is dropped), and one uid may hold at most
 `max_connections_per_uid` connections (root and the daemon's own user are exempt); more are
 answered 429 at once and closed."""
 
@@ -10,6 +11,7 @@ import json
 import logging
 import os
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 from pi_render.api.peercred import PeerCredProtocol
@@ -72,9 +74,31 @@ class GuardedProtocol(PeerCredProtocol):
     def on_headers_complete(self) -> None:
         self._disarm()
         super().on_headers_complete()
+        self._arm(self._body_too_slow)  # the body must keep coming (none: disarmed at once)
 
-    def _arm(self) -> None:
-        self._deadline = self.loop.call_later(self._guard.header_timeout_s, self._too_slow)
+    def on_body(self, body: bytes) -> None:
+        super().on_body(body)
+        self._disarm()
+        self._arm(self._body_too_slow)
+
+    def on_message_complete(self) -> None:
+        self._disarm()
+        super().on_message_complete()
+
+    def _arm(self, expire: Callable[[], None] | None = None) -> None:
+        self._deadline = self.loop.call_later(self._guard.header_timeout_s,
+                                              expire or self._too_slow)  # fmt: skip
+
+    def _body_too_slow(self) -> None:
+        """No body bytes for `header_timeout_s`: the request is dropped (its handler sees a
+        disconnect). Not while the app is the slow one (reading paused by flow control)."""
+        self._deadline = None
+        if self.flow.read_paused:
+            self._arm(self._body_too_slow)
+            return
+        if not self.transport.is_closing():
+            log.warning("connection closed: request body too slow", extra={"uid": self._uid})
+            self.transport.close()
 
     def _disarm(self) -> None:
         if self._deadline is not None:
