@@ -195,6 +195,8 @@ def test_mixed_load_survives_kill_9_of_daemon_and_blender(
     health = daemon.client.health()
     assert daemon.terminate() == 0
     databases = assert_databases_intact(daemon.data_dir)
+    wait_until(lambda: not blender_pids(blender, daemon.data_dir), timeout=10,
+               what="no Blender to outlive the daemon")  # fmt: skip
 
     by_id = {r.id: r for r in records}
     assert set(plan.acked) <= set(by_id), "an acknowledged task was lost"
@@ -273,6 +275,9 @@ def check_renders(renders: list[TaskRecord], frame_journal: Path) -> int:
         args, result = record.args, record.result or {}
         expected = list(range(args["start_frame"], args["end_frame"] + 1))
         assert [f["frame"] for f in result["frames"]] == expected, record
+        folder = Path(args["output_dir"])
+        assert sorted(p.name for p in folder.iterdir()) == sorted(  # no partial or stray file
+            Path(f["path"]).name for f in result["frames"]), record  # fmt: skip
         for frame in result["frames"]:
             head = Path(frame["path"]).read_bytes()[:24]
             assert head[:8] == b"\x89PNG\r\n\x1a\n" and head[16:24] == bytes.fromhex(
