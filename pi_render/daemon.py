@@ -80,6 +80,8 @@ class Daemon:
         self._stopping = threading.Event()
         self._reload_lock = threading.Lock()
         self._server: SocketServer | None = None
+        self.audit: AuditLog | None = None
+        self._capabilities: dict[str, dict[str, Any]] = {}
 
     def run(self) -> int:
         settings = self.settings
@@ -148,6 +150,8 @@ class Daemon:
             self.cron_store.close()
             self.outbox.close()
             self.workflow_runs.close()
+            if self.audit is not None:
+                self.audit.close()
         finally:
             self.lock.release()
         log.info("pi-render stopped")
@@ -216,7 +220,8 @@ class Daemon:
 
     def _access(self, socket_gid: int) -> tuple[AccessPolicy, AuditLog]:
         self.access_policy = AccessPolicy(self.settings.roles, socket_gid)
-        return self.access_policy, AuditLog(self.settings.data_dir / "audit.jsonl")
+        self.audit = AuditLog(self.settings.data_dir / "audit.jsonl")
+        return self.access_policy, self.audit
 
     def _on_sighup(self, signum: int, frame: FrameType | None) -> None:
         threading.Thread(target=self.reload, name="reload", daemon=True).start()
@@ -248,6 +253,7 @@ class Daemon:
             log.warning("reload: %s change only with a restart", ", ".join(fixed))
         self.retry.update(new.retry)
         self.outbox.hooks[:] = new.hooks
+        self._capabilities.clear()
         self.service.controls = self._controls(new)
         self.access_policy.roles = new.roles
         logging.getLogger().setLevel(new.log_level)
@@ -277,8 +283,12 @@ class Daemon:
             self._server.should_exit = True
 
     def capabilities(self, label: str) -> dict[str, Any]:
-        version = self.env.blender.version if self.env.blender else None
-        return pool_capabilities(label, self.settings.capabilities, version)
+        """A pool's capabilities, found once per (re)load: every submit asks for them."""
+        if label not in self._capabilities:
+            version = self.env.blender.version if self.env.blender else None
+            caps = pool_capabilities(label, self.settings.capabilities, version)
+            self._capabilities[label] = caps
+        return self._capabilities[label]
 
     def queues(self) -> dict[str, Any]:
         workers = self.pool.status()
