@@ -7,6 +7,7 @@ import shutil
 import sqlite3
 import threading
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -120,7 +121,8 @@ class TaskService:
         self._check_room()
         records: list[TaskRecord] = []  # what is returned, in order
         new: list[TaskRecord] = []  # what is written
-        with self._submit_lock:  # limits count what is already there: one submitter at a time
+        with ExitStack() as held:
+            held.enter_context(self._submit_lock)  # limits count what is there: one at a time
             for index, (type_name, args, priority, label) in enumerate(requests):
                 try:
                     who = (extra or {}).get("submitted_by")
@@ -142,6 +144,8 @@ class TaskService:
                 else:
                     records.append(record)
                     new.append(record)
+            if not self._counted(new):
+                held.close()  # nothing here is counted by a limit: submitters share one fsync
             try:
                 self.records.create_many(new)
             except (StorageError, sqlite3.Error) as exc:  # some may be on disk after all
@@ -155,6 +159,14 @@ class TaskService:
                 raise self._withdraw(new, exc) from None
             log.debug("task submitted", extra={"task_id": record.id, "type": record.type})
         return records
+
+    def _counted(self, new: list[TaskRecord]) -> bool:
+        """Would a limit, a dedup or a per-uid cap count these (so the next submitter must wait
+        until they are written)?"""
+        cap = self.controls.max_queued_per_uid if self.controls else None
+        return any(r.limit_key is not None or r.content_key is not None or (
+            cap is not None and r.submitted_by is not None and r.submitted_by["uid"] != 0)
+            for r in new)  # fmt: skip
 
     def _withdraw(self, new: list[TaskRecord], exc: Exception) -> StorageError:
         """The disk refused a record or a queue row: all or nothing, so every task of the request

@@ -7,6 +7,7 @@ import logging
 import os
 import pwd
 import threading
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
@@ -52,14 +53,25 @@ def _gid(name: str) -> int | None:
         return None
 
 
+GROUPS_TTL_S = 10.0  # how long a uid's groups are trusted (NSS lookups on every request cost)
+_groups_seen: dict[tuple[int, int], tuple[float, frozenset[int]]] = {}
+
+
 def groups_of(uid: int, gid: int) -> frozenset[int]:
-    """The uid's primary and supplementary groups."""
+    """The uid's primary and supplementary groups (looked up at most every GROUPS_TTL_S)."""
+    now = time.monotonic()
+    seen = _groups_seen.get((uid, gid))
+    if seen is not None and now - seen[0] < GROUPS_TTL_S:
+        return seen[1]
     groups = {gid}
     try:
         name = pwd.getpwuid(uid).pw_name
         groups |= set(os.getgrouplist(name, gid))
     except KeyError:
         pass
+    if len(_groups_seen) > 4096:
+        _groups_seen.clear()
+    _groups_seen[(uid, gid)] = (now, frozenset(groups))
     return frozenset(groups)
 
 

@@ -3,7 +3,8 @@
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import partial
 from typing import Any, TypeVar
 
@@ -46,6 +47,7 @@ class QueueWorker(LoopWorker):
         self.env = env
         self.timeouts = timeouts if timeouts is not None else {}
         self.heartbeat_s = heartbeat_s
+        self._watch = _Watch(heartbeat_s)
         self.retry = retry or RetryPolicies({})
         self.failed_queue = failed_queue
         self.queue = queue
@@ -133,8 +135,12 @@ class QueueWorker(LoopWorker):
         log.info("task started", extra={**extra, "worker": self.name})
         started = self.clock.monotonic()
         limit = record.timeout_s or self.timeouts.get(record.type)
-        watch = _Watch(self.heartbeat_s, lambda: self._beat(record.id), limit,
-                       lambda: ctx.request_stop(StopReason.TIMEOUT), ctx.paused_s)  # fmt: skip
+        watch = self._watch.watching(
+            lambda: self._beat(record.id),
+            limit,
+            lambda: ctx.request_stop(StopReason.TIMEOUT),
+            ctx.paused_s,
+        )
         try:
             with watch:
                 result = processor_for(record.type, self.env).run(record.args, ctx)
@@ -200,35 +206,59 @@ class QueueWorker(LoopWorker):
 
 
 class _Watch:
-    """While a task runs: a heartbeat every `every_s`, and a stop once `limit_s` has passed."""
+    """A worker's watcher, one thread reused for every task it runs: while a task runs, a
+    heartbeat every `every_s` and a stop once its limit has passed (paused time not counted).
+    A thread started and joined per task cost more than a short task itself."""
 
-    def __init__(self, every_s: float, beat: Callable[[], None], limit_s: float | None,
-                 expire: Callable[[], None], paused_s: Callable[[], float]) -> None:  # fmt: skip
-        self.every_s, self.beat, self.limit_s, self.expire = every_s, beat, limit_s, expire
-        self.paused_s = paused_s  # paused time does not count towards the limit
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
+    def __init__(self, every_s: float) -> None:
+        self.every_s = every_s
+        self._cond = threading.Condition()
+        self._task: tuple[Callable[[], None], float | None, Callable[[], None],
+                          Callable[[], float]] | None = None  # fmt: skip
+        self._generation = 0  # changes whenever a task starts or ends
+        self._thread: threading.Thread | None = None
 
-    def __enter__(self) -> "_Watch":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._done.set()
-        self._thread.join(5)
+    @contextmanager
+    def watching(self, beat: Callable[[], None], limit_s: float | None,
+                 expire: Callable[[], None],
+                 paused_s: Callable[[], float]) -> Iterator[None]:  # fmt: skip
+        with self._cond:
+            self._task = (beat, limit_s, expire, paused_s)
+            self._generation += 1
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
+                self._thread.start()
+            self._cond.notify_all()
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._task = None
+                self._generation += 1
+                self._cond.notify_all()
 
     def _run(self) -> None:
-        deadline = None if self.limit_s is None else time.monotonic() + self.limit_s
         while True:
-            counted = time.monotonic() - self.paused_s()  # paused time does not count
+            with self._cond:
+                self._cond.wait_for(lambda: self._task is not None)
+                assert self._task is not None
+                (beat, limit_s, expire, paused_s), generation = self._task, self._generation
+            self._watch(generation, beat, limit_s, expire, paused_s)
+
+    def _watch(self, generation: int, beat: Callable[[], None], limit_s: float | None,
+               expire: Callable[[], None], paused_s: Callable[[], float]) -> None:  # fmt: skip
+        deadline = None if limit_s is None else time.monotonic() + limit_s
+        while True:
+            counted = time.monotonic() - paused_s()  # paused time does not count
             wait = self.every_s if deadline is None else min(self.every_s, deadline - counted)
-            if self._done.wait(max(0.0, wait)):
-                return
-            if deadline is not None and time.monotonic() - self.paused_s() >= deadline:
-                self.expire()
+            with self._cond:
+                if self._cond.wait_for(lambda: self._generation != generation, max(0.0, wait)):
+                    return  # the task ended
+            if deadline is not None and time.monotonic() - paused_s() >= deadline:
+                expire()
                 deadline = None  # asked once; the processor stops when it can
                 continue
             try:
-                self.beat()
+                beat()
             except Exception:  # a missed beat shows as stale in health; never kill the task
                 log.exception("heartbeat failed")
