@@ -194,3 +194,30 @@ def fill(disk: Path) -> Path:
             except OSError as exc:
                 assert exc.errno == errno.ENOSPC, exc
     return filler
+
+
+def lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def all_records(client: Client) -> list[TaskRecord]:
+    """Every record, a page at a time."""
+    records: list[TaskRecord] = []
+    while page := client.list(limit=1000, offset=len(records)):
+        records.extend(page)
+    return records
+
+
+def assert_journal_runs(records: list[TaskRecord], journal: Path) -> None:
+    """Journal tasks (tests/plugins) log `<id> <attempt>` per run: each run was a recorded
+    attempt (a kill between the record and the run leaves an attempt with no run), and the
+    completing run was the last one: nothing ran after it was recorded completed."""
+    seen: dict[str, list[int]] = {}
+    for line in lines(journal):
+        task_id, attempt = line.split()
+        seen.setdefault(task_id, []).append(int(attempt))
+    for record in records:
+        assert record.status == "completed", record
+        runs = seen[record.id]
+        assert runs == sorted(set(runs)) and runs[-1] == record.attempts, (record, runs)
+        assert record.result == {"attempt": record.attempts}, record

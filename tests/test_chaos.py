@@ -21,7 +21,14 @@ from typing import Any
 
 import pytest
 from blender_env import blender_or_skip
-from conftest import DaemonProcess, assert_databases_intact, wait_until
+from conftest import (
+    DaemonProcess,
+    all_records,
+    assert_databases_intact,
+    assert_journal_runs,
+    lines,
+    wait_until,
+)
 
 from pi_render.api.client import ApiError, Client
 from pi_render.errors import DaemonUnreachable
@@ -112,10 +119,6 @@ def make_plan(rng: random.Random, tmp: Path, scene: Path) -> Plan:
     return Plan(items)
 
 
-def lines(path: Path) -> list[str]:
-    return path.read_text().splitlines() if path.exists() else []
-
-
 def blender_pids(blender: Path, data_dir: Path) -> list[int]:
     """Blender processes rendering for this daemon (their command line names its data dir)."""
     pids = []
@@ -127,13 +130,6 @@ def blender_pids(blender: Path, data_dir: Path) -> list[int]:
         if argv[0] == str(blender).encode() and str(data_dir).encode() in b" ".join(argv):
             pids.append(int(cmdline.parent.name))
     return pids
-
-
-def all_records(client: Client) -> list[TaskRecord]:
-    records: list[TaskRecord] = []
-    while page := client.list(limit=1000, offset=len(records)):
-        records.extend(page)
-    return records
 
 
 @pytest.mark.timeout(600 + 15 * KILLS)
@@ -201,7 +197,7 @@ def test_mixed_load_survives_kill_9_of_daemon_and_blender(
     by_id = {r.id: r for r in records}
     assert set(plan.acked) <= set(by_id), "an acknowledged task was lost"
     types = Counter(r.type for r in records)
-    check_journal_tasks([r for r in records if r.type == "journal"], journal)
+    assert_journal_runs([r for r in records if r.type == "journal"], journal)
     for record in records:
         if record.type == "flaky":
             # failed twice, then succeeded (a kill may cut a failure before it was recorded)
@@ -247,18 +243,6 @@ def work_left(client: Client) -> bool:
     except (DaemonUnreachable, ApiError):
         return True
     return any(counts.get(status) for status in ("pending", "running", "retrying"))
-
-
-def check_journal_tasks(records: list[TaskRecord], journal: Path) -> None:
-    """Each run was a recorded attempt, and the completing run was the last one."""
-    seen: dict[str, list[int]] = {}
-    for line in lines(journal):
-        task_id, attempt = line.split()
-        seen.setdefault(task_id, []).append(int(attempt))
-    for record in records:
-        assert record.status == "completed", record
-        runs = seen[record.id]
-        assert runs == sorted(set(runs)) and runs[-1] == record.attempts, (record, runs)
 
 
 def check_renders(renders: list[TaskRecord], frame_journal: Path) -> int:

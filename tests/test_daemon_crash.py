@@ -3,11 +3,10 @@
 import os
 import random
 import threading
-from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-from conftest import DaemonProcess, wait_until
+from conftest import DaemonProcess, all_records, assert_journal_runs, lines, wait_until
 
 from pi_render.api.client import ApiError, Client
 from pi_render.errors import DaemonUnreachable
@@ -34,18 +33,6 @@ class Submitter(threading.Thread):
             self.acked.append(record.id)
 
 
-def all_records(client: Client) -> list[TaskRecord]:
-    records, offset = [], 0
-    while page := client.list(limit=1000, offset=offset):
-        records.extend(page)
-        offset += len(page)
-    return records
-
-
-def journal_lines(journal: Path) -> list[str]:
-    return journal.read_text().splitlines() if journal.exists() else []
-
-
 def test_kill_9_at_random_points_loses_nothing_and_reruns_nothing_completed(
     make_daemon: Callable[..., DaemonProcess], tmp_path: Path
 ) -> None:
@@ -59,9 +46,9 @@ def test_kill_9_at_random_points_loses_nothing_and_reruns_nothing_completed(
         daemon.start()
         submitter = Submitter(daemon.client, journal, acked, TASKS)
         submitter.start()
-        target = len(journal_lines(journal)) + rng.randrange(0, 80)
+        target = len(lines(journal)) + rng.randrange(0, 80)
         wait_until(
-            lambda: len(journal_lines(journal)) >= target or not submitter.is_alive(),
+            lambda: len(lines(journal)) >= target or not submitter.is_alive(),
             timeout=60,
             what="work to happen before the kill",
         )
@@ -79,19 +66,7 @@ def test_kill_9_at_random_points_loses_nothing_and_reruns_nothing_completed(
     records = wait_until(settled, timeout=120, what="every task to reach a final state")
     by_id = {r.id: r for r in records}
     assert set(acked) <= set(by_id), "a submitted task was lost"
-    runs = Counter(line.split()[0] for line in journal_lines(journal))
-    attempts_seen: dict[str, list[int]] = {}
-    for line in journal_lines(journal):
-        task_id, attempt = line.split()
-        attempts_seen.setdefault(task_id, []).append(int(attempt))
-    for record in records:
-        assert record.status == "completed", record
-        # each run was a recorded attempt (a kill between the record and the run leaves an
-        # attempt with no run); the completing run was the last: nothing ran after completion
-        seen = attempts_seen[record.id]
-        assert seen == sorted(set(seen)) and runs[record.id] <= record.attempts, record
-        assert seen[-1] == record.attempts, record
-        assert record.result == {"attempt": record.attempts}
+    assert_journal_runs(records, journal)
     reruns = sum(r.attempts - 1 for r in records)
     assert reruns <= KILLS * WORKERS
     health = daemon.client.health()
