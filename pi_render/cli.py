@@ -88,21 +88,27 @@ def final_exit(record: TaskRecord) -> None:
         raise typer.Exit(EXIT_TASK_FAILED)
 
 
-def wait_with_progress(client: Client, task_id: str, timeout: float | None) -> TaskRecord:
-    """Long-poll in short chunks so a person sees progress; the end is still seen at once."""
+def follow(client: Client, task_id: str, timeout: float | None,
+           show: Callable[[TaskRecord], None]) -> TaskRecord:  # fmt: skip
+    """Long-poll in chunks of a second so each state can be shown; the end is still seen at
+    once. Returns the last record (final, or whatever it was when `timeout` ran out)."""
     import time
 
     deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        left = 1.0 if deadline is None else min(1.0, max(0.0, deadline - time.monotonic()))
+        record = client.wait(task_id, left)
+        show(record)
+        if record.status.is_final or (deadline is not None and time.monotonic() >= deadline):
+            return record
+
+
+def wait_with_progress(client: Client, task_id: str, timeout: float | None) -> TaskRecord:
+    """A status line with the task's state and progress, until it ends."""
     with err.status(f"waiting for {task_id}") as status:
-        while True:
-            left = 1.0 if deadline is None else min(1.0, max(0.0, deadline - time.monotonic()))
-            record = client.wait(task_id, left)
-            status.update(
-                f"{task_id} {record.status.value} {record.progress:.0%} "
-                f"{record.progress_message or ''}"
-            )
-            if record.status.is_final or (deadline is not None and time.monotonic() >= deadline):
-                return record
+        return follow(client, task_id, timeout, lambda record: status.update(
+            f"{task_id} {record.status.value} {record.progress:.0%} "
+            f"{record.progress_message or ''}"))  # fmt: skip
 
 
 @app.command()
@@ -417,28 +423,25 @@ def parse_frames(spec: str) -> tuple[int, int]:
 
 def render_progress(client: Client, task_id: str, timeout: float | None) -> TaskRecord:
     """A progress bar fed by the record's frames done and ETA, until the task ends."""
-    import time
-
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    deadline = None if timeout is None else time.monotonic() + timeout
     columns = (TextColumn("{task.description}"), BarColumn(),
                TextColumn("{task.fields[frames]} frames"), TimeRemainingColumn())  # fmt: skip
     with Progress(*columns, console=err, transient=False) as bar:
         line = bar.add_task(f"render {task_id}", total=None, frames="…")
-        while True:
-            left = 1.0 if deadline is None else min(1.0, max(0.0, deadline - time.monotonic()))
-            record = client.wait(task_id, left)
+
+        def show(record: TaskRecord) -> None:
             detail = record.progress_detail or {}
             done, total = detail.get("frames_done", 0), detail.get("frames_total")
             where = "" if record.status.is_final else f" frame {detail.get('current_frame') or '…'}"
             bar.update(line, total=total, completed=done, frames=f"{done}/{total or '…'}",
                        description=f"{record.status.value}{where}")  # fmt: skip
-            if record.status.is_final or (deadline is not None and time.monotonic() >= deadline):
-                if record.status.value == "completed" and record.result:
-                    n = len(record.result.get("frames", []))
-                    bar.update(line, total=n, completed=n, frames=f"{n}/{n}")
-                return record
+
+        record = follow(client, task_id, timeout, show)
+        if record.status.value == "completed" and record.result:
+            n = len(record.result.get("frames", []))
+            bar.update(line, total=n, completed=n, frames=f"{n}/{n}")
+        return record
 
 
 @app.command()
