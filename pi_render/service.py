@@ -215,6 +215,7 @@ class TaskService:
             priority=priority,
             args=parsed.model_dump(mode="json"),
             created_at=self.clock.now(),
+            content_key=cls.content_key(parsed),
         )
 
     def _check_room(self) -> None:
@@ -242,9 +243,7 @@ class TaskService:
         if lacks:
             raise NotQualified(f"no worker pool can run this {record.type} task on label "
                                f"{record.label!r}: it lacks {', '.join(lacks)}")  # fmt: skip
-        cls = task_type(record.type)
-        content = cls.content_key(cls.parse_args(record.args))
-        record.content_key = content
+        content = record.content_key
         if content is not None and not force:
             existing = find_duplicate(self.records, record)
             if existing is not None:
