@@ -163,10 +163,14 @@ class TaskService:
     def _counted(self, new: list[TaskRecord]) -> bool:
         """Would a limit, a dedup or a per-uid cap count these (so the next submitter must wait
         until they are written)?"""
+        return any(r.limit_key is not None or r.content_key is not None or self._uid_capped(r)
+                   for r in new)  # fmt: skip
+
+    def _uid_capped(self, record: TaskRecord) -> bool:
+        """Does `max_queued_per_uid` count this task? (Root is exempt.)"""
+        who = record.submitted_by
         cap = self.controls.max_queued_per_uid if self.controls else None
-        return any(r.limit_key is not None or r.content_key is not None or (
-            cap is not None and r.submitted_by is not None and r.submitted_by["uid"] != 0)
-            for r in new)  # fmt: skip
+        return cap is not None and who is not None and who["uid"] != 0
 
     def _withdraw(self, new: list[TaskRecord], exc: Exception) -> StorageError:
         """The disk refused a record or a queue row: all or nothing, so every task of the request
@@ -249,7 +253,7 @@ class TaskService:
             if existing is not None:
                 return existing
         who = record.submitted_by
-        if controls.max_queued_per_uid is not None and who is not None and who["uid"] != 0:
+        if who is not None and controls.max_queued_per_uid is not None and self._uid_capped(record):
             queued = self.records.live_count_of_uid(who["uid"])
             if queued >= controls.max_queued_per_uid:
                 raise TooManyQueued(f"uid {who['uid']} already has {queued} tasks waiting or "
