@@ -122,13 +122,12 @@ class TicketedWriter:
             self._hand_over_anyway(statement)
 
     def _hand_over_anyway(self, statement: str) -> None:
-        """Errors waiting in sqlitedict's slot come from statements this rollback covers."""
-        for _ in range(100):
-            try:
-                self._conn.execute(statement)
-                return
-            except sqlite3.Error:
-                continue
+        """An error waiting in sqlitedict's slot comes from a statement this rollback covers;
+        raising it clears the slot, so the second try hands the statement over."""
+        try:
+            self._conn.execute(statement)
+        except sqlite3.Error:
+            self._conn.execute(statement)
 
     def select_one(self, sql: str) -> Any:
         """A read on the writer's own connection (a pragma), in order with the writes."""
