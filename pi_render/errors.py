@@ -55,7 +55,8 @@ class TaskTimedOut(PiRenderError):
 
 
 class StorageError(PiRenderError):
-    """Raised when a durable store could not write (I/O error); nothing of that write remains."""
+    """Raised when a durable store could not write (I/O error): the write was rolled back (or,
+    when the store cannot tell, it may be on disk after all: callers treat it as not done)."""
 
     http_status = 503
 
