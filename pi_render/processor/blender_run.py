@@ -1,6 +1,7 @@
 """One Blender run, supervised: its whole process group, its log, a timeout, a hang watchdog, and
 a stop (cancel or shutdown) that reaches it within seconds. Failures get names."""
 
+import functools
 import logging
 import os
 import queue
@@ -200,16 +201,18 @@ class BlenderProcess:
                 continue
 
 
-def dies_with_parent() -> list[str]:
+@functools.cache
+def dies_with_parent() -> tuple[str, ...]:
     """A prefix that makes the kernel SIGKILL Blender when its worker thread dies (a daemon killed
     with -9 included), so an orphan never renders frames that the next attempt renders again.
-    util-linux's setpriv sets it and execs Blender: the same pid, no fork-time Python code."""
+    util-linux's setpriv sets it and execs Blender: the same pid, no fork-time Python code.
+    Looked up once (and warned about once), not on every render."""
     setpriv = shutil.which("setpriv")
     if setpriv is None:
         log.warning("setpriv (util-linux) not found: a Blender may outlive a killed daemon "
                     "until its task runs again")  # fmt: skip
-        return []
-    return [setpriv, "--pdeathsig", "KILL", "--"]
+        return ()
+    return (setpriv, "--pdeathsig", "KILL", "--")
 
 
 def scrubbed_env(keep: list[str], home: Path) -> dict[str, str]:
