@@ -33,6 +33,7 @@ from pi_render.errors import (
 )
 from pi_render.manifest.failed import FailedTask, FailedTaskManifest
 from pi_render.manifest.records import TaskIdGenerator, TaskRecordManifest
+from pi_render.manifest.writer import is_disk_full
 from pi_render.processor.context import StopReason
 from pi_render.queue.router import Router
 from pi_render.task import lifecycle
@@ -191,7 +192,7 @@ class TaskService:
             except (PiRenderError, sqlite3.Error) as failure:
                 log.error("could not withdraw a task; it runs after the next start: %s", failure,
                           extra={"task_id": record.id})  # fmt: skip
-        kind = DiskFull if "full" in str(exc) else StorageError
+        kind = DiskFull if is_disk_full(exc) else StorageError
         return kind(f"the data disk refused to store the task ({exc}); nothing of it will run "
                     f"(withdrawn): free some space and submit it again")  # fmt: skip
 

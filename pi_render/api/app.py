@@ -18,6 +18,7 @@ from pi_render.api.waiters import FinalStateWaiters
 from pi_render.controls import Requirements
 from pi_render.errors import InvalidTaskArgs, PiRenderError
 from pi_render.manifest.failed import FailedTask
+from pi_render.manifest.writer import is_disk_full
 from pi_render.service import TaskService
 from pi_render.task.base import task_types
 from pi_render.task.record import Priority, TaskRecord, TaskStatus
@@ -158,7 +159,7 @@ def create_app(
 
     @app.exception_handler(sqlite3.OperationalError)
     async def _sqlite_error(request: Request, exc: sqlite3.OperationalError) -> JSONResponse:
-        if "full" in str(exc):
+        if is_disk_full(exc):
             return _error(507, "DiskFull", "the data disk is full; free some space")
         return _error(503, "StorageError", f"storage is busy or failing: {exc}; try again")
 

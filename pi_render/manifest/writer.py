@@ -22,8 +22,13 @@ from sqlitedict import _RESPONSE_NO_MORE
 from pi_render.errors import DiskFull, StorageError
 
 
+def is_disk_full(exc: BaseException) -> bool:
+    """SQLite says SQLITE_FULL as "database or disk is full"; our own DiskFull says "full" too."""
+    return isinstance(exc, DiskFull) or "full" in str(exc)
+
+
 def storage_error(exc: BaseException) -> StorageError:
-    if "full" in str(exc):
+    if is_disk_full(exc):
         return DiskFull(f"the data disk is full ({exc}): free some space; that write was undone")
     return StorageError(f"the data store could not write ({exc}); that write was undone")
 
