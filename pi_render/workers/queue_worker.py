@@ -89,15 +89,12 @@ class QueueWorker(LoopWorker):
                     "queued task has no record; dropping it", extra={"task_id": item.task_id}
                 )
                 record = None
-            except STORAGE_ERRORS as exc:  # not started (the write was undone): it waits
-                log.error("cannot start a task, the data disk fails: %s", exc,
-                          extra={"task_id": item.task_id})  # fmt: skip
+            except STORAGE_ERRORS:  # not started (the write was undone): hand it back
                 # it may be on disk as running after all (the disk's refusal can be uncertain)
                 self._durably(lambda: self.records.change(item.task_id, lifecycle.requeue))
                 self._durably(lambda: self.queue.nack(item))
-                self.stop_event.wait(STORAGE_RETRY_S[1])
                 finished = True
-                return
+                raise  # LoopWorker.run logs it and backs off before the next try
             started = record is not None
             if record is None:  # final already (done before a crash, or cancelled): never rerun
                 self._durably(lambda: self.queue.ack(item))
