@@ -12,8 +12,10 @@ from pi_render.blend.errors import (
 )
 from pi_render.blend.file import BlendFile, open_blend
 from pi_render.blend.scene import BlendInfo, SceneInfo, read_blend_info
+from pi_render.blend.trace import Access, Dependency, Trace, TooManyDependencies, trace_dependencies
 
 __all__ = [
-    "BlendFile", "BlendFileError", "BlendInfo", "CorruptBlendFile", "NotABlendFile",
-    "SceneInfo", "TruncatedBlendFile", "UnsupportedBlendFile", "open_blend", "read_blend_info",
+    "Access", "BlendFile", "BlendFileError", "Dependency", "BlendInfo", "CorruptBlendFile", "NotABlendFile",
+    "SceneInfo", "TooManyDependencies", "Trace", "TruncatedBlendFile", "UnsupportedBlendFile",
+    "open_blend", "read_blend_info", "trace_dependencies",
 ]  # fmt: skip

@@ -84,6 +84,17 @@ class BlockIndex:
         at = self.by_old.get(old)
         return None if at is None else self.block_at(at)
 
+    def every_block(self) -> Iterator[Block]:
+        """Every block (DATA included) in file order, up to ENDB or the last whole block."""
+        data, h = self._data, self._header
+        offset, end, size = h.size, len(data), h.bhead.size
+        while offset + size <= end:
+            block = self.block_at(offset)
+            if block.code == b"ENDB" or block.offset + block.length > end or block.length < 0:
+                return
+            yield block
+            offset = block.offset + block.length
+
     def with_code(self, code: bytes) -> Iterator[Block]:
         """Blocks of a code (b"SC\\0\\0", b"GLOB", …) in file order."""
         for at in self.by_code.get(code, ()):

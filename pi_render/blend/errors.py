@@ -1,6 +1,11 @@
 """Every problem with a .blend file is a BlendFileError that names the file (and the offset)."""
 
+import struct
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 class BlendFileError(Exception):
@@ -30,3 +35,15 @@ class CorruptBlendFile(BlendFileError):
 
 class UnsupportedBlendFile(BlendFileError):
     """Raised for a valid-looking file in a layout this reader does not know."""
+
+
+def guarded(path: Path, build: Callable[[], T]) -> T:
+    """Turn the low-level errors a corrupt file can cause into BlendFileErrors."""
+    try:
+        return build()
+    except BlendFileError:
+        raise
+    except KeyError as exc:
+        raise UnsupportedBlendFile(f"this file's SDNA has no {exc.args[0]}", path) from None
+    except (struct.error, IndexError, ValueError, TypeError, OverflowError) as exc:
+        raise CorruptBlendFile(f"inconsistent data ({exc})", path, 0) from None

@@ -4,15 +4,19 @@ Field names follow Blender's Python API (`render.resolution_x`, `image_settings.
 """
 
 import os
-import struct
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
 from pi_render.blend.blocks import Block
-from pi_render.blend.errors import BlendFileError, CorruptBlendFile, UnsupportedBlendFile
+from pi_render.blend.errors import (
+    BlendFileError,
+    CorruptBlendFile,
+    UnsupportedBlendFile,
+    guarded,
+)
 from pi_render.blend.file import BlendFile, open_blend
 from pi_render.blend.header import blender_version
 from pi_render.blend.idprops import scene_int_property
@@ -29,9 +33,6 @@ FILE_FORMATS = {
 }  # fmt: skip
 COLOR_MODES = {8: "BW", 24: "RGB", 32: "RGBA"}
 COLOR_DEPTHS = {1: "1", 2: "8", 4: "10", 8: "12", 16: "16", 32: "24", 64: "32"}
-
-T = TypeVar("T")
-
 
 class SceneInfo(BaseModel):
     """The render settings of one scene."""
@@ -145,7 +146,7 @@ def read_scene(blend: BlendFile, scene: Block) -> SceneInfo:
 
 def read_current_scene(blend: BlendFile) -> SceneInfo:
     blend.sdna  # noqa: B018  (raises TruncatedBlendFile when the catalogue is missing)
-    return _guarded(blend.path, lambda: read_scene(blend, current_scene_block(blend)))
+    return guarded(blend.path, lambda: read_scene(blend, current_scene_block(blend)))
 
 
 def _subversion(blend: BlendFile) -> int:
@@ -191,20 +192,8 @@ def read_blend_info(path: str | Path, scene: str | None = None) -> BlendInfo:
                     ),
                 )
 
-            return _guarded(path, build)
+            return guarded(path, build)
     except BlendFileError:
         raise
     except (MemoryError, RecursionError) as exc:  # pragma: no cover - defensive
         raise CorruptBlendFile(f"cannot be read ({type(exc).__name__})", path, 0) from None
-
-
-def _guarded(path: Path, build: Callable[[], T]) -> T:
-    """Turn the low-level errors a corrupt file can cause into BlendFileErrors."""
-    try:
-        return build()
-    except BlendFileError:
-        raise
-    except KeyError as exc:
-        raise UnsupportedBlendFile(f"this file's SDNA has no {exc.args[0]}", path) from None
-    except (struct.error, IndexError, ValueError, TypeError, OverflowError) as exc:
-        raise CorruptBlendFile(f"inconsistent data ({exc})", path, 0) from None
