@@ -460,14 +460,18 @@ def render(
     force: Annotated[
         bool, typer.Option("--force", help="Even if an identical render exists.")
     ] = False,
+    allow_missing: Annotated[
+        bool, typer.Option("--allow-missing", help="Render even if files it needs are missing.")
+    ] = False,
     socket: SocketOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Render a .blend (its own frames and format unless told otherwise)."""
+    """Render a .blend and every file it needs (its own frames and format unless told)."""
     request: dict[str, Any] = {"source": str(file.expanduser().absolute()), "blend": blend,
                                "frame_step": step, "output_type": format, "scene": scene,
                                "engine": engine, "timeout_s": timeout,
-                               "priority": priority.value, "force": force or None}  # fmt: skip
+                               "priority": priority.value, "force": force or None,
+                               "allow_missing": allow_missing or None}  # fmt: skip
     if frames:
         request["start_frame"], request["end_frame"] = parse_frames(frames)
     if output:

@@ -89,6 +89,9 @@ class Settings(BaseModel):
     render_stall_timeout_s: float = Field(600.0, gt=0, description="hang watchdog")
     render_stop_grace_s: float = Field(10.0, ge=0, description="SIGTERM → SIGKILL grace")
     allow_blend_scripts: bool = Field(False, description="let scripts in .blend files run")
+    allow_missing: bool = Field(
+        False, description="render even when files a .blend needs are missing (as warnings)"
+    )
     timeouts: dict[str, float] = Field(
         default_factory=dict, description="maximum runtime per task type, seconds"
     )
@@ -144,6 +147,10 @@ class Settings(BaseModel):
     @property
     def spool_dir(self) -> Path:
         return self.data_dir / "spool"
+
+    @property
+    def store_dir(self) -> Path:
+        return self.data_dir / "store"
 
     @property
     def frames_path(self) -> Path:

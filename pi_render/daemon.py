@@ -216,7 +216,8 @@ class Daemon:
     def _controls(self, settings: Settings) -> SubmitControls:
         roots = (tuple(settings.source_roots), tuple(settings.output_roots))
         return SubmitControls(settings.limits, settings.requires, self.capabilities, roots,
-                              settings.max_queued_per_uid, settings.min_free_bytes)  # fmt: skip
+                              settings.max_queued_per_uid, settings.min_free_bytes,
+                              settings.allow_missing)  # fmt: skip
 
     def _access(self, socket_gid: int) -> tuple[AccessPolicy, AuditLog]:
         self.access_policy = AccessPolicy(self.settings.roles, socket_gid)

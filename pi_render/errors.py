@@ -7,6 +7,10 @@ class PiRenderError(Exception):
     http_status = 400
     retryable = True  # may a task that failed with it heal by trying again?
 
+    def details(self) -> dict[str, object]:
+        """What the API adds to the error's body beside its message (field errors, a list…)."""
+        return {}
+
 
 class ConfigError(PiRenderError):
     """Raised when the config file or an env override is invalid (names file, key, reason)."""
@@ -42,6 +46,9 @@ class InvalidTaskArgs(PiRenderError):
     def __init__(self, message: str, errors: list[dict[str, str]]) -> None:
         super().__init__(message)
         self.errors = errors
+
+    def details(self) -> dict[str, object]:
+        return {"fields": self.errors}
 
 
 class TaskStateConflict(PiRenderError):

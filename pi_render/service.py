@@ -57,6 +57,7 @@ class SubmitControls:
     roots: tuple[tuple[Path, ...], tuple[Path, ...]] = ((Path("/"),), (Path("/"),))
     max_queued_per_uid: int | None = None
     min_free_bytes: int = 0
+    allow_missing: bool = False  # a render's default when files its .blend needs are missing
 
 
 class TaskService:
@@ -211,7 +212,9 @@ class TaskService:
         self.router.queue_for(label)  # refuse before writing anything
         task_id = task_id or self.ids.new()
         roots = self.controls.roots if self.controls else ((Path("/"),), (Path("/"),))
-        context = SubmitContext(task_id, self.spool_dir / task_id, self.output_root, *roots, reader)
+        allow_missing = self.controls.allow_missing if self.controls else False
+        context = SubmitContext(task_id, self.spool_dir / task_id, self.output_root, *roots, reader,
+                                self.spool_dir.parent / "store", allow_missing)  # fmt: skip
         parsed = cls.prepare(parsed, context)
         return TaskRecord(
             id=task_id,

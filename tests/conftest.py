@@ -173,6 +173,37 @@ def scenes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {name: folder / f"{name}.blend" for name in SCENES}
 
 
+@pytest.fixture(scope="session")
+def bpy_python() -> str:
+    """A Python with the bpy wheel (CI makes one: see .ci/run); required in CI."""
+    found = os.environ.get("PI_RENDER_BPY_PYTHON")
+    if found and Path(found).exists():
+        return found
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail("CI must provide PI_RENDER_BPY_PYTHON (a venv with bpy 5.0.1)")
+    pytest.skip("no Python with bpy (set PI_RENDER_BPY_PYTHON)")
+
+
+MAKE_PROJECT = Path(__file__).parent / "blender" / "make_project.py"
+
+
+@pytest.fixture(scope="session")
+def project34(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A project of every kind of dependency, made by Debian's Blender (3.4): see make_project."""
+    folder = tmp_path_factory.mktemp("project34")
+    run_blender_script(blender_or_skip(), MAKE_PROJECT, str(folder))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def project50(tmp_path_factory: pytest.TempPathFactory, bpy_python: str) -> Path:
+    """The same project made by the bpy 5.0.1 wheel."""
+    folder = tmp_path_factory.mktemp("project50")
+    subprocess.run([bpy_python, str(MAKE_PROJECT), str(folder)], check=True,
+                   capture_output=True, timeout=600)  # fmt: skip
+    return folder
+
+
 @contextmanager
 def small_disk(where: Path, size: str) -> Iterator[Path]:
     where.mkdir(exist_ok=True)

@@ -269,17 +269,6 @@ def test_faults_real_blender_cannot_show_on_demand(
         assert [p.name for p in outputs(tmp_path)] == ["frame_0001.png"]
 
 
-@pytest.fixture
-def bpy_python() -> str:
-    """A Python with the bpy wheel (CI makes one: see .ci/run); required in CI."""
-    found = os.environ.get("PI_RENDER_BPY_PYTHON")
-    if found and Path(found).exists():
-        return found
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail("CI must provide PI_RENDER_BPY_PYTHON (a venv with bpy 5.0.1)")
-    pytest.skip("no Python with bpy (set PI_RENDER_BPY_PYTHON)")
-
-
 def test_render_with_the_bpy_module(make_daemon: Callable[..., DaemonProcess], bpy_python: str,
                                     scenes: dict[str, Path], tmp_path: Path) -> None:  # fmt: skip
     daemon = make_daemon(f'blender = "{bpy_python}"\n{RENDER_CONFIG}', name="bpy").start()

@@ -16,7 +16,7 @@ from pi_render.api.access import AccessControl, AccessPolicy, AuditLog
 from pi_render.api.limits import BodyLimit
 from pi_render.api.waiters import FinalStateWaiters
 from pi_render.controls import Requirements
-from pi_render.errors import InvalidTaskArgs, PiRenderError
+from pi_render.errors import PiRenderError
 from pi_render.manifest.failed import FailedTask
 from pi_render.manifest.writer import is_disk_full
 from pi_render.service import TaskService
@@ -148,8 +148,7 @@ def create_app(
 
     @app.exception_handler(PiRenderError)
     async def _pi_render_error(request: Request, exc: PiRenderError) -> JSONResponse:
-        extra = {"fields": exc.errors} if isinstance(exc, InvalidTaskArgs) else {}
-        return _error(exc.http_status, type(exc).__name__, str(exc), **extra)
+        return _error(exc.http_status, type(exc).__name__, str(exc), **exc.details())
 
     @app.exception_handler(OSError)
     async def _os_error(request: Request, exc: OSError) -> JSONResponse:

@@ -12,10 +12,17 @@ from pi_render.blend.errors import (
 )
 from pi_render.blend.file import BlendFile, open_blend
 from pi_render.blend.scene import BlendInfo, SceneInfo, read_blend_info
-from pi_render.blend.trace import Access, Dependency, Trace, TooManyDependencies, trace_dependencies
+from pi_render.blend.trace import (
+    Access,
+    Dependency,
+    TooManyDependencies,
+    Trace,
+    trace_dependencies,
+)
 
 __all__ = [
-    "Access", "BlendFile", "BlendFileError", "Dependency", "BlendInfo", "CorruptBlendFile", "NotABlendFile",
+    "Access", "BlendFile", "BlendFileError", "Dependency", "BlendInfo", "CorruptBlendFile",
+    "NotABlendFile",
     "SceneInfo", "TooManyDependencies", "Trace", "TruncatedBlendFile", "UnsupportedBlendFile",
     "open_blend", "read_blend_info", "trace_dependencies",
 ]  # fmt: skip

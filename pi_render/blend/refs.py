@@ -15,6 +15,7 @@ MAX_LIST = 100_000  # a cycle in a corrupt linked list must not hang us
 
 IMA_SRC_FILE, IMA_SRC_SEQUENCE, IMA_SRC_MOVIE, IMA_SRC_TILED = 1, 2, 3, 6
 MCLIP_SRC_SEQUENCE = 1
+_IMAGE_SOURCES = (IMA_SRC_FILE, IMA_SRC_SEQUENCE, IMA_SRC_MOVIE, IMA_SRC_TILED)
 PTCACHE_BAKED, PTCACHE_DISK_CACHE, PTCACHE_EXTERNAL = 1 << 0, 1 << 6, 1 << 9
 SEQ_TYPE_IMAGE, SEQ_TYPE_MOVIE = 0, 3
 MOD_FLUID_TYPE_DOMAIN = 1
@@ -129,8 +130,7 @@ def _images(r: _Reader) -> Iterator[Reference]:
     for block in r.id_blocks(b"IM\0\0"):
         found = r.text(block, "Image", "name", "filepath")
         source = r.int_of(block, "Image", "source") if r.has("Image", "source") else IMA_SRC_FILE
-        if found is None or not found[0] or source not in (IMA_SRC_FILE, IMA_SRC_SEQUENCE,
-                                                            IMA_SRC_MOVIE, IMA_SRC_TILED):
+        if found is None or not found[0] or source not in _IMAGE_SOURCES:
             continue  # generated, viewer and render-result images have no file
         value, offset, size = found
         via, packed = r.id_name(block), _packed(r, block, "Image")

@@ -34,6 +34,7 @@ FILE_FORMATS = {
 COLOR_MODES = {8: "BW", 24: "RGB", 32: "RGBA"}
 COLOR_DEPTHS = {1: "1", 2: "8", 4: "10", 8: "12", 16: "16", 32: "24", 64: "32"}
 
+
 class SceneInfo(BaseModel):
     """The render settings of one scene."""
 

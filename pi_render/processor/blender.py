@@ -115,11 +115,24 @@ MARKER = re.compile(r"^@@PI_RENDER (\w+)(?: (\S+))?")
 SAVED = re.compile(r"Saved: '(.+)'")
 FRA = re.compile(r"^Fra:(\d+) ")
 ERROR = re.compile(r"^(Error: .*|.*Render error \(.*\) cannot save.*)$")
+# what Blender 3.x and 5.x print when a file the scene needs is not there (3.x says nothing of
+# a missing texture: the check at submit is what catches those)
+MISSING = re.compile(
+    r"(Unable to open '.+': .*"
+    r"|Cannot find lib '.+'"
+    r"|LIB: .* missing from '.+'"
+    r"|[1-9]\d* libraries and \d+ linked data-blocks are missing"
+    r"|\d+ libraries and [1-9]\d* linked data-blocks are missing"
+    r"|Image file '.+' does not exist"
+    r"|Font file doesn't exist: .+"
+    r"|Could not create cache reader for file .+"
+    r"|Unable to open .+\.(?:abc|usd[acz]?|vdb))"
+)
 
 
 @dataclass(frozen=True)
 class BlenderEvent:
-    kind: str  # "frame_start" | "frame_written" | "saved" | "error" | "ready" | "cancel"
+    kind: str  # "frame_start" | "frame_written" | "saved" | "error" | "missing" | "ready" | …
     value: str | None
 
 
@@ -131,6 +144,8 @@ def parse_line(line: str) -> BlenderEvent | None:
         return BlenderEvent("saved", match.group(1))
     if match := FRA.match(line):
         return BlenderEvent("frame_start", match.group(1))
+    if match := MISSING.search(line):
+        return BlenderEvent("missing", match.group(1).strip())
     if match := ERROR.match(line.strip()):
         return BlenderEvent("error", match.group(1))
     return None

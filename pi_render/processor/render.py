@@ -29,6 +29,13 @@ class MissingFrames(PiRenderError):
     """Raised when Blender finished but expected frames are not there."""
 
 
+class MissingAssets(PiRenderError):
+    """Raised when Blender's log says files the scene needs were missing: the frames would be
+    wrong (a black or magenta object), so the render is not called complete."""
+
+    retryable = False
+
+
 class FrameProgress:
     """Frames done of total, the current frame, the last frame's time and an ETA."""
 
@@ -85,14 +92,18 @@ class RenderProcessor(Processor[RenderArgs, RenderResult]):
                     if f.frame in expected and still_there(f)}  # fmt: skip
         missing = [f for f in expected if f not in done]
         progress = FrameProgress(ctx, len(expected), len(done))
+        logged: list[str] = []  # what Blender said was missing
         if missing:
-            self._render(args, ctx, missing, output_dir, done, progress, video)
+            self._render(args, ctx, missing, output_dir, done, progress, video, logged)
         absent = [f for f in expected if f not in done]
         if absent:
             raise MissingFrames(f"Blender finished but frames {absent[:10]} are missing")
-        return RenderResult(
-            output_dir=str(output_dir), frames=[done[f] for f in sorted(done)], fps=args.fps
-        )
+        lines = list(dict.fromkeys(logged))  # each once, in the order Blender said them
+        if lines and not args.allow_missing:
+            raise MissingAssets(f"Blender could not find files the scene needs: "
+                                f"{'; '.join(lines[:10])}")  # fmt: skip
+        return RenderResult(output_dir=str(output_dir), frames=[done[f] for f in sorted(done)],
+                            fps=args.fps, warnings=[*args.warnings, *lines])  # fmt: skip
 
     def _render(
         self,
@@ -103,6 +114,7 @@ class RenderProcessor(Processor[RenderArgs, RenderResult]):
         done: dict[int, FrameOutput],
         progress: FrameProgress,
         video: bool,
+        logged: list[str],
     ) -> None:
         env = self.env
         assert env is not None and env.blender is not None and args.snapshot is not None
@@ -136,6 +148,8 @@ class RenderProcessor(Processor[RenderArgs, RenderResult]):
                 progress.frame_started(int(event.value))
             elif event.kind == "saved" and event.value:
                 land(Path(event.value))
+            elif event.kind == "missing" and event.value:
+                logged.append(event.value)
 
         env.logs.mkdir(parents=True, exist_ok=True)
         with open(env.logs / f"{ctx.task_id}.log", "a", encoding="utf-8") as task_log:

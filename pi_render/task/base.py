@@ -25,6 +25,8 @@ class SubmitContext:
     source_roots: tuple[Path, ...] = (Path("/"),)  # where named sources may be
     output_roots: tuple[Path, ...] = (Path("/"),)  # where named outputs may go
     reader: tuple[int, frozenset[int]] | None = None  # the submitter's uid and groups
+    store: Path | None = None  # the content-addressed store snapshots link their files from
+    allow_missing: bool = False  # the default when a render does not say
 
 
 class MetaTask(type):

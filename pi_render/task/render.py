@@ -17,7 +17,10 @@ from pi_render.manifest.frames import FrameOutput
 from pi_render.paths import PathNotAllowed, confined, readable_by
 from pi_render.task import labels
 from pi_render.task.base import SubmitContext, TaskBase
-from pi_render.task.snapshot import SnapshotError, snapshot_blend, snapshot_project
+from pi_render.snapshot.access import SubmitterAccess
+from pi_render.snapshot.project import Snapshot, take_snapshot
+from pi_render.snapshot.store import ContentStore
+from pi_render.task.snapshot import SnapshotError, snapshot_project
 
 
 class BlenderDataType(StrEnum):
@@ -78,6 +81,10 @@ class RenderArgs(BaseModel):
     snapshot: str | None = None  # set at submit: the copy in the spool that Blender renders
     content_sha256: str | None = None  # set at submit: the snapshot's bytes + the settings
     fps: float | None = None  # set at submit: the scene's frame rate
+    allow_missing: bool | None = None  # render even if files it needs are missing (warned)
+    snapshot_files: int | None = None  # set at submit: files in the snapshot, .blend included
+    snapshot_bytes: int | None = None
+    warnings: list[str] = Field(default_factory=list)  # set at submit: missing files allowed
 
     @field_validator("source", "output_dir")
     @classmethod
@@ -95,6 +102,7 @@ class RenderResult(BaseModel):
     output_dir: str
     frames: list[FrameOutput]
     fps: float | None = None
+    warnings: list[str] = Field(default_factory=list)  # missing files, at submit and in the log
 
 
 class RenderTask(TaskBase[RenderArgs, RenderResult]):
@@ -120,10 +128,11 @@ class RenderTask(TaskBase[RenderArgs, RenderResult]):
             BlenderDataType.MULTI_FILE if source.suffix.lower() == ".zip"
             else BlenderDataType.SINGLE_FILE
         )  # fmt: skip
+        allow_missing = ctx.allow_missing if args.allow_missing is None else args.allow_missing
         try:
-            snapshot = _snapshot(source, data_type, args.blend, ctx.spool)
+            snap = _snapshot(source, data_type, args.blend, ctx, allow_missing)
             try:
-                info = read_blend_info(snapshot, scene=args.scene)
+                info = read_blend_info(snap.blend, scene=args.scene)
             except BlendFileError as exc:
                 raise InvalidRenderRequest(f"cannot render {source}: {exc.message}") from None
             scene = info.scene
@@ -148,10 +157,7 @@ class RenderTask(TaskBase[RenderArgs, RenderResult]):
         except PiRenderError:
             shutil.rmtree(ctx.spool, ignore_errors=True)  # refused: leave nothing behind
             raise
-        digest = hashlib.sha256()
-        with open(snapshot, "rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
+        digest = hashlib.sha256(snap.digest.encode())
         settings = [
             scene.name,
             start,
@@ -168,7 +174,11 @@ class RenderTask(TaskBase[RenderArgs, RenderResult]):
                 "content_sha256": digest.hexdigest(),
                 "fps": round(scene.fps / scene.fps_base, 6),
                 "data_type": data_type,
-                "snapshot": str(snapshot),
+                "snapshot": str(snap.blend),
+                "snapshot_files": snap.files,
+                "snapshot_bytes": snap.bytes,
+                "warnings": snap.warnings,
+                "allow_missing": allow_missing,
                 "scene": scene.name,
                 "start_frame": start,
                 "end_frame": end,
@@ -180,16 +190,32 @@ class RenderTask(TaskBase[RenderArgs, RenderResult]):
         )
 
 
-def _snapshot(source: Path, data_type: BlenderDataType, blend: str | None, spool: Path) -> Path:
-    if source.is_relative_to(spool):  # uploaded through init_new_task: already in the spool
+def _snapshot(source: Path, data_type: BlenderDataType, blend: str | None, ctx: SubmitContext,
+              allow_missing: bool) -> Snapshot:  # fmt: skip
+    """The .blend and every file it needs, from the submitter's disk (as that user, inside the
+    source roots) or from an upload or zip in the spool (inside that folder only)."""
+    roots, reader, unpacked = ctx.source_roots, ctx.reader, None
+    if source.is_relative_to(ctx.spool):  # uploaded through init_new_task: already in the spool
         if not source.is_file():
             raise SnapshotError(f"nothing was uploaded to {source}")
-        return source
-    if data_type is BlenderDataType.MULTI_FILE:
+        roots, reader = (source.parent,), None
+    elif data_type is BlenderDataType.MULTI_FILE:
         if not blend:
             raise InvalidRenderRequest("a MultiFile (zip) render needs `blend`: the .blend inside")
-        return snapshot_project(source, blend, spool)
-    return snapshot_blend(source, spool)
+        source = snapshot_project(source, blend, ctx.spool)
+        unpacked = ctx.spool / "project"
+        roots, reader = (unpacked,), None
+    elif not source.is_file():
+        raise SnapshotError(f"source {source} does not exist or is not a file")
+    store = ContentStore(ctx.store or ctx.spool.parent.parent / "store")
+    try:
+        return take_snapshot(source, ctx.spool, store, SubmitterAccess(roots, reader),
+                             allow_missing)  # fmt: skip
+    except BlendFileError as exc:
+        raise InvalidRenderRequest(f"cannot render {source}: {exc.message}") from None
+    finally:
+        if unpacked is not None:  # its files are in the snapshot now
+            shutil.rmtree(unpacked, ignore_errors=True)
 
 
 def _check_writable(folder: Path) -> None:

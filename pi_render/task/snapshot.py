@@ -8,7 +8,6 @@ import zlib
 from pathlib import Path, PurePosixPath
 
 from pi_render.errors import PiRenderError
-from pi_render.fsync import fsync_path
 
 MAX_PROJECT_BYTES = 20 << 30  # a zip that unpacks to more than this is refused
 MAX_PROJECT_FILES = 100_000
@@ -18,20 +17,6 @@ class SnapshotError(PiRenderError):
     """Raised when the source cannot be snapshotted: missing, unreadable, or an unsafe zip."""
 
     http_status = 422
-
-
-def snapshot_blend(source: Path, spool: Path) -> Path:
-    """Copy one .blend into the spool; returns the copy's path."""
-    if not source.is_file():
-        raise SnapshotError(f"source {source} does not exist or is not a file")
-    spool.mkdir(parents=True, exist_ok=True)
-    target = spool / "scene.blend"
-    try:
-        shutil.copyfile(source, target)
-        fsync_path(target)
-    except OSError as exc:
-        raise SnapshotError(f"cannot copy {source} into the spool: {exc.strerror or exc}") from None
-    return target
 
 
 def snapshot_project(source: Path, blend: str, spool: Path) -> Path:

@@ -1,0 +1,1 @@
+"""Snapshots at submit: a .blend, every file it needs, in a content-addressed store."""
