@@ -35,7 +35,9 @@ def oracle_union(project: Path, trace: Trace) -> set[str]:
 
 
 @pytest.mark.parametrize("version", ["34", "50"])
-def test_deps_lists_exactly_what_blender_lists(version: str, request: pytest.FixtureRequest) -> None:
+def test_deps_lists_exactly_what_blender_lists(
+    version: str, request: pytest.FixtureRequest
+) -> None:
     project: Path = request.getfixturevalue(f"project{version}")
     trace = trace_dependencies(project / "main.blend")
     assert blender_view(trace) == oracle_union(project, trace)
@@ -58,8 +60,9 @@ def test_deps_lists_exactly_what_blender_lists(version: str, request: pytest.Fix
 
 
 @pytest.mark.parametrize("version", ["34", "50"])
-def test_each_library_is_traced_like_blender_opens_it(version: str,
-                                                      request: pytest.FixtureRequest) -> None:
+def test_each_library_is_traced_like_blender_opens_it(
+    version: str, request: pytest.FixtureRequest
+) -> None:
     project: Path = request.getfixturevalue(f"project{version}")
     oracle = json.loads((project / "oracle.json").read_text())
     for name, seen in oracle.items():
@@ -121,8 +124,9 @@ def test_hostile_dependencies_are_reported_not_followed(project34: Path, tmp_pat
     assert problems["lib/lib.blend"] == "not a regular file"
 
 
-def test_a_huge_sequence_is_refused_and_missing_udim_tiles_reported(project34: Path,
-                                                                     tmp_path: Path) -> None:
+def test_a_huge_sequence_is_refused_and_missing_udim_tiles_reported(
+    project34: Path, tmp_path: Path
+) -> None:
     work = copy_project(project34, tmp_path / "p")
     (work / "udim" / "tile.1002.png").unlink()
     trace = trace_dependencies(work / "main.blend")

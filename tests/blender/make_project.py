@@ -346,6 +346,11 @@ def build_broken() -> None:
     look_at(camera, (0.0, 0.0, 0.0))
     scene.camera = camera
     scene.render.resolution_x = scene.render.resolution_y = 32
+    scene.render.engine = "CYCLES"
+    scene.cycles.samples = 1
+    scene.cycles.device = "CPU"
+    scene.cycles.use_denoising = False
+    scene.frame_start, scene.frame_end = 1, 2
     save("broken/broken.blend")
     os.remove(path("broken/missing_lib.blend"))
     os.remove(path("broken/textures/missing.png"))
