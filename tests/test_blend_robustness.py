@@ -10,7 +10,7 @@ import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pi_render.blend import BlendFileError, BlendInfo, read_blend_info
+from pi_render.blend import BlendFileError, BlendInfo, read_blend_info, trace_dependencies
 from pi_render.blend.blocks import BlockIndex
 from pi_render.blend.compression import decompress
 from pi_render.blend.header import parse_header
@@ -31,6 +31,11 @@ def block_offsets(data: bytes) -> list[int]:
 
 
 def read_or_refuse(path: Path) -> BlendInfo | BlendFileError:
+    """What the reader makes of a file; its tracer must not fail in any other way either."""
+    try:
+        trace_dependencies(path)
+    except BlendFileError:
+        pass
     try:
         return read_blend_info(path)
     except BlendFileError as exc:

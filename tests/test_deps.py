@@ -9,6 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from test_blend_robustness import FUZZ_CASES, block_offsets
 
 from pi_render.blend import BlendFileError, TooManyDependencies, Trace, trace_dependencies
 from pi_render.blend.trace import resolve
@@ -153,3 +156,38 @@ def test_a_main_file_that_is_not_a_blend_raises(tmp_path: Path) -> None:
         trace_dependencies(bad)
     with pytest.raises(BlendFileError):
         trace_dependencies(tmp_path / "absent.blend")
+
+
+def test_a_cut_project_file_is_traced_or_refused(project34: Path, tmp_path: Path) -> None:
+    data = (project34 / "main.blend").read_bytes()
+    whole = trace_dependencies(project34 / "main.blend")
+    offsets = block_offsets(data)
+    cut_file = tmp_path / "main.blend"
+    for cut in [*offsets[::3], len(data) - 1]:
+        cut_file.write_bytes(data[:cut])
+        try:
+            trace = trace_dependencies(cut_file)
+        except BlendFileError as exc:
+            assert exc.path == cut_file
+            continue
+        # what a cut file still holds is a part of what the whole file holds
+        assert {d.stored for d in trace.dependencies} <= {d.stored for d in whole.dependencies}
+
+
+@settings(max_examples=max(100, FUZZ_CASES // 10), deadline=5000, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                 HealthCheck.function_scoped_fixture])  # fmt: skip
+@given(data=st.data())
+def test_mutated_project_files_only_ever_raise_blend_file_error(
+    project34: Path, tmp_path: Path, data: st.DataObject
+) -> None:
+    raw = bytearray((project34 / "main.blend").read_bytes())
+    for _ in range(data.draw(st.integers(1, 4))):
+        spot = data.draw(st.integers(0, len(raw) - 8))
+        raw[spot : spot + 8] = data.draw(st.binary(min_size=8, max_size=8))
+    path = tmp_path / "fuzz.blend"
+    path.write_bytes(bytes(raw))
+    try:
+        trace_dependencies(path)
+    except BlendFileError:
+        pass

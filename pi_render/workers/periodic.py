@@ -14,6 +14,7 @@ from pi_render.errors import PiRenderError
 from pi_render.manifest.records import TaskRecordManifest
 from pi_render.queue.sqlite import SqliteTaskQueue
 from pi_render.service import TaskService
+from pi_render.snapshot.store import ContentStore
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,8 @@ def prune_old_records(
             records.delete(record.id)
             pruned += 1
     _prune_abandoned_uploads(records, settings, now)
+    # files no snapshot links any more (their tasks' spools are gone)
+    ContentStore(settings.store_dir).collect_garbage(now=now.timestamp())
     if pruned:
         log.info("pruned old records", extra={"count": pruned})
     return pruned
