@@ -79,6 +79,12 @@ def show_record(record: TaskRecord) -> None:
         out.print(f"  result {json.dumps(record.result)}", highlight=False)
     if record.error is not None:
         out.print(f"  [red]error {record.error.type}: {record.error.message}[/]", highlight=False)
+    if "snapshot_files" in record.args:
+        out.print(f"  snapshot {record.args['snapshot_files']} file(s), "
+                  f"{record.args.get('snapshot_bytes') or 0:,} bytes", highlight=False)  # fmt: skip
+    warnings = (record.result or {}).get("warnings") or record.args.get("warnings") or []
+    for warning in warnings:
+        out.print(f"  [yellow]warning[/] {warning}", highlight=False, markup=True)
 
 
 def final_exit(record: TaskRecord) -> None:

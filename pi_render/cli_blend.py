@@ -56,7 +56,7 @@ def deps(
     if as_json:
         emit_json(trace.to_json())
     else:
-        table = Table("kind", "file", "size", "via", box=None, header_style="bold")
+        table = Table("kind", "file", "size", "used by", box=None, header_style="bold")
         for dep in trace.dependencies:
             if dep.packed:
                 size = "packed"
@@ -64,7 +64,7 @@ def deps(
                 size = f"[red]{dep.problem}[/]"
             else:
                 size = f"{dep.size:,}"
-            table.add_row(dep.kind, dep.resolved, size, dep.via)
+            table.add_row(dep.kind, dep.resolved, size, f"{Path(dep.holder).name}: {dep.via}")
         out.print(table)
         total = sum(d.size or 0 for d in trace.usable)
         out.print(f"{len(trace.usable)} file(s), {total:,} bytes, from {len(trace.blends)} "
