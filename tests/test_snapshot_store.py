@@ -1,10 +1,12 @@
 """The content-addressed store on a real file system: shared once, collected when unused."""
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
+from pi_render.snapshot.access import SubmitterAccess
 from pi_render.snapshot.store import ContentStore
 
 
@@ -34,3 +36,23 @@ def test_a_file_larger_than_the_limit_is_refused_and_leaves_nothing(tmp_path: Pa
         store.add_from(source.fileno(), 4096, tmp_path / "snap" / "big.bin")
     assert list((tmp_path / "store" / "tmp").iterdir()) == []
     assert not (tmp_path / "snap" / "big.bin").exists()
+
+
+def test_access_tells_nothing_about_folders_the_user_cannot_search() -> None:
+    with tempfile.TemporaryDirectory(dir="/tmp") as shared:  # pytest's folders are root's alone
+        top = Path(shared)
+        top.chmod(0o755)
+        private = top / "private"
+        private.mkdir(mode=0o700)
+        (private / "there.png").write_bytes(b"x")
+        nobody = SubmitterAccess((top,), (65534, frozenset({65534})))
+        # a file that is there and one that is not get the same answer
+        assert nobody.refuse(str(private / "there.png")) == "not readable by uid 65534"
+        assert nobody.refuse(str(private / "absent.png")) == "not readable by uid 65534"
+        public = top / "public"
+        public.mkdir()
+        public.chmod(0o755)
+        assert nobody.refuse(str(public / "absent.png")) is None  # then reported as missing
+        (public / "mine.png").write_bytes(b"x")
+        assert nobody.refuse(str(public / "mine.png")) is None
+        assert nobody.refuse("/etc/hostname").startswith("outside the allowed roots")

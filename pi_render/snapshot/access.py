@@ -31,12 +31,16 @@ class SubmitterAccess:
     blends: dict[str, bytes] = field(default_factory=dict)  # what read_blend returned, by path
 
     def refuse(self, path: str) -> str | None:
-        if not os.path.lexists(path):
-            return None  # reported as missing; nothing is read
+        """Why `path` may not be used, in an order that tells the user nothing about folders they
+        cannot search: their reach first, then the roots, then whether it is there at all."""
+        if self.reader is not None and not _searchable(path, *self.reader):
+            return f"not readable by uid {self.reader[0]}"
         real = Path(os.path.realpath(path))
         if not any(real == root or real.is_relative_to(root) for root in self._real_roots()):
             where = "" if str(real) == path else f" (it leads to {real})"
             return f"outside the allowed roots{where}"
+        if not os.path.lexists(real):
+            return None  # reported as missing; nothing is read
         if self.reader is not None and not readable_by(real, self.reader[0], set(self.reader[1])):
             return f"not readable by uid {self.reader[0]}"
         return None
@@ -93,3 +97,24 @@ def _may_read(info: os.stat_result, uid: int, groups: frozenset[int]) -> bool:
     if info.st_gid in groups:
         return bool(info.st_mode & 0o040)
     return bool(info.st_mode & 0o004)
+
+
+def _searchable(path: str, uid: int, groups: frozenset[int]) -> bool:
+    """Whether the user may pass through every folder above `path` that exists."""
+    if uid == 0:
+        return True
+    folder = Path(path).parent
+    for ancestor in [*reversed(folder.parents), folder]:
+        try:
+            info = os.stat(ancestor)
+        except OSError:
+            return True  # from here on nothing exists: the user can see that much themselves
+        if info.st_uid == uid:
+            bit = 0o100
+        elif info.st_gid in groups:
+            bit = 0o010
+        else:
+            bit = 0o001
+        if not info.st_mode & bit:
+            return False
+    return True

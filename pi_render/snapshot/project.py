@@ -20,6 +20,9 @@ from pi_render.snapshot.access import MAX_FILE_BYTES, SubmitterAccess
 from pi_render.snapshot.store import ContentStore
 
 _WINDOWS_DRIVE = re.compile(r"^[A-Za-z]:/")
+# caches Blender may write into while it renders (an unbaked frame): a copy of their own, never
+# a hard link that would let one render change a file other snapshots share
+WRITTEN_BY_BLENDER = {"point_cache", "fluid_cache", "ocean_cache"}
 
 
 class MissingDependencies(PiRenderError):
@@ -94,8 +97,9 @@ def take_snapshot(source: Path, spool: Path, store: ContentStore, access: Submit
         try:
             fd = access.open(dep.resolved)
             try:
-                placed[dep.resolved], size = store.add_from(fd, MAX_FILE_BYTES,
-                                                            _mirrored(root, dep.resolved))
+                target = _mirrored(root, dep.resolved)
+                share = dep.kind not in WRITTEN_BY_BLENDER
+                placed[dep.resolved], size = store.add_from(fd, MAX_FILE_BYTES, target, share)
             finally:
                 os.close(fd)
         except OSError as exc:

@@ -41,8 +41,9 @@ class ContentStore:
         self._place(temp, digest, target)
         return digest
 
-    def add_from(self, fd: int, limit: int, target: Path) -> tuple[str, int]:
-        """Copy an open file (at most `limit` bytes) into the store and place it at `target`.
+    def add_from(self, fd: int, limit: int, target: Path, share: bool = True) -> tuple[str, int]:
+        """Copy an open file (at most `limit` bytes) into the store and place it at `target`;
+        `share=False` gives the snapshot its own copy (a cache Blender may write to).
 
         Raises:
             OSError: EFBIG when the file is larger than `limit`.
@@ -63,7 +64,11 @@ class ContentStore:
             temp.unlink(missing_ok=True)
             raise
         hexdigest = digest.hexdigest()
-        self._place(temp, hexdigest, target)
+        if share:
+            self._place(temp, hexdigest, target)
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(temp, target)
         return hexdigest, size
 
     def _temp(self) -> Path:
