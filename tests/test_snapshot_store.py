@@ -55,4 +55,4 @@ def test_access_tells_nothing_about_folders_the_user_cannot_search() -> None:
         assert nobody.refuse(str(public / "absent.png")) is None  # then reported as missing
         (public / "mine.png").write_bytes(b"x")
         assert nobody.refuse(str(public / "mine.png")) is None
-        assert nobody.refuse("/etc/hostname").startswith("outside the allowed roots")
+        assert (nobody.refuse("/etc/hostname") or "").startswith("outside the allowed roots")
