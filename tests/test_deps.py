@@ -22,7 +22,7 @@ def blender_view(trace: Trace) -> set[str]:
     pattern, a strip by each file; point caches Blender lists as "" (their folder is derived)."""
     shown = set()
     for dep in trace.dependencies:
-        if dep.kind == "point_cache":
+        if dep.kind == "point_cache" or dep.packed:
             continue
         shown.add(dep.target if dep.kind in ("image_sequence", "udim") else dep.resolved)
     return shown
@@ -57,6 +57,10 @@ def test_deps_lists_exactly_what_blender_lists(
     caches = sorted(f for f in files if f.startswith("blendcache_main/"))
     assert len(caches) == 3 and all(f.endswith(".bphys") for f in caches)
     assert files["textures/wood.png"].size == (project / "textures/wood.png").stat().st_size
+    packed = [d for d in trace.dependencies if d.packed]
+    assert [(d.kind, d.stored) for d in packed] == [("image", "//gone/packed.png")]
+    windows = [d for d in trace.dependencies if d.stored == "//textures\\wood.png"]
+    assert windows and windows[0].resolved == str(project / "textures" / "wood.png")
     kinds = {d.kind for d in trace.dependencies}
     assert {"library", "image", "image_sequence", "udim", "cache_file", "point_cache", "font",
             "sound", "sequencer_images"} <= kinds  # fmt: skip

@@ -264,6 +264,19 @@ def build_main() -> None:
         udim.tiles.new(tile_number=1002)
     udim.use_fake_user = True
 
+    # packed into the file: needs nothing on disk (its recorded path is gone)
+    write_png(path("packed_src.png"), (0.3, 0.3, 0.3))
+    packed = bpy.data.images.load(path("packed_src.png"))
+    packed.pack()
+    packed.filepath_raw = "//gone/packed.png"
+    packed.use_fake_user = True
+    os.remove(path("packed_src.png"))
+    # a path saved on Windows: backslashes
+    windows = bpy.data.images.load(path("textures/wood.png"), check_existing=False)
+    windows.name = "WindowsWood"
+    windows.filepath_raw = "//textures\\wood.png"
+    windows.use_fake_user = True
+
     cache_object()
 
     font_file = path("fonts/font.ttf")
