@@ -92,6 +92,9 @@ class Settings(BaseModel):
     allow_missing: bool = Field(
         False, description="render even when files a .blend needs are missing (as warnings)"
     )
+    max_snapshot_bytes: int = Field(
+        64 << 30, gt=0, description="the most bytes of files one render's snapshot may hold"
+    )
     timeouts: dict[str, float] = Field(
         default_factory=dict, description="maximum runtime per task type, seconds"
     )

@@ -217,7 +217,7 @@ class Daemon:
         roots = (tuple(settings.source_roots), tuple(settings.output_roots))
         return SubmitControls(settings.limits, settings.requires, self.capabilities, roots,
                               settings.max_queued_per_uid, settings.min_free_bytes,
-                              settings.allow_missing)  # fmt: skip
+                              settings.allow_missing, settings.max_snapshot_bytes)  # fmt: skip
 
     def _access(self, socket_gid: int) -> tuple[AccessPolicy, AuditLog]:
         self.access_policy = AccessPolicy(self.settings.roles, socket_gid)

@@ -58,6 +58,7 @@ class SubmitControls:
     max_queued_per_uid: int | None = None
     min_free_bytes: int = 0
     allow_missing: bool = False  # a render's default when files its .blend needs are missing
+    max_snapshot_bytes: int = 64 << 30
 
 
 class TaskService:
@@ -211,10 +212,11 @@ class TaskService:
         label = label or cls.default_label
         self.router.queue_for(label)  # refuse before writing anything
         task_id = task_id or self.ids.new()
-        roots = self.controls.roots if self.controls else ((Path("/"),), (Path("/"),))
-        allow_missing = self.controls.allow_missing if self.controls else False
-        context = SubmitContext(task_id, self.spool_dir / task_id, self.output_root, *roots, reader,
-                                self.spool_dir.parent / "store", allow_missing)  # fmt: skip
+        controls = self.controls or SubmitControls({}, {}, lambda label: {})
+        context = SubmitContext(task_id, self.spool_dir / task_id, self.output_root,
+                                *controls.roots, reader,
+                                self.spool_dir.parent / "store", controls.allow_missing,
+                                controls.max_snapshot_bytes)  # fmt: skip
         parsed = cls.prepare(parsed, context)
         return TaskRecord(
             id=task_id,

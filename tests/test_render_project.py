@@ -1,6 +1,7 @@
 """Real projects through the daemon: the snapshot carries every file the .blend needs, the frames
 match a bare Blender render of the original, and nothing missing is ever called complete."""
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -11,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from blender_env import blender_or_skip
+from blender_env import blender_or_skip, run_blender_script
 from conftest import DaemonProcess
 from test_access import NOBODY, as_nobody, open_socket_to_nobody
 
@@ -204,3 +205,59 @@ def refused_as_nobody(project34: Path, make_daemon: Callable[..., DaemonProcess]
 @pytest.fixture
 def renderer_factory(make_daemon: Callable[..., DaemonProcess]) -> Callable[[], DaemonProcess]:
     return lambda: make_daemon(CONFIG).start()
+
+
+MAKE_HOSTILE = Path(__file__).parent / "blender" / "make_hostile.py"
+
+
+def hostile_projects(where: Path, secret: Path) -> Path:
+    run_blender_script(blender_or_skip(), MAKE_HOSTILE, str(where), str(secret))
+    return where
+
+
+def test_a_library_reached_by_two_paths_never_points_blender_outside(
+    make_daemon: Callable[..., DaemonProcess],
+) -> None:
+    with tempfile.TemporaryDirectory(dir="/tmp") as shared:  # pytest's folders are root's alone
+        top = Path(shared)
+        top.chmod(0o755)
+        secret = top / "root-only.png"
+        secret.write_bytes(b"ROOT-ONLY-PICTURE")
+        secret.chmod(0o600)
+        project = hostile_projects(top / "p", secret) / "alias"
+        config = f'source_roots = ["{project}"]\n[roles.submitter]\nusers = ["nobody"]\n{CONFIG}'
+        daemon = make_daemon(config).start()
+        open_socket_to_nobody(daemon)
+        out = top / "out"
+        out.mkdir()
+        out.chmod(0o777)
+        request = {"source": str(project / "main.blend"), "output_dir": str(out)}
+        code, refused = as_nobody(daemon, "POST", "/render-tasks", request)
+        assert code == 422 and "root-only.png" in str(refused["missing"])
+        code, record = as_nobody(
+            daemon, "POST", "/render-tasks", {**request, "allow_missing": True}
+        )
+        assert code == 201, record
+        spool = daemon.data_dir / "spool" / str(record["id"]) / "root"
+        blends = list(spool.rglob("*.blend"))
+        assert len(blends) == 3  # main, lib and the alias: each its own, traced copy
+        for blend in blends:
+            assert str(secret).encode() not in blend.read_bytes(), blend
+        stored = [p.read_bytes() for p in store_objects(daemon)]
+        assert b"ROOT-ONLY-PICTURE" not in stored
+
+
+def test_blender_cannot_write_into_files_that_snapshots_share(
+    renderer_factory: Callable[[], DaemonProcess], tmp_path: Path
+) -> None:
+    (tmp_path / "unused.png").write_bytes(b"x")
+    project = hostile_projects(tmp_path / "p", tmp_path / "unused.png") / "writer"
+    original = (project / "Image0001.png").read_bytes()
+    daemon = renderer_factory()
+    first = daemon.client.render({"source": str(project / "main.blend"),
+                                  "output_dir": str(tmp_path / "o1")})  # fmt: skip
+    daemon.client.wait(first.id, 300)  # its compositor tries to write over //Image0001.png
+    for stored in store_objects(daemon):
+        assert hashlib.sha256(stored.read_bytes()).hexdigest() == stored.name
+    shared = daemon.data_dir / "spool" / first.id / "root" / str(project / "Image0001.png")[1:]
+    assert shared.read_bytes() == original

@@ -6,8 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from pi_render.snapshot.access import SubmitterAccess
+from pi_render.blend import BlendFileError
+from pi_render.blend.refs import Reference
+from pi_render.blend.trace import _Tracer
+from pi_render.snapshot.access import MAX_BLEND_BYTES, SubmitterAccess
 from pi_render.snapshot.store import ContentStore
+
+NOBODY = (65534, frozenset({65534}))
 
 
 def test_identical_files_are_stored_once_and_collected_when_unlinked(tmp_path: Path) -> None:
@@ -45,7 +50,7 @@ def test_access_tells_nothing_about_folders_the_user_cannot_search() -> None:
         private = top / "private"
         private.mkdir(mode=0o700)
         (private / "there.png").write_bytes(b"x")
-        nobody = SubmitterAccess((top,), (65534, frozenset({65534})))
+        nobody = SubmitterAccess((top,), NOBODY, top / "work")
         # a file that is there and one that is not get the same answer
         assert nobody.refuse(str(private / "there.png")) == "not readable by uid 65534"
         assert nobody.refuse(str(private / "absent.png")) == "not readable by uid 65534"
@@ -56,3 +61,55 @@ def test_access_tells_nothing_about_folders_the_user_cannot_search() -> None:
         (public / "mine.png").write_bytes(b"x")
         assert nobody.refuse(str(public / "mine.png")) is None
         assert (nobody.refuse("/etc/hostname") or "").startswith("outside the allowed roots")
+        # nor through a symlink of their own: where it leads is checked as them
+        (public / "there").symlink_to(private / "there.png")
+        (public / "absent").symlink_to(private / "absent.png")
+        assert nobody.refuse(str(public / "there")) == "not readable by uid 65534"
+        assert nobody.refuse(str(public / "absent")) == "not readable by uid 65534"
+
+
+def test_open_checks_the_file_it_opens_not_the_one_checked_before() -> None:
+    with tempfile.TemporaryDirectory(dir="/tmp") as shared:
+        top = Path(shared)
+        top.chmod(0o755)
+        private = top / "private"
+        private.mkdir(mode=0o700)
+        (private / "secret.png").write_bytes(b"secret")
+        (top / "mine.png").write_bytes(b"mine")
+        link = top / "img.png"
+        link.symlink_to(top / "mine.png")
+        nobody = SubmitterAccess((top,), NOBODY, top / "work")
+        assert nobody.refuse(str(link)) is None  # checked while it leads to the user's own file
+        link.unlink()
+        link.symlink_to(private / "secret.png")  # swapped before the copy
+        with pytest.raises(PermissionError, match="not readable by uid 65534"):
+            nobody.open(str(link))
+
+
+def test_a_blend_too_large_to_trace_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    sparse = tmp_path / "huge.blend"
+    with open(sparse, "wb") as handle:
+        handle.truncate(MAX_BLEND_BYTES + 1)  # costs nothing on disk, 4 GiB in memory if read
+    access = SubmitterAccess((tmp_path,), None, tmp_path / "work")
+    with pytest.raises(BlendFileError, match="too large to trace"):
+        access.read_blend(str(sparse))
+    assert access.blend_bytes == 0
+
+
+def test_cache_folders_are_walked_only_where_the_user_may_look() -> None:
+    with tempfile.TemporaryDirectory(dir="/tmp") as shared:
+        top = Path(shared)
+        top.chmod(0o755)
+        cache = top / "cache"
+        (cache / "private").mkdir(parents=True)
+        cache.chmod(0o755)
+        (cache / "private").chmod(0o700)
+        (cache / "disp_0001.exr").write_bytes(b"x")
+        (cache / "private" / "plan-2027.txt").write_bytes(b"x")
+        holder = str(top / "main.blend")
+        ref = Reference("ocean_cache", "//cache", "OBOcean", "dir")
+        tracer = _Tracer(SubmitterAccess((top,), NOBODY, top / "work"), 100)
+        found = [d.resolved for d in tracer._expand(ref, holder)]
+        assert found == [str(cache / "disp_0001.exr")]
+        pseudo = Reference("ocean_cache", "/proc", "OBOcean", "dir")
+        assert [d.problem for d in tracer._expand(pseudo, holder)] == ["not a regular file"]

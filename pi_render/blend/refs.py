@@ -19,6 +19,7 @@ _IMAGE_SOURCES = (IMA_SRC_FILE, IMA_SRC_SEQUENCE, IMA_SRC_MOVIE, IMA_SRC_TILED)
 PTCACHE_BAKED, PTCACHE_DISK_CACHE, PTCACHE_EXTERNAL = 1 << 0, 1 << 6, 1 << 9
 SEQ_TYPE_IMAGE, SEQ_TYPE_MOVIE = 0, 3
 MOD_FLUID_TYPE_DOMAIN = 1
+NODES_BAKE_CUSTOM_PATH, NODES_BAKE_PACKED = 1 << 1, 1
 TXT_ISMEM = 1 << 2
 
 
@@ -86,6 +87,21 @@ class _Reader:
 
     def list_of(self, block: Block, struct_name: str, path: str, item: str) -> Iterator[Block]:
         return self.chain(self.deref(block, struct_name, f"{path}.first"), item)
+
+    def items(self, array: Block, struct_name: str, count: int) -> Iterator[Block]:
+        """The elements of an array of structs stored in one block (bounded by the block)."""
+        size = self.blend.sdna.struct_size(struct_name)
+        count = min(count, array.length // size if size else 0, MAX_LIST)
+        for i in range(max(0, count)):
+            yield Block(array.code, array.sdna_index, 0, size, 1, array.offset + i * size)
+
+    def pointed_string(self, block: Block, struct_name: str, path: str) -> tuple[str, int, int]:
+        """A `char *` field's string, where its block lies and how long the block is."""
+        target = self.deref(block, struct_name, path) if self.has(struct_name, path) else None
+        value = self.c_string(target)
+        if target is None or not value:
+            return "", -1, 0
+        return value, target.offset, target.length
 
     def id_blocks(self, code: bytes) -> Iterator[Block]:
         """Local IDs of a code: linked ones are only placeholders; their library holds the data."""
@@ -176,9 +192,10 @@ def _texts(r: _Reader) -> Iterator[Reference]:
     for block in r.id_blocks(b"TX\0\0"):
         if r.int_of(block, "Text", "flags") & TXT_ISMEM:
             continue
-        path = r.c_string(r.deref(block, "Text", "name")) if r.has("Text", "name") else None
+        path, offset, size = r.pointed_string(block, "Text", "name")
         if path:
-            yield Reference("text", path, r.id_name(block), required=False)
+            yield Reference("text", path, r.id_name(block), "file", False, offset, size,
+                            required=False)  # fmt: skip
 
 
 def _meshes(r: _Reader) -> Iterator[Reference]:
@@ -210,6 +227,26 @@ def _point_caches(r: _Reader, first: Block | None, owner: str, via: str) -> Iter
         # the folder is derived from the holder's name at render time: `//blendcache_<stem>/`
         yield Reference("point_cache", "", via, "point_cache", False, names=(prefix,),
                         index=index, required=baked)  # fmt: skip
+
+
+def _node_bakes(r: _Reader, mod: Block, via: str) -> Iterator[Reference]:
+    """Geometry-nodes bakes on disk (3.6+): the modifier's folder, or a bake's own."""
+    kind = "NodesModifierData"
+    bakes = r.deref(mod, kind, "bakes")
+    if bakes is None:
+        return
+    default = r.pointed_string(mod, kind, "simulation_bake_directory")
+    inherited = r.int_of(mod, kind, "bake_target")
+    for bake in r.items(bakes, "NodesModifierBake", r.int_of(mod, kind, "bakes_num")):
+        target = r.int_of(bake, "NodesModifierBake", "bake_target") or inherited
+        if target == NODES_BAKE_PACKED:
+            continue
+        custom = r.int_of(bake, "NodesModifierBake", "flag") & NODES_BAKE_CUSTOM_PATH
+        path, offset, size = (r.pointed_string(bake, "NodesModifierBake", "directory")
+                              if custom else default)  # fmt: skip
+        if path:
+            yield Reference("geometry_nodes_bake", path, via, "dir", False, offset, size,
+                            required=False)  # fmt: skip
 
 
 def _object_caches(r: _Reader, block: Block) -> Iterator[Reference]:
@@ -251,6 +288,13 @@ def _modifier(r: _Reader, mod: Block, owner: str, via: str) -> Iterator[Referenc
         if found and found[0]:
             yield Reference("fluid_cache", found[0], here, "dir", False, found[1], found[2],
                             required=False)  # fmt: skip
+    elif kind == "SmokeModifierData":  # Blender ≤ 2.81
+        domain = r.deref(mod, kind, "domain")
+        if domain is not None and r.has("SmokeDomainSettings", "point_cache"):
+            first = r.deref(domain, "SmokeDomainSettings", "point_cache")
+            yield from _point_caches(r, first, owner, here)
+    elif kind == "NodesModifierData" and r.has(kind, "bakes"):
+        yield from _node_bakes(r, mod, here)
     elif kind == "ClothModifierData":
         yield from _point_caches(r, r.deref(mod, kind, "ptcaches.first"), owner, here)
     elif kind == "DynamicPaintModifierData":
@@ -289,11 +333,8 @@ def _strips(r: _Reader) -> Iterator[Reference]:
         elements = r.deref(strip, "Strip", "stripdata")
         names: list[str] = []
         if elements is not None and r.blend.sdna.has_struct("StripElem"):
-            size = r.blend.sdna.struct_size("StripElem")
-            count = min(elements.count, elements.length // size if size else 0, MAX_LIST)
-            for i in range(1 if seq_type == SEQ_TYPE_MOVIE else count):
-                item = Block(elements.code, elements.sdna_index, 0, size, 1,
-                             elements.offset + i * size)  # fmt: skip
+            count = 1 if seq_type == SEQ_TYPE_MOVIE else elements.count
+            for item in r.items(elements, "StripElem", count):
                 name = str(r.value(item, "StripElem", "name") or "")
                 if name:
                     names.append(name)

@@ -22,7 +22,8 @@ from pi_render.blend.refs import Reference, references
 
 MAX_FILES = 10_000  # dependency files of one project
 MAX_LIBRARIES = 1_000
-MAX_DIR_ENTRIES = 200_000  # a folder we list to expand a sequence or a cache
+MAX_DIR_ENTRIES = 500_000  # entries of the folders listed to expand sequences and caches
+_PSEUDO_FS = ("/proc/", "/sys/", "/dev/")
 MAX_BLEND_BYTES = 4 << 30
 _WINDOWS_DRIVE = re.compile(r"^[A-Za-z]:/")
 _DIGITS = re.compile(r"(\d+)(?!.*\d)")
@@ -132,22 +133,36 @@ class _Tracer:
         self.access, self.max_files = access, max_files
         self.trace: Trace | None = None
         self.files = 0
+        self.entries = 0  # folder entries looked at, all folders together
+        self.listings: dict[tuple[str, bool], list[str]] = {}
+
+    def _refuse(self, path: str) -> str | None:
+        try:
+            if (path + "/").startswith(_PSEUDO_FS) or (
+                os.path.realpath(path) + "/"
+            ).startswith(_PSEUDO_FS):
+                return "not a regular file"  # /proc, /sys, /dev: never walked, never read
+            return self.access.refuse(path)
+        except OSError as exc:
+            return f"cannot be read: {exc.strerror or exc}"
 
     def run(self, path: str) -> Trace:
         root = os.path.abspath(path)
         trace = self.trace = Trace(file=root)
         pending: deque[str] = deque([root])
-        seen = {os.path.realpath(root)}
+        # by the path Blender opens, not the file it leads to: a library's relative paths
+        # resolve against where it is reached, so each path it is reached by is traced
+        seen = {root}
         while pending:
             holder = pending.popleft()
             trace.blends.append(holder)
             for dep in self._dependencies_of(holder, first=holder == root):
                 trace.dependencies.append(dep)
-                real = os.path.realpath(dep.resolved)
-                if dep.kind == "library" and dep.exists and not dep.problem and real not in seen:
+                usable = dep.exists and not dep.problem and not dep.packed
+                if dep.kind == "library" and usable and dep.resolved not in seen:
                     if len(seen) >= MAX_LIBRARIES:
                         raise TooManyDependencies(f"more than {MAX_LIBRARIES} libraries", root)
-                    seen.add(real)
+                    seen.add(dep.resolved)
                     pending.append(dep.resolved)
         return trace
 
@@ -186,7 +201,7 @@ class _Tracer:
                           ref.required, None, target, ref.offset, ref.size)  # fmt: skip
         if ref.packed:
             return base
-        refused = self.access.refuse(path)
+        refused = self._refuse(path)
         if refused:
             return replace(base, problem=refused)
         try:
@@ -203,7 +218,7 @@ class _Tracer:
         if ref.expand == "point_cache":
             stem = os.path.splitext(os.path.basename(holder))[0]
             folder = resolve(ref.stored or f"//blendcache_{stem}", holder)
-            pattern = re.compile(re.escape(ref.names[0]) + r"_\d+(_\d+)?\.bphys$")
+            pattern = re.compile(re.escape(ref.names[0]) + r"_\d+(_\d+)?\.(bphys|vdb)$")
             return self._listed(ref, holder, folder, lambda name: bool(pattern.match(name)))
         target = resolve(ref.stored, holder)
         if ref.expand == "strip":
@@ -232,34 +247,42 @@ class _Tracer:
                 target: str | None = None) -> list[Dependency]:  # fmt: skip
         """The files of `folder` (and, for cache folders, below it) whose names are `wanted`."""
         target = target or folder
-        refused = self.access.refuse(folder)
-        if refused:
+        if self._refuse(folder):
             return [self._row(ref, holder, folder, target)]
         rows: list[Dependency] = []
-        for path in sorted(_walk(folder, recursive=ref.expand == "dir", holder=holder)):
+        for path in self._files_in(folder, ref.expand == "dir", holder):
             if wanted(os.path.basename(path)):
                 rows.append(self._row(ref, holder, path, target))
         if not rows and ref.expand != "sequence":
             rows.append(self._row(ref, holder, folder, target))  # reported as missing
         return rows
 
+    def _files_in(self, folder: str, recursive: bool, holder: str) -> list[str]:
+        """A folder's files, sorted, listed once per trace; subfolders only where the access
+        allows (their names are never shown otherwise); every entry counts against one budget."""
+        key = (folder, recursive)
+        if key not in self.listings:
+            found: list[str] = []
+            self._walk(folder, recursive, holder, 0, found)
+            self.listings[key] = sorted(found)
+        return self.listings[key]
 
-def _walk(folder: str, recursive: bool, holder: str, depth: int = 0) -> list[str]:
-    found: list[str] = []
-    try:
-        with os.scandir(folder) as entries:
-            for count, entry in enumerate(entries):
-                if count >= MAX_DIR_ENTRIES:
-                    raise TooManyDependencies(f"{folder} has more than {MAX_DIR_ENTRIES} entries",
-                                              holder)  # fmt: skip
-                if entry.is_dir(follow_symlinks=False):
-                    if recursive and depth < 8:
-                        found.extend(_walk(entry.path, recursive, holder, depth + 1))
-                else:
-                    found.append(entry.path)
-    except OSError:
-        return found  # a missing or unreadable folder: its row says so
-    return found
+    def _walk(self, folder: str, recursive: bool, holder: str, depth: int,
+              found: list[str]) -> None:  # fmt: skip
+        try:
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    self.entries += 1
+                    if self.entries > MAX_DIR_ENTRIES:
+                        raise TooManyDependencies(
+                            f"looks through more than {MAX_DIR_ENTRIES} folder entries", holder
+                        )
+                    if not entry.is_dir(follow_symlinks=False):
+                        found.append(entry.path)
+                    elif recursive and depth < 8 and not self._refuse(entry.path):
+                        self._walk(entry.path, recursive, holder, depth + 1, found)
+        except OSError:
+            return  # a missing or unreadable folder: its row says so
 
 
 def _udim_tiles(target: str, ref: Reference) -> list[str]:

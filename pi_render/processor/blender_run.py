@@ -96,7 +96,7 @@ class BlenderProcess:
     def run(self) -> None:
         """Raises a RenderFailed subclass, or TaskStopped when asked to stop."""
         proc = subprocess.Popen(
-            [*dies_with_parent(), *self.argv], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            [*launch_prefix(), *self.argv], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, start_new_session=True, text=True, errors="replace",
             bufsize=1, env=self.env,
         )  # fmt: skip
@@ -202,17 +202,23 @@ class BlenderProcess:
 
 
 @functools.cache
-def dies_with_parent() -> tuple[str, ...]:
-    """A prefix that makes the kernel SIGKILL Blender when its worker thread dies (a daemon killed
-    with -9 included), so an orphan never renders frames that the next attempt renders again.
-    util-linux's setpriv sets it and execs Blender: the same pid, no fork-time Python code.
+def launch_prefix() -> tuple[str, ...]:
+    """What Blender is started through (util-linux's setpriv, which execs it: the same pid):
+    - the kernel SIGKILLs it when its worker thread dies (a daemon killed with -9 included), so
+      an orphan never renders frames that the next attempt renders again;
+    - started by root, it keeps uid 0 but no capability at all: file permissions bind it like
+      any owner, so it cannot write the read-only files a snapshot shares with other snapshots
+      through the content store (a compositor's File Output aimed at one, say).
     Looked up once (and warned about once), not on every render."""
     setpriv = shutil.which("setpriv")
     if setpriv is None:
         log.warning("setpriv (util-linux) not found: a Blender may outlive a killed daemon "
-                    "until its task runs again")  # fmt: skip
+                    "until its task runs again, and one started by root keeps its capabilities")
         return ()
-    return (setpriv, "--pdeathsig", "KILL", "--")
+    prefix: tuple[str, ...] = (setpriv, "--pdeathsig", "KILL")
+    if os.geteuid() == 0:
+        prefix += ("--bounding-set", "-all", "--inh-caps", "-all", "--no-new-privs")
+    return (*prefix, "--")
 
 
 def scrubbed_env(keep: list[str], home: Path) -> dict[str, str]:

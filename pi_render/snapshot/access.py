@@ -1,9 +1,11 @@
 """Reading a project's files for the user who submitted it: inside the allowed roots, readable
 by that user, regular files only, and the file checked is the file read (one handle).
 
-A path is resolved and checked, then opened without following a last symlink, and the open
-handle's own path (`/proc/self/fd`) must still be the one that was checked: a file or folder
-swapped for a symlink between the check and the open is caught, not followed.
+A path is resolved, and the place it resolves to is checked (every folder above it searchable
+by the user, inside the roots, readable); then exactly that place is opened without following a
+last symlink, and the handle's own path (`/proc/self/fd`) must still be it: a file or folder
+swapped for a symlink between the check and the open is caught, not followed. The user learns
+nothing about folders they cannot search: "not readable" is all they hear, there or not.
 """
 
 import os
@@ -14,7 +16,9 @@ from pathlib import Path
 from pi_render.blend.errors import BlendFileError
 from pi_render.paths import readable_by
 
-MAX_FILE_BYTES = 20 << 30
+MAX_FILE_BYTES = 20 << 30  # one dependency
+MAX_BLEND_BYTES = 4 << 30  # one .blend (the reader holds it in memory while it traces it)
+MAX_BLENDS_BYTES = 16 << 30  # every .blend of one submit together
 
 
 class SwappedFile(OSError):
@@ -24,55 +28,70 @@ class SwappedFile(OSError):
 @dataclass
 class SubmitterAccess:
     """The tracer's view of the disk for one submit: `roots` confine, `reader` must be able to
-    read (None: the daemon's own files, such as an unpacked upload)."""
+    read (None: the daemon's own files, such as an unpacked upload). Each .blend read is kept
+    in `workdir` (the very bytes that were traced), not in memory."""
 
     roots: tuple[Path, ...]
     reader: tuple[int, frozenset[int]] | None
-    blends: dict[str, bytes] = field(default_factory=dict)  # what read_blend returned, by path
+    workdir: Path
+    blends: dict[str, Path] = field(default_factory=dict)  # traced path → its kept bytes
+    blend_bytes: int = 0
 
     def refuse(self, path: str) -> str | None:
-        """Why `path` may not be used, in an order that tells the user nothing about folders they
-        cannot search: their reach first, then the roots, then whether it is there at all."""
-        if self.reader is not None and not _searchable(path, *self.reader):
-            return f"not readable by uid {self.reader[0]}"
-        real = Path(os.path.realpath(path))
-        if not any(real == root or real.is_relative_to(root) for root in self._real_roots()):
-            where = "" if str(real) == path else f" (it leads to {real})"
-            return f"outside the allowed roots{where}"
-        if not os.path.lexists(real):
-            return None  # reported as missing; nothing is read
-        if self.reader is not None and not readable_by(real, self.reader[0], set(self.reader[1])):
-            return f"not readable by uid {self.reader[0]}"
-        return None
+        return self._checked(path)[1]
 
-    def _real_roots(self) -> list[Path]:
-        return [Path(os.path.realpath(root)) for root in self.roots]
+    def _checked(self, path: str) -> tuple[str, str | None]:
+        """Where `path` leads, and why it may not be used (None: it may, or it is missing)."""
+        denied = f"not readable by uid {self.reader[0]}" if self.reader else ""
+        if self.reader is not None and not _searchable(path, *self.reader):
+            return path, denied
+        real = os.path.realpath(path)
+        if self.reader is not None and not _searchable(real, *self.reader):
+            return real, denied
+        if not any(_inside(real, root) for root in self.roots):
+            where = "" if real == path else f" (it leads to {real})"
+            return real, f"outside the allowed roots{where}"
+        if not os.path.lexists(real):
+            return real, None  # reported as missing; nothing is read
+        if self.reader is not None and not readable_by(Path(real), self.reader[0],
+                                                       set(self.reader[1])):  # fmt: skip
+            return real, denied
+        return real, None
 
     def read_blend(self, path: str) -> bytes:
-        refused = self.refuse(path)
-        if refused:
-            raise BlendFileError(refused, path)
         fd = self.open(path)
         try:
-            chunks, size = [], 0
+            size = os.fstat(fd).st_size
+            if size > MAX_BLEND_BYTES or self.blend_bytes + size > MAX_BLENDS_BYTES:
+                raise BlendFileError(f"too large to trace ({size} bytes; at most "
+                                     f"{MAX_BLEND_BYTES} per file, {MAX_BLENDS_BYTES} in all)",
+                                     path)  # fmt: skip
+            chunks, read = [], 0
             while chunk := os.read(fd, 1 << 20):
-                size += len(chunk)
-                if size > MAX_FILE_BYTES:
-                    raise BlendFileError(f"larger than {MAX_FILE_BYTES} bytes", path)
+                read += len(chunk)
+                if read > size:  # it grew while we read: not the file that was checked
+                    raise BlendFileError("changed while it was read", path)
                 chunks.append(chunk)
         finally:
             os.close(fd)
         data = b"".join(chunks)
-        self.blends[path] = data
+        self.blend_bytes += len(data)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        kept = self.workdir / f"{len(self.blends)}.blend"
+        kept.write_bytes(data)
+        self.blends[path] = kept
         return data
 
     def open(self, path: str) -> int:
         """A read-only handle on the regular file `path` leads to, checked for this user.
 
         Raises:
-            OSError: missing, not a regular file, not readable by the user, or swapped.
+            OSError: missing, refused (outside the roots, not the user's to read), not a
+                regular file, or swapped between the check and the open.
         """
-        real = os.path.realpath(path)
+        real, refused = self._checked(path)
+        if refused:
+            raise PermissionError(refused)
         fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         try:
             if os.readlink(f"/proc/self/fd/{fd}") != real:
@@ -87,6 +106,11 @@ class SubmitterAccess:
             os.close(fd)
             raise
         return fd
+
+
+def _inside(real: str, root: Path) -> bool:
+    resolved = os.path.realpath(root)
+    return real == resolved or real.startswith(resolved.rstrip("/") + "/")
 
 
 def _may_read(info: os.stat_result, uid: int, groups: frozenset[int]) -> bool:

@@ -7,22 +7,25 @@ the snapshot's copy of the .blend to the relative path of the same place, so Ble
 only the snapshot. Files come from the content-addressed store (hard links).
 """
 
+import errno
 import hashlib
 import os
 import re
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pi_render.blend import BlendFileError, Dependency, Trace, trace_dependencies
 from pi_render.blend.compression import decompress
-from pi_render.errors import PiRenderError
+from pi_render.errors import DiskFull, PiRenderError
 from pi_render.snapshot.access import MAX_FILE_BYTES, SubmitterAccess
 from pi_render.snapshot.store import ContentStore
 
 _WINDOWS_DRIVE = re.compile(r"^[A-Za-z]:/")
 # caches Blender may write into while it renders (an unbaked frame): a copy of their own, never
 # a hard link that would let one render change a file other snapshots share
-WRITTEN_BY_BLENDER = {"point_cache", "fluid_cache", "ocean_cache"}
+WRITTEN_BY_BLENDER = {"point_cache", "fluid_cache", "ocean_cache", "geometry_nodes_bake"}
+MAX_SNAPSHOT_BYTES = 64 << 30
 
 
 class MissingDependencies(PiRenderError):
@@ -64,12 +67,16 @@ def describe(dep: Dependency) -> str:
             f"in {holder}: {dep.problem}")  # fmt: skip
 
 
-def take_snapshot(source: Path, spool: Path, store: ContentStore, access: SubmitterAccess,
-                  allow_missing: bool) -> Snapshot:  # fmt: skip
+def take_snapshot(
+    source: Path, spool: Path, store: ContentStore, access: SubmitterAccess, allow_missing: bool,
+    max_bytes: int = MAX_SNAPSHOT_BYTES,
+) -> Snapshot:
     """Trace `source`, refuse (or, allowed, warn about) what is missing, and copy the rest.
 
     Raises:
         MissingDependencies: listing each missing file, unless `allow_missing`.
+        SnapshotFailed: more than `max_bytes`, or a file could not be copied.
+        DiskFull: the data disk has no room for it.
         BlendFileError: the .blend itself cannot be read.
     """
     trace = trace_dependencies(source, access)
@@ -82,27 +89,41 @@ def take_snapshot(source: Path, spool: Path, store: ContentStore, access: Submit
             "Fix the paths, or submit with allow_missing (--allow-missing) to render anyway",
             [d.public() for d in missing],
         )
+    needed = sum(d.size or 0 for d in trace.usable)
+    if needed > max_bytes:
+        raise SnapshotFailed(f"{source} needs {needed:,} bytes of files, more than the "
+                             f"{max_bytes:,} a snapshot may hold (max_snapshot_bytes)")  # fmt: skip
+    free = shutil.disk_usage(spool.parent).free
+    if needed > free:
+        raise DiskFull(f"{source} needs {needed:,} bytes of files; the data disk has "
+                       f"{free:,} free: free some space; nothing was submitted")  # fmt: skip
     root = spool / "root"
     snapshot = Snapshot(blend=_mirrored(root, trace.file))
     snapshot.warnings = [describe(d) for d in missing]
     placed: dict[str, str] = {}
-    for blend in trace.blends:
-        if blend in access.blends:
-            data = _rewritten(access.blends.pop(blend), blend, trace)
-            placed[blend] = store.add_bytes(data, _mirrored(root, blend))
-            snapshot.bytes += len(data)
+    for blend in trace.blends:  # every .blend from the very bytes that were traced
+        data = _rewritten(access.blends[blend].read_bytes(), blend, trace)
+        placed[blend] = store.add_bytes(data, _mirrored(root, blend))
+        snapshot.bytes += len(data)
+    shutil.rmtree(access.workdir, ignore_errors=True)
     for dep in trace.usable:
         if dep.resolved in placed:
             continue
+        if dep.kind == "library":  # a library not traced would be copied unchecked: never
+            raise SnapshotFailed(f"library {dep.resolved} was not traced")
         try:
             fd = access.open(dep.resolved)
             try:
                 target = _mirrored(root, dep.resolved)
                 share = dep.kind not in WRITTEN_BY_BLENDER
-                placed[dep.resolved], size = store.add_from(fd, MAX_FILE_BYTES, target, share)
+                limit = min(MAX_FILE_BYTES, max_bytes - snapshot.bytes)
+                placed[dep.resolved], size = store.add_from(fd, limit, target, share)
             finally:
                 os.close(fd)
         except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise DiskFull(f"the data disk filled while taking the snapshot of {source}: "
+                               "free some space; nothing was submitted") from None  # fmt: skip
             raise SnapshotFailed(f"cannot copy {dep.kind} {dep.resolved} (used by {dep.via}): "
                                  f"{exc.strerror or exc}") from None  # fmt: skip
         snapshot.bytes += size

@@ -80,6 +80,10 @@ class ContentStore:
         target.parent.mkdir(parents=True, exist_ok=True)
         stored = self.object_path(digest)
         try:
+            if os.stat(stored).st_size != os.stat(temp).st_size:
+                # changed behind our back (it must not be: objects are read-only): replace it
+                log.warning("store: object %s no longer matches its name; replaced", digest)
+                os.unlink(stored)
             os.link(stored, target)  # already stored: share it
             temp.unlink()
             return

@@ -27,6 +27,7 @@ class SubmitContext:
     reader: tuple[int, frozenset[int]] | None = None  # the submitter's uid and groups
     store: Path | None = None  # the content-addressed store snapshots link their files from
     allow_missing: bool = False  # the default when a render does not say
+    max_snapshot_bytes: int = 64 << 30  # the files one render's snapshot may hold
 
 
 class MetaTask(type):

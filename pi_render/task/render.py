@@ -208,9 +208,10 @@ def _snapshot(source: Path, data_type: BlenderDataType, blend: str | None, ctx: 
     elif not source.is_file():
         raise SnapshotError(f"source {source} does not exist or is not a file")
     store = ContentStore(ctx.store or ctx.spool.parent.parent / "store")
+    access = SubmitterAccess(roots, reader, ctx.spool / "traced")
     try:
-        return take_snapshot(source, ctx.spool, store, SubmitterAccess(roots, reader),
-                             allow_missing)  # fmt: skip
+        return take_snapshot(source, ctx.spool, store, access, allow_missing,
+                             ctx.max_snapshot_bytes)  # fmt: skip
     except BlendFileError as exc:
         raise InvalidRenderRequest(f"cannot render {source}: {exc.message}") from None
     finally:
