@@ -11,6 +11,7 @@ they are.
 """
 
 import argparse
+import gc
 import json
 import logging
 import os
@@ -59,14 +60,22 @@ class Row:
     only_bat: list[str] = field(default_factory=list)
 
 
+def ours_reset_warm() -> None:
+    """Only the garbage of the run before is collected: each run pays for its own."""
+    gc.collect()
+
+
 def ours_reset_cold() -> None:
     """As the first file of its Blender build: the parsed-catalogue cache is emptied."""
     clear_cache()
+    gc.collect()
 
 
 def bat_reset() -> None:
-    """BAT's in-process cache is its dict of opened BlendFiles; closing them empties it."""
+    """BAT's in-process cache is its dict of opened BlendFiles; closing them empties it. Its
+    blocks hold cycles, which left alone would be collected inside the next timed run."""
     blendfile.close_all_cached()
+    gc.collect()
 
 
 def ours(path: Path) -> int:
@@ -85,10 +94,6 @@ def bat_with_files(path: Path) -> int:
     return len([file for usage in trace.deps(path) for file in usage.files()])
 
 
-def nothing() -> None:
-    pass
-
-
 def measure(work: Callable[[Path], object], reset: Callable[[], None], path: Path,
             repeat: int) -> tuple[float, float]:  # fmt: skip
     """(median, min) ms of `repeat` runs, `reset` (untimed) before each; one untimed warm-up."""
@@ -103,7 +108,7 @@ def measure(work: Callable[[Path], object], reset: Callable[[], None], path: Pat
     return statistics.median(times) * 1000, min(times) * 1000
 
 
-class _Opened(progress.Callback):  # type: ignore[misc]
+class _Opened(progress.Callback):
     """Counts the .blend files BAT opens."""
 
     def __init__(self) -> None:
@@ -130,6 +135,20 @@ def compare(project: Path, path: Path) -> tuple[int, int, int, int, int, list[st
     return (len(result.blends), len(set(opened.blends)), len(result.dependencies), len(usages),
             len(bat_files), shown(ours_files - set(bat_files)),
             shown(set(bat_files) - ours_files))  # fmt: skip
+
+
+def code_state() -> str:
+    """Which tracer and which project recipe are measured: the commit, and what differs from it."""
+    try:
+        head, changed = (subprocess.run(["git", *command], cwd=ROOT, capture_output=True,
+                                        text=True, timeout=30, check=True).stdout.rstrip()
+                         for command in (["rev-parse", "--short", "HEAD"],
+                                         ["status", "--porcelain", "--", "pi_render/blend",
+                                          str(MAKE_PROJECT)]))  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return "not a git checkout"
+    files = [line[3:] for line in changed.splitlines()]
+    return f"git {head}" + (f", uncommitted changes in {', '.join(files)}" if files else "")
 
 
 def compression(path: Path) -> str:
@@ -177,7 +196,7 @@ def bench(project: Path, name: str, repeat: int) -> Row:
         size_kb=path.stat().st_size / 1024, blends=(blends_ours, blends_bat), ours_deps=deps,
         bat_usages=usages, bat_files=files,
         ours_cold=measure(ours, ours_reset_cold, path, repeat),
-        ours_warm=measure(ours, nothing, path, repeat),
+        ours_warm=measure(ours, ours_reset_warm, path, repeat),
         bat=measure(bat, bat_reset, path, repeat),
         bat_with_files=measure(bat_with_files, bat_reset, path, repeat),
         only_ours=only_ours, only_bat=only_bat,
@@ -196,6 +215,7 @@ def main() -> None:
     machine = (f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, "
                f"Python {platform.python_version()}, "
                f"blender-asset-tracer {version('blender-asset-tracer')}")  # fmt: skip
+    code = code_state()
     rows = []
     with projects(args.projects) as folders:
         for project in folders:
@@ -204,31 +224,36 @@ def main() -> None:
                     rows.append(bench(project, name, args.repeat))
     worst = min(row.bat[0] / row.ours_cold[0] for row in rows)
     if args.json:
-        print(json.dumps({"command": command, "machine": machine, "repeat": args.repeat,
+        print(json.dumps({"command": command, "machine": machine, "code": code,
+                          "repeat": args.repeat,
                           "rows": [asdict(row) for row in rows],
                           "slowest_ratio_cold": worst}, indent=1))  # fmt: skip
         return
     print(f"command: {command}")
     print(f"machine: {machine}")
+    print(f"code: {code}")
     header = (f"{'blender':7} {'file':21} {'comp':5} {'KB':>4} {'blends':>6} {'deps':>9} "
               f"{'ours cold':>12} {'ours warm':>12} {'BAT ms':>13} {'BAT+files':>9} "
               f"{'BAT/cold':>8} {'BAT/warm':>8}")  # fmt: skip
     print(header)
     print("-" * len(header))
     for row in rows:
-        print(f"{row.blender:7} {row.file:21} {row.compression:5} {row.size_kb:4.0f} "
-              f"{'%d/%d' % row.blends:>6} "
-              f"{'%d/%d/%d' % (row.ours_deps, row.bat_usages, row.bat_files):>9} "
-              f"{'%.2f (%.2f)' % row.ours_cold:>12} {'%.2f (%.2f)' % row.ours_warm:>12} "
-              f"{'%.2f (%.2f)' % row.bat:>13} {row.bat_with_files[0]:9.2f} "
-              f"{row.bat[0] / row.ours_cold[0]:7.1f}x {row.bat[0] / row.ours_warm[0]:7.1f}x")
+        print(
+            f"{row.blender:7} {row.file:21} {row.compression:5} {row.size_kb:4.0f} "
+            f"{'%d/%d' % row.blends:>6} "
+            f"{'%d/%d/%d' % (row.ours_deps, row.bat_usages, row.bat_files):>9} "
+            f"{'%.2f (%.2f)' % row.ours_cold:>12} {'%.2f (%.2f)' % row.ours_warm:>12} "
+            f"{'%.2f (%.2f)' % row.bat:>13} {row.bat_with_files[0]:9.2f} "
+            f"{row.bat[0] / row.ours_cold[0]:7.1f}x {row.bat[0] / row.ours_warm[0]:7.1f}x"
+        )
     print(f"\nslowest ratio, cold (goal: >= 10x on every file): {worst:.1f}x")
     print(f"times: median (min) ms of {args.repeat} runs. cold: pi_render's parsed SDNA cache and")
     print("BAT's cache of open files are emptied before each run (the OS page cache stays warm);")
-    print("warm: pi_render keeps its catalogue cache. BAT ms: list(trace.deps(f)) and each")
-    print("usage's abspath (the ratios use it); BAT+files: also BlockUsage.files() (sequences and")
-    print("tiles listed). blends: .blend files opened, pi_render/BAT; deps: pi_render's rows /")
-    print("BAT's usages / BAT's files.")
+    print("warm: pi_render keeps its catalogue cache. Before every run, untimed, gc.collect().")
+    print("BAT ms: list(trace.deps(f)) and each usage's abspath (the ratios use it); BAT+files:")
+    print("also BlockUsage.files() (sequences and tiles listed, as pi_render lists them).")
+    print("blends: .blend files opened, pi_render/BAT; deps: pi_render's rows / BAT's usages /")
+    print("BAT's files. Files on disk that only one of them lists:")
     for row in rows:
         if row.only_ours or row.only_bat:
             print(f"{row.blender} {row.file}: only pi_render: {', '.join(row.only_ours) or '-'}; "
