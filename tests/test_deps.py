@@ -19,12 +19,14 @@ from pi_render.blend.trace import resolve
 
 def blender_view(trace: Trace) -> set[str]:
     """Our trace in the shape Blender reports: a sequence by its first frame, UDIM by its
-    pattern, a strip by each file; point caches Blender lists as "" (their folder is derived)."""
+    pattern, a cache folder by its name, a strip by each file; point caches Blender lists as ""
+    (their folder is derived)."""
     shown = set()
     for dep in trace.dependencies:
         if dep.kind == "point_cache" or dep.packed:
             continue
-        shown.add(dep.target if dep.kind in ("image_sequence", "udim") else dep.resolved)
+        folder = dep.kind in ("fluid_cache", "ocean_cache", "geometry_nodes_bake")
+        shown.add(dep.target if folder or dep.kind in ("image_sequence", "udim") else dep.resolved)
     return shown
 
 
@@ -78,6 +80,23 @@ def test_each_library_is_traced_like_blender_opens_it(
         trace = trace_dependencies(project / name)
         # a library's own paths resolve against the library, not against main.blend
         assert blender_view(trace) == oracle_union(project, trace), name
+
+
+@pytest.mark.parametrize("version", ["34", "50"])
+def test_caches_volumes_ies_and_texts_are_found(
+    version: str, request: pytest.FixtureRequest
+) -> None:
+    project: Path = request.getfixturevalue(f"project{version}")
+    trace = trace_dependencies(project / "extras.blend")
+    files = {d.kind: os.path.relpath(d.resolved, project) for d in trace.dependencies}
+    assert files == {
+        "mesh_cache": "cache/anim.pc2",
+        "fluid_cache": "fluid_cache/config/config_0001.uni",
+        "volume": "vdb/smoke.vdb",
+        "ies": "ies/light.ies",
+        "text": "scripts/tool.py",
+    }
+    assert not trace.missing
 
 
 def test_missing_files_are_named_with_who_refers_to_them(project34: Path) -> None:

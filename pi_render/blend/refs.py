@@ -265,29 +265,37 @@ def _object_caches(r: _Reader, block: Block) -> Iterator[Reference]:
         yield from _point_caches(r, first, owner, f"{via} soft body")
 
 
+# modifier → (kind, pointer to its settings or "", settings struct, path field, expand, required)
+_MODIFIER_PATHS = {
+    "MeshCacheModifierData": ("mesh_cache", "", "MeshCacheModifierData", "filepath", "file", True),
+    "OceanModifierData": ("ocean_cache", "", "OceanModifierData", "cachepath", "dir", True),
+    "FluidModifierData": ("fluid_cache", "domain", "FluidDomainSettings", "cache_directory",
+                          "dir", False),
+    "FluidsimModifierData": ("fluid_cache", "fss", "FluidsimSettings", "surfdataPath", "dir",
+                             False),  # Blender ≤ 2.79
+}  # fmt: skip
+
+
+def _in_use(r: _Reader, mod: Block, kind: str) -> bool:
+    """An ocean's cache is read only once baked; a fluid's folder only for its domain."""
+    if kind == "OceanModifierData":
+        return bool(r.int_of(mod, kind, "cached"))
+    if kind == "FluidModifierData":
+        return r.int_of(mod, kind, "type") == MOD_FLUID_TYPE_DOMAIN
+    return True
+
+
 def _modifier(r: _Reader, mod: Block, owner: str, via: str) -> Iterator[Reference]:
     kind = r.blend.sdna.struct_name_of(mod.sdna_index) or ""
     here = f"{via} modifier {r.value(mod, 'ModifierData', 'name') or kind}"
-    if kind == "MeshCacheModifierData":
-        found = r.text(mod, kind, "filepath")
-        if found and found[0]:
-            yield Reference("mesh_cache", found[0], here, "file", False, found[1], found[2])
-    elif kind == "OceanModifierData" and r.int_of(mod, kind, "cached"):
-        found = r.text(mod, kind, "cachepath")
-        if found and found[0]:
-            yield Reference("ocean_cache", found[0], here, "dir", False, found[1], found[2])
-    elif kind == "FluidModifierData" and r.int_of(mod, kind, "type") == MOD_FLUID_TYPE_DOMAIN:
-        domain = r.deref(mod, kind, "domain")
-        found = r.text(domain, "FluidDomainSettings", "cache_directory") if domain else None
-        if found and found[0]:
-            yield Reference("fluid_cache", found[0], here, "dir", False, found[1], found[2],
-                            required=False)  # fmt: skip
-    elif kind == "FluidsimModifierData":  # Blender ≤ 2.79
-        settings = r.deref(mod, kind, "fss")
-        found = r.text(settings, "FluidsimSettings", "surfdataPath") if settings else None
-        if found and found[0]:
-            yield Reference("fluid_cache", found[0], here, "dir", False, found[1], found[2],
-                            required=False)  # fmt: skip
+    spec = _MODIFIER_PATHS.get(kind)
+    if spec is not None:
+        ref_kind, pointer, struct_name, field, expand, required = spec
+        holder = r.deref(mod, kind, pointer) if pointer else mod
+        found = r.text(holder, struct_name, field) if holder else None
+        if found and found[0] and _in_use(r, mod, kind):
+            yield Reference(ref_kind, found[0], here, expand, False, found[1], found[2],
+                            required=required)  # fmt: skip
     elif kind == "SmokeModifierData":  # Blender ≤ 2.81
         domain = r.deref(mod, kind, "domain")
         if domain is not None and r.has("SmokeDomainSettings", "point_cache"):

@@ -38,7 +38,7 @@ import bpy
 OUT = os.path.abspath(sys.argv[sys.argv.index("--") + 1] if "--" in sys.argv else sys.argv[-1])
 BLENDS = [
     "main.blend", "lib/lib.blend", "lib/nested/deep.blend", "lib/cycle_a.blend",
-    "lib/cycle_b.blend", "abs/abs_lib.blend", "broken/broken.blend",
+    "lib/cycle_b.blend", "abs/abs_lib.blend", "broken/broken.blend", "extras.blend",
 ]  # fmt: skip
 FONT_DIRS = ["/usr/share/fonts", "/usr/local/share/fonts", "/usr/share/blender"]
 
@@ -369,6 +369,43 @@ def build_broken() -> None:
     os.remove(path("broken/textures/missing.png"))
 
 
+def build_extras() -> None:
+    """extras.blend, never rendered: the kinds the shot does not use (mesh cache, fluid cache
+    folder, VDB volume, IES light, an external text)."""
+    reset()
+    files = {
+        "cache/anim.pc2": b"PC2",
+        "fluid_cache/config/config_0001.uni": b"uni",
+        "vdb/smoke.vdb": b"vdb",
+        "ies/light.ies": b"IESNA:LM-63-2002",
+        "scripts/tool.py": b"#",
+    }
+    for name, data in files.items():
+        os.makedirs(os.path.dirname(path(name)), exist_ok=True)
+        with open(path(name), "wb") as handle:
+            handle.write(data)
+    cached = mesh_object("Cached", "cube", (0.0, 0.0, 0.0))
+    mesh_cache = cached.modifiers.new("MeshCache", "MESH_CACHE")
+    mesh_cache.cache_format = "PC2"
+    mesh_cache.filepath = "//cache/anim.pc2"
+    domain = mesh_object("Domain", "cube", (3.0, 0.0, 0.0))
+    fluid = domain.modifiers.new("Fluid", "FLUID")
+    fluid.show_viewport = fluid.show_render = False  # a live simulation would run (and crash)
+    fluid.fluid_type = "DOMAIN"
+    fluid.domain_settings.cache_directory = "//fluid_cache"
+    volume = bpy.data.volumes.new("Smoke")
+    volume.filepath = "//vdb/smoke.vdb"
+    link(bpy.data.objects.new("Smoke", volume))
+    light = bpy.data.lights.new("Spot", "SPOT")
+    light.use_nodes = True
+    ies = light.node_tree.nodes.new("ShaderNodeTexIES")
+    ies.mode = "EXTERNAL"
+    ies.filepath = "//ies/light.ies"
+    link(bpy.data.objects.new("Spot", light))
+    bpy.data.texts.load(path("scripts/tool.py"))
+    save("extras.blend")
+
+
 def report(full: str) -> dict[str, list[str]]:
     """What Blender says a file uses: the oracle for pi_render's asset tracer."""
     bpy.ops.wm.open_mainfile(filepath=full)  # missing libraries: warnings, no exception
@@ -386,6 +423,7 @@ def main() -> None:
     export_alembic()
     build_main()
     build_broken()
+    build_extras()
     oracle: dict[str, object] = {name: report(os.path.join(OUT, name)) for name in BLENDS}
     oracle["_blender"] = {
         "version": bpy.app.version_string,
