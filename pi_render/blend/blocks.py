@@ -37,6 +37,7 @@ class BlockIndex:
         self._header = header
         self.by_old: dict[int, int] = {}
         self.by_code: dict[bytes, list[int]] = {}
+        self.by_struct: dict[int, list[int]] = {}  # SDNA struct index → DATA blocks of it
         self.ended = False  # True when an ENDB block was found
         self._scan(path)
 
@@ -44,7 +45,8 @@ class BlockIndex:
         data, h = self._data, self._header
         unpack, size = h.bhead.unpack_from, h.bhead.size
         len_at, old_at = h.len_at, h.old_at
-        by_old, by_code = self.by_old, self.by_code
+        by_old, by_code, by_struct = self.by_old, self.by_code, self.by_struct
+        sdna_at = h.sdna_at
         offset, end = h.size, len(data)
         while offset + size <= end:
             fields = unpack(data, offset)
@@ -62,6 +64,12 @@ class BlockIndex:
                 return  # truncated inside this block: the index stops before it
             if code != b"DATA":
                 by_code.setdefault(code, []).append(offset)
+            else:
+                found = by_struct.get(fields[sdna_at])
+                if found is None:
+                    by_struct[fields[sdna_at]] = [offset]
+                else:
+                    found.append(offset)
             by_old[fields[old_at]] = offset
             offset = payload_end
 
@@ -84,16 +92,10 @@ class BlockIndex:
         at = self.by_old.get(old)
         return None if at is None else self.block_at(at)
 
-    def every_block(self) -> Iterator[Block]:
-        """Every block (DATA included) in file order, up to ENDB or the last whole block."""
-        data, h = self._data, self._header
-        offset, end, size = h.size, len(data), h.bhead.size
-        while offset + size <= end:
-            block = self.block_at(offset)
-            if block.code == b"ENDB" or block.offset + block.length > end or block.length < 0:
-                return
-            yield block
-            offset = block.offset + block.length
+    def data_of_struct(self, sdna_index: int) -> Iterator[Block]:
+        """DATA blocks of one SDNA struct (node storage, strips…), in file order."""
+        for at in self.by_struct.get(sdna_index, ()):
+            yield self.block_at(at)
 
     def with_code(self, code: bytes) -> Iterator[Block]:
         """Blocks of a code (b"SC\\0\\0", b"GLOB", …) in file order."""

@@ -54,15 +54,30 @@ class BlendFile:
 
         Raises KeyError when the path does not exist in this file's SDNA.
         """
+        known = self.sdna.paths
+        key = (struct_name, path)
+        if key in known:
+            found = known[key]
+            if found is None:
+                raise KeyError(path)
+            return found
+        try:
+            found = self._resolve(struct_name, path)
+        except KeyError:
+            known[key] = None
+            raise
+        known[key] = found
+        return found
+
+    def _resolve(self, struct_name: str, path: str) -> Field:
         offset = 0
         current = struct_name
         parts = path.split(".")
         for depth, part in enumerate(parts):
             try:
-                table = self.sdna.fields(current)
+                field = self.sdna.field(current, part)
             except ValueError as exc:
                 raise CorruptBlendFile(str(exc), self.path, 0) from None
-            field = table[part]
             offset += field.offset
             if depth < len(parts) - 1:
                 if field.is_pointer or not self.sdna.has_struct(field.type_name):

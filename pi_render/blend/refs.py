@@ -103,6 +103,10 @@ class _Reader:
             return "", -1, 0
         return value, target.offset, target.length
 
+    def data_of(self, struct_name: str) -> Iterator[Block]:
+        number = self.blend.sdna.struct_number(struct_name)
+        return self.blend.blocks.data_of_struct(number) if number is not None else iter(())
+
     def id_blocks(self, code: bytes) -> Iterator[Block]:
         """Local IDs of a code: linked ones are only placeholders; their library holds the data."""
         for block in self.blend.blocks.with_code(code):
@@ -324,13 +328,7 @@ def _objects(r: _Reader) -> Iterator[Reference]:
 
 def _strips(r: _Reader) -> Iterator[Reference]:
     """Image and movie strips of the sequencer: a folder and the file names in it."""
-    if not r.blend.sdna.has_struct("Sequence"):
-        return
-    wanted = {i for i, t in enumerate(r.blend.sdna.struct_types)
-              if r.blend.sdna.type_name(t) == "Sequence"}  # fmt: skip
-    for block in r.blend.blocks.every_block():
-        if block.sdna_index not in wanted:
-            continue
+    for block in r.data_of("Sequence"):
         seq_type = r.int_of(block, "Sequence", "type")
         if seq_type not in (SEQ_TYPE_IMAGE, SEQ_TYPE_MOVIE):
             continue
@@ -355,12 +353,8 @@ def _strips(r: _Reader) -> Iterator[Reference]:
 def _node_files(r: _Reader) -> Iterator[Reference]:
     """IES lights and OSL scripts kept in external files (node storage, mode EXTERNAL)."""
     for struct_name, kind in (("NodeShaderTexIES", "ies"), ("NodeShaderScript", "osl_script")):
-        if not r.blend.sdna.has_struct(struct_name):
-            continue
-        wanted = {i for i, t in enumerate(r.blend.sdna.struct_types)
-                  if r.blend.sdna.type_name(t) == struct_name}  # fmt: skip
-        for block in r.blend.blocks.every_block():
-            if block.sdna_index in wanted and r.int_of(block, struct_name, "mode") == 1:
+        for block in r.data_of(struct_name):
+            if r.int_of(block, struct_name, "mode") == 1:
                 found = r.text(block, struct_name, "filepath")
                 if found and found[0]:
                     yield Reference(kind, found[0], struct_name, "file", False, found[1],

@@ -8,9 +8,9 @@ import re
 import struct
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
 from math import prod
 from pathlib import Path
+from typing import NamedTuple
 
 from pi_render.blend.errors import CorruptBlendFile, TruncatedBlendFile
 
@@ -26,9 +26,9 @@ SCALAR_FORMATS = {
 }  # fmt: skip
 
 
-@dataclass(frozen=True)
-class Field:
-    """A struct member: `name` is bare (no `*`, `[]`, `()`); `dims` are its array sizes."""
+class Field(NamedTuple):
+    """A struct member: `name` is bare (no `*`, `[]`, `()`); `dims` are its array sizes.
+    A tuple, not a dataclass: tables of hundreds are built per struct, and tuples are cheap."""
 
     name: str
     type_name: str
@@ -50,6 +50,8 @@ class SDNA:
         self._path = path
         self.pointer_size = pointer_size
         self._fields: dict[str, dict[str, Field]] = {}
+        self._partial: dict[str, tuple[int, int]] = {}  # walks not finished: next member, offset
+        self.paths: dict[tuple[str, str], Field | None] = {}  # resolved dotted paths (file.py)
         self._name_info: dict[int, tuple[str, bool, tuple[int, ...], int]] = {}
         self._type_names: dict[int, str] = {}
         at = self._expect(start, b"SDNA")
@@ -69,22 +71,26 @@ class SDNA:
         # the struct table as u16s in one go; walking it is then plain list indexing
         words = (self._end - at) // 2
         table = struct.unpack_from(f"{self._e}{words}H", data, at)
-        self._struct_at: dict[bytes, int] = {}  # struct name → its index into `table`
-        self.struct_types: list[int] = []
-        self._table = table
-        i = 0
-        for _ in range(n_structs):
-            if i + 2 > words:
-                raise TruncatedBlendFile("SDNA ends inside its struct table", path)
-            type_index, n_fields = table[i], table[i + 1]
-            if type_index >= count:
-                raise CorruptBlendFile(f"struct type index {type_index} out of range", path,
-                                       at + 2 * i)  # fmt: skip
-            if i + 2 + 2 * n_fields > words:
-                raise TruncatedBlendFile("SDNA ends inside a struct's fields", path)
-            self._struct_at[self.types[type_index]] = i
-            self.struct_types.append(type_index)
-            i += 2 + 2 * n_fields
+        struct_at: dict[bytes, int] = {}  # struct name → its index into `table`
+        numbers: dict[bytes, int] = {}  # struct name → its number (a BHead's SDNAnr)
+        struct_types: list[int] = []
+        types, i = self.types, 0
+        try:  # the hot loop of a cold open: plain indexing, bounds found by IndexError
+            for number in range(n_structs):
+                type_index, n_fields = table[i], table[i + 1]
+                name = types[type_index]
+                struct_at[name], numbers[name] = i, number
+                struct_types.append(type_index)
+                i += 2 + 2 * n_fields
+        except IndexError:
+            if i + 1 < words:
+                raise CorruptBlendFile(f"struct type index {table[i]} out of range", path,
+                                       at + 2 * i) from None  # fmt: skip
+            raise TruncatedBlendFile("SDNA ends inside its struct table", path) from None
+        if i > words:
+            raise TruncatedBlendFile("SDNA ends inside a struct's fields", path)
+        self._struct_at, self._struct_number = struct_at, numbers
+        self.struct_types, self._table = struct_types, table
 
     def _expect(self, at: int, tag: bytes) -> int:
         self._need(at, 4, tag.decode())
@@ -112,8 +118,12 @@ class SDNA:
         parts = self._data[at : self._end].split(b"\0", count)
         if len(parts) <= count:
             raise TruncatedBlendFile("SDNA ends inside its string table", self._path)
-        strings = parts[:count]
-        return strings, at + sum(map(len, strings)) + count
+        rest = parts.pop()  # what follows the last string: where it ends, without a sum
+        return parts, self._end - len(rest)
+
+    def struct_number(self, name: str) -> int | None:
+        """The number blocks of this struct carry in their BHead (None: no such struct)."""
+        return self._struct_number.get(name.encode())
 
     def has_struct(self, name: str) -> bool:
         return name.encode() in self._struct_at
@@ -126,34 +136,56 @@ class SDNA:
 
     def fields(self, struct_name: str) -> dict[str, Field]:
         """The struct's fields by bare name. Raises KeyError for an unknown struct."""
+        return self._walk(struct_name, None)
+
+    def field(self, struct_name: str, name: str) -> Field:
+        """One field: the struct's members are walked only as far as it (offsets are sums of
+        the sizes before), and the walk goes on from there next time. Raises KeyError."""
+        table = self._walk(struct_name, name)
+        return table[name]
+
+    def _walk(self, struct_name: str, until: str | None) -> dict[str, Field]:
         table = self._fields.get(struct_name)
         if table is not None:
-            return table
+            complete = struct_name not in self._partial
+            if complete or (until is not None and until in table):
+                return table
         at = self._struct_at.get(struct_name.encode())
         if at is None:
             raise KeyError(struct_name)
+        member, offset = self._partial.get(struct_name, (0, 0))
+        if table is None:
+            table = self._fields[struct_name] = {}
         n_fields = self._table[at + 1]
-        raw = self._table[at + 2 : at + 2 + 2 * n_fields]
+        raw = self._table
         n_types, n_names, names = len(self.types), len(self.names), self._name_info
-        table, offset = {}, 0
-        for type_index, name_index in zip(raw[::2], raw[1::2]):
+        type_names, sizes, pointer_size = self._type_names, self.sizes, self.pointer_size
+        while member < n_fields:
+            type_index, name_index = raw[at + 2 + 2 * member], raw[at + 3 + 2 * member]
+            member += 1
             if type_index >= n_types or name_index >= n_names:
                 raise ValueError(f"SDNA struct {struct_name} has a field out of range")
             info = names.get(name_index)
             if info is None:
                 info = names[name_index] = self._parse_name(name_index)
             bare, is_pointer, dims, count = info
-            size = (self.pointer_size if is_pointer else self.sizes[type_index]) * count
-            table[bare] = Field(bare, self.type_name(type_index), offset, size, is_pointer, dims)
+            size = (pointer_size if is_pointer else sizes[type_index]) * count
+            type_name = type_names.get(type_index) or self.type_name(type_index)
+            table[bare] = Field(bare, type_name, offset, size, is_pointer, dims)
             offset += size
-        self._fields[struct_name] = table
+            if bare == until:
+                break
+        if member < n_fields:
+            self._partial[struct_name] = (member, offset)
+        else:
+            self._partial.pop(struct_name, None)
         return table
 
     def _parse_name(self, index: int) -> tuple[str, bool, tuple[int, ...], int]:
         """`*next` → ("next", pointer); `mat[4][4]` → ("mat", dims (4, 4), 16 elements)."""
         full = self.names[index]
-        if full.isalnum() or full.replace(b"_", b"a").isalnum():  # the common, plain case
-            return full.decode("ascii"), False, (), 1
+        if b"*" not in full and b"[" not in full and b"(" not in full:  # the common, plain case
+            return full.decode("ascii", "replace"), False, (), 1
         is_pointer = full[:1] in (b"*", b"(")
         dims = tuple(int(d) for d in _DIMS.findall(full)) if b"[" in full else ()
         bare = full.split(b"[", 1)[0].translate(None, b"*()").decode("ascii", "replace")

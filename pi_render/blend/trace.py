@@ -197,22 +197,24 @@ class _Tracer:
         self.files += 1
         if self.files > self.max_files:
             raise TooManyDependencies(f"needs more than {self.max_files} files", holder)
-        base = Dependency(ref.kind, ref.stored, path, False, None, ref.via, holder, ref.packed,
-                          ref.required, None, target, ref.offset, ref.size)  # fmt: skip
-        if ref.packed:
-            return base
+        exists, size, problem = self._look(path) if not ref.packed else (False, None, None)
+        return Dependency(ref.kind, ref.stored, path, exists, size, ref.via, holder, ref.packed,
+                          ref.required, problem, target, ref.offset, ref.size)  # fmt: skip
+
+    def _look(self, path: str) -> tuple[bool, int | None, str | None]:
+        """Whether a file is there, its size, and why it cannot be used (None: it can)."""
         refused = self._refuse(path)
         if refused:
-            return replace(base, problem=refused)
+            return False, None, refused
         try:
             info = os.stat(path)
         except FileNotFoundError:
-            return replace(base, problem="missing")
+            return False, None, "missing"
         except OSError as exc:
-            return replace(base, problem=f"cannot be read: {exc.strerror or exc}")
+            return False, None, f"cannot be read: {exc.strerror or exc}"
         if not stat.S_ISREG(info.st_mode):
-            return replace(base, exists=True, problem="not a regular file")
-        return replace(base, exists=True, size=info.st_size)
+            return True, None, "not a regular file"
+        return True, info.st_size, None
 
     def _expand(self, ref: Reference, holder: str) -> list[Dependency]:
         if ref.expand == "point_cache":
