@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 MAKE_PROJECT = ROOT / "tests" / "blender" / "make_project.py"
 BPY_PYTHON = ROOT / ".venv-bpy" / "bin" / "python"
 FILES = ("main.blend", "lib/lib.blend", "lib/cycle_a.blend", "lib/nested/deep.blend",
-         "broken/broken.blend")  # fmt: skip
+         "broken/broken.blend", "extras.blend")  # fmt: skip
 MAGIC = {b"BLENDER": "plain", b"\x28\xb5\x2f\xfd": "zstd", b"\x1f\x8b": "gzip"}
 
 

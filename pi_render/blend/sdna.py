@@ -6,10 +6,12 @@ so a field's offset is the sum of the sizes before it.
 
 import re
 import struct
+import sys
 import threading
 from collections import OrderedDict
 from math import prod
 from pathlib import Path
+from collections.abc import Sequence
 from typing import NamedTuple
 
 from pi_render.blend.errors import CorruptBlendFile, TruncatedBlendFile
@@ -70,7 +72,11 @@ class SDNA:
             raise CorruptBlendFile(f"SDNA claims {n_structs} structs", path, at)
         # the struct table as u16s in one go; walking it is then plain list indexing
         words = (self._end - at) // 2
-        table = struct.unpack_from(f"{self._e}{words}H", data, at)
+        table: Sequence[int]
+        if (self._e == "<") == (sys.byteorder == "little"):  # the machine's order: no copy
+            table = memoryview(data)[at : at + 2 * words].cast("H")
+        else:
+            table = struct.unpack_from(f"{self._e}{words}H", data, at)
         struct_at: dict[bytes, int] = {}  # struct name → its index into `table`
         numbers: dict[bytes, int] = {}  # struct name → its number (a BHead's SDNAnr)
         struct_types: list[int] = []
