@@ -260,7 +260,9 @@ class TaskService:
                 return existing
         who = record.submitted_by
         if who is not None and controls.max_queued_per_uid is not None and self._uid_capped(record):
-            queued = self.records.live_count_of_uid(who["uid"])
+            queued = self.records.live_count_of_uid(who["uid"]) + sum(
+                1 for earlier in batch if (earlier.submitted_by or {}).get("uid") == who["uid"]
+            )  # a batch counts its own tasks too
             if queued >= controls.max_queued_per_uid:
                 raise TooManyQueued(f"uid {who['uid']} already has {queued} tasks waiting or "
                                     f"running (max_queued_per_uid = "
@@ -308,8 +310,9 @@ class TaskService:
         except PiRenderError:  # never break the write that told us; recovery retries at start
             log.exception("could not release the children", extra={"task_id": record.id})
 
-    def start_workflow(self, workflow: Workflow, file: str) -> WorkflowRun:
-        """Submit every step, each the child of the one before; all or nothing."""
+    def start_workflow(self, workflow: Workflow, file: str,
+                       submitted_by: dict[str, int] | None = None) -> WorkflowRun:  # fmt: skip
+        """Submit every step, each the child of the one before, as the caller; all or nothing."""
         if self.workflow_runs is None:
             raise PiRenderError("workflows are not available in this service")
         run_id = self.ids.new()
@@ -319,13 +322,14 @@ class TaskService:
                 record = self.submit(
                     step.type, fill(step.args, file), label=step.label,
                     origin=f"workflow:{run_id}:{index}", parent=made[-1].id if made else None,
-                    force=True,
+                    force=True, submitted_by=submitted_by,
                 )  # fmt: skip
                 made.append(record)
         except PiRenderError as exc:
             for record in made:
                 self.cancel(record.id)
-            raise PiRenderError(f"workflow {workflow.name!r}: {exc}") from None
+            exc.args = (f"workflow {workflow.name!r}: {exc}",)  # its own status (403, 422…)
+            raise
         run = WorkflowRun(run_id=run_id, name=workflow.name, file=file,
                           tasks=[r.id for r in made], created_at=self.clock.now())  # fmt: skip
         self.workflow_runs.add(run)
@@ -352,8 +356,9 @@ class TaskService:
         folder.mkdir(parents=True, mode=0o770)
         return task_id, folder / file_name
 
-    def run_upload(self, task_id: str, args: dict[str, Any], priority: Priority) -> TaskRecord:
-        """The seed's run_task: render what was uploaded for `task_id`.
+    def run_upload(self, task_id: str, args: dict[str, Any], priority: Priority,
+                   submitted_by: dict[str, int] | None = None) -> TaskRecord:  # fmt: skip
+        """The seed's run_task: render what was uploaded for `task_id`, as the caller.
 
         Raises:
             TaskNotFound: no such upload; TaskStateConflict: it was already run.
@@ -371,8 +376,9 @@ class TaskService:
             pass
         else:
             raise TaskStateConflict(f"task {task_id} was already run")
-        return self.submit_many([("render", {**args, "source": str(uploads[0])}, priority, None)],
-                                task_id=task_id)[0]  # fmt: skip
+        request = ("render", {**args, "source": str(uploads[0])}, priority, None)
+        return self.submit_many([request], task_id=task_id,
+                                extra={"submitted_by": submitted_by})[0]  # fmt: skip
 
     def retry(self, task_id: str) -> TaskRecord:
         """Requeue a dead or waiting task now, with a fresh attempt budget.

@@ -188,8 +188,10 @@ def create_app(
         return _json(record, 200 if record.created_at < asked else 201)  # 200: already there
 
     @app.post("/tasks/batch", status_code=201, response_model=list[TaskRecord])
-    def submit_batch(body: BatchSubmitRequest) -> Response:
-        records = service.submit_many([(t.type, t.args, t.priority, t.label) for t in body.tasks])
+    def submit_batch(body: BatchSubmitRequest, request: Request) -> Response:
+        records = service.submit_many([(t.type, t.args, t.priority, t.label) for t in body.tasks],
+                                      extra={"submitted_by": _peer(request)})  # fmt: skip
+        request.state.audit_task_id = ",".join(r.id for r in records)
         return _json_list(records, 201)
 
     @app.get("/tasks", response_model=list[TaskRecord])
@@ -248,9 +250,11 @@ def create_app(
         return InitUploadView(task_id=task_id, file_path=str(path))
 
     @app.post("/render-tasks/run_task", status_code=201, response_model=TaskRecord)
-    def run_task(body: RunUploadRequest) -> Response:
+    def run_task(body: RunUploadRequest, request: Request) -> Response:
         args = body.model_dump(exclude={"priority", "task_id"})
-        return _json(service.run_upload(body.task_id, args, body.priority), 201)
+        record = service.run_upload(body.task_id, args, body.priority, _peer(request))
+        request.state.audit_task_id = record.id
+        return _json(record, 201)
 
     @app.get("/tasks/{task_id}/log")
     def task_log(task_id: str, offset: int = Query(0, ge=0)) -> Response:
@@ -280,11 +284,13 @@ def create_app(
         return list(defined.values())
 
     @app.post("/workflows/{name}/runs", status_code=201)
-    def run_workflow(name: str, body: WorkflowRunRequest) -> WorkflowRun:
+    def run_workflow(name: str, body: WorkflowRunRequest, request: Request) -> WorkflowRun:
         if name not in defined:
             known = ", ".join(sorted(defined)) or "none"
             raise UnknownWorkflow(f"no workflow named {name!r} (defined: {known})")
-        return service.start_workflow(defined[name], body.file)
+        run = service.start_workflow(defined[name], body.file, _peer(request))
+        request.state.audit_task_id = ",".join(run.tasks)
+        return run
 
     @app.get("/workflows/runs/{run_id}")
     def workflow_status(run_id: str) -> dict[str, Any]:
