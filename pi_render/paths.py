@@ -20,7 +20,10 @@ def confined(path: str | Path, roots: list[Path], what: str) -> Path:
     Raises:
         PathNotAllowed: naming the path, where it really leads, and the roots.
     """
-    real = Path(os.path.realpath(path))
+    try:
+        real = Path(os.path.realpath(path))
+    except OSError:  # a link that stopped being one while it was followed: a swap under way
+        raise PathNotAllowed(f"{what} {path} changed while it was checked") from None
     for root in roots:
         if real == (resolved := Path(os.path.realpath(root))) or real.is_relative_to(resolved):
             return real

@@ -2,7 +2,10 @@
 caller and apply every check to each task (readable by them, their per-uid cap), as `nobody`
 against a real daemon running as root."""
 
+import os
 import shutil
+import subprocess
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -51,3 +54,64 @@ def test_every_submit_route_records_who_asked_and_checks_it(
     audit = (daemon.data_dir / "audit.jsonl").read_text()
     batch_lines = [line for line in audit.splitlines() if "/tasks/batch" in line]
     assert any(task.id in batch_lines[-1] for task in daemon.client.list(limit=10))
+
+
+SWAPPER = """
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+a, b, stop = sys.argv[1].encode(), sys.argv[2].encode(), sys.argv[3]
+while not os.path.exists(stop):
+    libc.renameat2(-100, a, -100, b, 2)  # RENAME_EXCHANGE: the two names trade places
+"""
+
+
+def test_a_source_swapped_while_it_is_checked_is_never_snapshotted(
+    make_daemon: Callable[..., DaemonProcess], scenes: dict[str, Path]
+) -> None:
+    with tempfile.TemporaryDirectory(dir="/tmp") as shared:
+        top = Path(shared)
+        top.chmod(0o755)
+        secret = top / "root-only.blend"
+        shutil.copyfile(scenes["long"], secret)
+        secret.chmod(0o600)
+        mine = top / "mine"
+        mine.mkdir()
+        os.chown(mine, NOBODY.pw_uid, NOBODY.pw_gid)
+        source, decoy = mine / "scene.blend", mine / "decoy.blend"
+        shutil.copyfile(scenes["tiny"], source)
+        decoy.symlink_to(secret)
+        for path in (source, decoy):
+            os.lchown(path, NOBODY.pw_uid, NOBODY.pw_gid)
+        daemon = make_daemon(CONFIG.replace("max_queued_per_uid = 2", "")).start()
+        open_socket_to_nobody(daemon)
+        daemon.client.pause("render", label=True)
+        stop = top / "stop"
+
+        def drop() -> None:
+            os.setgroups([])
+            os.setgid(NOBODY.pw_gid)
+            os.setuid(NOBODY.pw_uid)
+
+        swapper = subprocess.Popen(["/usr/bin/python3", "-c", SWAPPER, str(source), str(decoy),
+                                    str(stop)], preexec_fn=drop)  # fmt: skip
+        try:
+            outcomes = [as_nobody(daemon, "POST", "/render-tasks",
+                                  {"source": str(source), "force": True})
+                        for _ in range(40)]  # fmt: skip
+        finally:
+            stop.touch()
+            swapper.wait(10)
+        secret_bytes = secret.read_bytes()
+        accepted = [body for code, body in outcomes if code in (200, 201)]
+        assert all(code in (200, 201, 403, 422) for code, _ in outcomes), outcomes
+        for body in accepted:
+            copy = Path(str(body["args"]["snapshot"]))  # type: ignore[index]
+            assert copy.read_bytes() != secret_bytes
+        if source.is_symlink():  # the swapper stopped half-way: put the names back
+            os.rename(source, top / "tmp")
+            os.rename(decoy, source)
+            os.rename(top / "tmp", decoy)
+        code, body = as_nobody(
+            daemon, "POST", "/render-tasks", {"source": str(source), "force": True}
+        )
+        assert code == 201, body  # and the user's own file is still taken
