@@ -89,6 +89,12 @@ class Settings(BaseModel):
     render_stall_timeout_s: float = Field(600.0, gt=0, description="hang watchdog")
     render_stop_grace_s: float = Field(10.0, ge=0, description="SIGTERM → SIGKILL grace")
     allow_blend_scripts: bool = Field(False, description="let scripts in .blend files run")
+    sandbox: Literal["auto", "bwrap", "none"] = Field(
+        "auto", description="shut Blender in with bubblewrap: auto (if it works), bwrap, none"
+    )
+    render_user: str = Field(
+        "nobody", description="who Blender runs as, inside the sandbox, when the daemon is root"
+    )
     allow_missing: bool = Field(
         False, description="render even when files a .blend needs are missing (as warnings)"
     )

@@ -30,6 +30,7 @@ from pi_render.manifest.frames import FrameLedger
 from pi_render.manifest.records import TaskRecordManifest
 from pi_render.processor.base import ProcessorEnv
 from pi_render.processor.blender import find_blender
+from pi_render.processor.sandbox import find_sandbox
 from pi_render.processor.context import StopReason
 from pi_render.queue.router import Router
 from pi_render.queue.sqlite import SqliteTaskQueue
@@ -110,7 +111,8 @@ class Daemon:
                     task_type(job.task)
                 except PiRenderError as exc:
                     raise ConfigError(f"cron job {job.name!r}: {exc}") from None
-            self.env = ProcessorEnv(settings, find_blender(settings.blender), self.frames)
+            sandbox = find_sandbox(settings.sandbox, settings.render_user)
+            self.env = ProcessorEnv(settings, find_blender(settings.blender), self.frames, sandbox)
             self.service.controls = self._controls(settings)
             waiters = FinalStateWaiters()
             self.records.add_listener(waiters)
@@ -217,7 +219,8 @@ class Daemon:
         roots = (tuple(settings.source_roots), tuple(settings.output_roots))
         return SubmitControls(settings.limits, settings.requires, self.capabilities, roots,
                               settings.max_queued_per_uid, settings.min_free_bytes,
-                              settings.allow_missing, settings.max_snapshot_bytes)  # fmt: skip
+                              settings.allow_missing, settings.max_snapshot_bytes,
+                              bool(self.env.sandbox and self.env.sandbox.bwrap))  # fmt: skip
 
     def _access(self, socket_gid: int) -> tuple[AccessPolicy, AuditLog]:
         self.access_policy = AccessPolicy(self.settings.roles, socket_gid)
@@ -322,6 +325,7 @@ class Daemon:
                     "version": self.env.blender.version,
                 }
             ),
+            "sandbox": self.env.sandbox.describe() if self.env.sandbox else None,
             "records": self.records.count_by_status(),
             "stale_heartbeats": self.service.stale(3 * self.settings.heartbeat_s),
             "hooks_owed": len(self.outbox.owed()),

@@ -59,6 +59,7 @@ class SubmitControls:
     min_free_bytes: int = 0
     allow_missing: bool = False  # a render's default when files its .blend needs are missing
     max_snapshot_bytes: int = 64 << 30
+    sandboxed: bool = True  # False: no sandbox for Blender, so only the daemon's uid may render
 
 
 class TaskService:
@@ -216,7 +217,7 @@ class TaskService:
         context = SubmitContext(task_id, self.spool_dir / task_id, self.output_root,
                                 *controls.roots, reader,
                                 self.spool_dir.parent / "store", controls.allow_missing,
-                                controls.max_snapshot_bytes)  # fmt: skip
+                                controls.max_snapshot_bytes, controls.sandboxed)  # fmt: skip
         parsed = cls.prepare(parsed, context)
         return TaskRecord(
             id=task_id,

@@ -19,6 +19,7 @@ from test_access import NOBODY, as_nobody, open_socket_to_nobody
 from pi_render.api.client import ApiError
 from pi_render.processor.blender import BPY_RUNNER
 
+SANDBOX = 'sandbox = "bwrap"\n'  # where a test is about the sandbox: it must be there
 CONFIG = "[workers]\ndefault = 1\nrender = 1\n[retry.render]\nmax_attempts = 1\n"
 
 
@@ -210,8 +211,9 @@ def renderer_factory(make_daemon: Callable[..., DaemonProcess]) -> Callable[[], 
 MAKE_HOSTILE = Path(__file__).parent / "blender" / "make_hostile.py"
 
 
-def hostile_projects(where: Path, secret: Path) -> Path:
-    run_blender_script(blender_or_skip(), MAKE_HOSTILE, str(where), str(secret))
+def hostile_projects(where: Path, secret: Path, escape: Path | None = None) -> Path:
+    escape = escape or where / "escape-unused"
+    run_blender_script(blender_or_skip(), MAKE_HOSTILE, str(where), str(secret), str(escape))
     return where
 
 
@@ -261,3 +263,19 @@ def test_blender_cannot_write_into_files_that_snapshots_share(
         assert hashlib.sha256(stored.read_bytes()).hexdigest() == stored.name
     shared = daemon.data_dir / "spool" / first.id / "root" / str(project / "Image0001.png")[1:]
     assert shared.read_bytes() == original
+
+
+def test_blender_writes_nowhere_but_its_partial_folder(
+    make_daemon: Callable[..., DaemonProcess], tmp_path: Path
+) -> None:
+    (tmp_path / "unused.png").write_bytes(b"x")
+    escape = tmp_path / "escape"  # root's, 0755: the daemon's user could write here
+    escape.mkdir()
+    project = hostile_projects(tmp_path / "p", tmp_path / "unused.png", escape) / "escape"
+    daemon = make_daemon(SANDBOX + CONFIG).start()
+    assert daemon.client.health()["sandbox"]["kind"] == "bwrap"
+    record = daemon.client.render({"source": str(project / "main.blend"),
+                                   "output_dir": str(tmp_path / "out")})  # fmt: skip
+    done = daemon.client.wait(record.id, 300)
+    assert done.status == "completed", done.error  # its own frame is rendered…
+    assert list(escape.iterdir()) == []  # …and its File Output wrote nothing outside

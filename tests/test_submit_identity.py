@@ -115,3 +115,14 @@ def test_a_source_swapped_while_it_is_checked_is_never_snapshotted(
             daemon, "POST", "/render-tasks", {"source": str(source), "force": True}
         )
         assert code == 201, body  # and the user's own file is still taken
+
+
+def test_without_a_sandbox_only_the_daemons_own_user_may_render(
+    make_daemon: Callable[..., DaemonProcess], scenes: dict[str, Path]
+) -> None:
+    daemon = make_daemon('sandbox = "none"\n' + CONFIG).start()
+    open_socket_to_nobody(daemon)
+    assert daemon.client.health()["sandbox"]["kind"] == "none"
+    code, refusal = as_nobody(daemon, "POST", "/render-tasks", {"source": str(scenes["tiny"])})
+    assert code == 403 and "no sandbox" in str(refusal["message"])
+    assert daemon.client.render({"source": str(scenes["tiny"])}).id  # the daemon's own uid may

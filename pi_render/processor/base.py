@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from pi_render.config import Settings
     from pi_render.manifest.frames import FrameLedger
     from pi_render.processor.blender import BlenderInstall
+    from pi_render.processor.sandbox import Sandbox
 
 _PROCESSORS: dict[str, "type[Processor[Any, Any]]"] = {}
 
@@ -30,6 +31,7 @@ class ProcessorEnv:
     settings: "Settings"
     blender: "BlenderInstall | None"
     frames: "FrameLedger"
+    sandbox: "Sandbox | None" = None  # None: Blender runs bare
 
     @property
     def logs(self) -> Path:

@@ -86,8 +86,9 @@ class BlenderProcess:
         grace_s: float,
         pid_file: Path,
         env: dict[str, str] | None = None,
+        sandboxed: bool = False,
     ) -> None:
-        self.env = env
+        self.env, self.sandboxed = env, sandboxed
         self.argv, self.log, self.ctx, self.on_event = argv, log, ctx, on_event
         self.pid_file = pid_file
         self.timeout_s, self.stall_s, self.grace_s = timeout_s, stall_s, grace_s
@@ -96,9 +97,9 @@ class BlenderProcess:
     def run(self) -> None:
         """Raises a RenderFailed subclass, or TaskStopped when asked to stop."""
         proc = subprocess.Popen(
-            [*launch_prefix(), *self.argv], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True, text=True, errors="replace",
-            bufsize=1, env=self.env,
+            [*launch_prefix(self.sandboxed), *self.argv], stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            text=True, errors="replace", bufsize=1, env=self.env,
         )  # fmt: skip
         self.pid_file.write_text(f"{proc.pid}\n")  # so a daemon killed now can reap it later
         lines: queue.Queue[object] = queue.Queue()
@@ -171,6 +172,8 @@ class BlenderProcess:
 
     def _check_exit(self, code: int) -> None:
         last_error = self.errors[-1] if self.errors else None
+        if self.sandboxed and code > 128:
+            code = 128 - code  # bubblewrap passes on a signal death as 128 + the signal
         if code < 0:
             name = signal.Signals(-code).name
             if -code == signal.SIGKILL:
@@ -202,13 +205,14 @@ class BlenderProcess:
 
 
 @functools.cache
-def launch_prefix() -> tuple[str, ...]:
+def launch_prefix(sandboxed: bool = False) -> tuple[str, ...]:
     """What Blender is started through (util-linux's setpriv, which execs it: the same pid):
     - the kernel SIGKILLs it when its worker thread dies (a daemon killed with -9 included), so
       an orphan never renders frames that the next attempt renders again;
-    - started by root, it keeps uid 0 but no capability at all: file permissions bind it like
-      any owner, so it cannot write the read-only files a snapshot shares with other snapshots
-      through the content store (a compositor's File Output aimed at one, say).
+    - started by root and bare (no sandbox), it keeps uid 0 but no capability at all: file
+      permissions bind it like any owner, so it cannot write the read-only files a snapshot
+      shares with other snapshots through the content store (a File Output aimed at one, say).
+      A sandbox needs root's capabilities to build itself, and drops them inside.
     Looked up once (and warned about once), not on every render."""
     setpriv = shutil.which("setpriv")
     if setpriv is None:
@@ -216,7 +220,7 @@ def launch_prefix() -> tuple[str, ...]:
                     "until its task runs again, and one started by root keeps its capabilities")
         return ()
     prefix: tuple[str, ...] = (setpriv, "--pdeathsig", "KILL")
-    if os.geteuid() == 0:
+    if os.geteuid() == 0 and not sandboxed:
         prefix += ("--bounding-set", "-all", "--inh-caps", "-all", "--no-new-privs")
     return (*prefix, "--")
 

@@ -2,6 +2,7 @@
 each one as Blender saves it, with live progress and a log kept per task."""
 
 import logging
+import os
 import shutil
 import time
 from pathlib import Path
@@ -10,13 +11,14 @@ from typing import Any
 from pi_render.errors import PiRenderError
 from pi_render.manifest.frames import FrameLedger, FrameOutput
 from pi_render.processor.base import Processor
-from pi_render.processor.blender import BlenderEvent, RenderCommand, frame_list
+from pi_render.processor.blender import HOOKS, BlenderEvent, RenderCommand, frame_list
 from pi_render.processor.blender_run import BlenderProcess, reap_orphan, scrubbed_env
 from pi_render.processor.context import TaskContext
 from pi_render.processor.outputs import check_image, frame_number, place, still_there
 from pi_render.task.render import RenderArgs, RenderOutputType, RenderResult, RenderTask
 
 log = logging.getLogger(__name__)
+SCRIPTS = HOOKS.parent  # the scripts injected into Blender (progress hooks, the bpy runner)
 
 
 class NoBlender(PiRenderError):
@@ -105,6 +107,21 @@ class RenderProcessor(Processor[RenderArgs, RenderResult]):
         return RenderResult(output_dir=str(output_dir), frames=[done[f] for f in sorted(done)],
                             fps=args.fps, warnings=[*args.warnings, *lines])  # fmt: skip
 
+    def _sandboxed(self, argv: list[str], args: RenderArgs, ctx: TaskContext,
+                   partial: Path) -> list[str]:  # fmt: skip
+        """Blender's command line inside the sandbox: it sees the snapshot (read-only), its
+        partial folder (read-write), our scripts and its own installation; nothing else."""
+        env = self.env
+        assert env is not None and env.blender is not None and args.snapshot is not None
+        sandbox = env.sandbox
+        if sandbox is None or sandbox.bwrap is None:
+            return argv
+        root = env.spool(ctx.task_id) / "root"
+        snapshot = root if root.is_dir() else Path(args.snapshot).parent
+        if sandbox.run_as is not None:
+            os.chown(partial, *sandbox.run_as)  # the only place it may write
+        return sandbox.wrap(argv, [snapshot, SCRIPTS], [partial], [env.blender.path])
+
     def _render(
         self,
         args: RenderArgs,
@@ -153,15 +170,17 @@ class RenderProcessor(Processor[RenderArgs, RenderResult]):
 
         env.logs.mkdir(parents=True, exist_ok=True)
         with open(env.logs / f"{ctx.task_id}.log", "a", encoding="utf-8") as task_log:
-            argv = command.argv(env.blender)
+            argv = self._sandboxed(command.argv(env.blender), args, ctx, partial)
             task_log.write(f"=== pi-render attempt {ctx.attempt}: {len(frames)} frame(s) "
                            f"{frame_list(frames)}\n$ {' '.join(argv)}\n")  # fmt: skip
             task_log.flush()
             timeout = args.timeout_s or env.settings.render_timeout_s
             settings = env.settings
             clean = scrubbed_env(settings.blender_env_keep, env.spool(ctx.task_id))
+            sandboxed = bool(env.sandbox and env.sandbox.bwrap)
             BlenderProcess(argv, task_log, ctx, on_event, timeout, settings.render_stall_timeout_s,
-                           settings.render_stop_grace_s, pid_file, clean).run()  # fmt: skip
+                           settings.render_stop_grace_s, pid_file, clean,
+                           sandboxed).run()  # fmt: skip
         for path in sorted(partial.iterdir()):  # anything saved without a `Saved:` line
             if video:
                 check_image(path)

@@ -128,12 +128,22 @@ def take_snapshot(
                                  f"{exc.strerror or exc}") from None  # fmt: skip
         snapshot.bytes += size
     snapshot.files = len(placed)
+    _readable_by_all(root)
     digest = hashlib.sha256()
     for path in sorted(placed):
         digest.update(f"{os.path.relpath(path, os.path.dirname(trace.file))}\0{placed[path]}\n"
                       .encode())  # fmt: skip
     snapshot.digest = digest.hexdigest()
     return snapshot
+
+
+def _readable_by_all(root: Path) -> None:
+    """Folders 0755, files 0444 whatever the umask: the sandbox's unprivileged Blender reads
+    them, and nothing may change them (the data dir above keeps other users out)."""
+    for folder, _, files in os.walk(root):
+        os.chmod(folder, 0o755)
+        for name in files:
+            os.chmod(os.path.join(folder, name), 0o444)
 
 
 def _mirrored(root: Path, path: str) -> Path:

@@ -28,6 +28,7 @@ class SubmitContext:
     store: Path | None = None  # the content-addressed store snapshots link their files from
     allow_missing: bool = False  # the default when a render does not say
     max_snapshot_bytes: int = 64 << 30  # the files one render's snapshot may hold
+    sandboxed: bool = True  # is Blender shut in? (if not, renders only for the daemon's uid)
 
 
 class MetaTask(type):

@@ -4,6 +4,7 @@ Anything the request leaves out comes from the file itself, read at submit from 
 """
 
 import hashlib
+import os
 import shutil
 import tempfile
 from enum import StrEnum
@@ -117,6 +118,10 @@ class RenderTask(TaskBase[RenderArgs, RenderResult]):
 
     @classmethod
     def prepare(cls, args: RenderArgs, ctx: SubmitContext) -> RenderArgs:
+        if not ctx.sandboxed and ctx.reader is not None and ctx.reader[0] not in (0, os.geteuid()):
+            raise PathNotAllowed(f"uid {ctx.reader[0]} may not render here: Blender has no "
+                                 "sandbox on this machine (install bubblewrap; see `pi-render "
+                                 "health`), so it renders only for the daemon's own user")
         if Path(args.source).is_relative_to(ctx.spool):
             source = Path(args.source)  # an upload: already in the daemon's own spool
         else:

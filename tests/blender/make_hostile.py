@@ -1,5 +1,6 @@
 """Build two hostile projects with real Blender (3.4+): run as
-`blender -b --factory-startup -noaudio --python-exit-code 1 --python make_hostile.py -- OUT SECRET`.
+`blender -b --factory-startup -noaudio --python-exit-code 1 --python make_hostile.py -- OUT SECRET
+ESCAPE`.
 
     OUT/alias/lib.blend     a plane whose texture is SECRET by its absolute path
     OUT/alias/alias.blend   a symlink to lib.blend
@@ -7,6 +8,8 @@
                             //lib.blend: one file, reached by two paths
     OUT/writer/main.blend   a plane textured with //Image0001.png, and a compositor File Output
                             node that writes //Image0001.png over it when it renders
+    OUT/escape/main.blend   a compositor File Output node writing into ESCAPE, an absolute path
+                            outside everything the render is given
 """
 
 import os
@@ -16,7 +19,7 @@ import zlib
 
 import bpy
 
-OUT, SECRET = sys.argv[sys.argv.index("--") + 1 :][:2]
+OUT, SECRET, ESCAPE = sys.argv[sys.argv.index("--") + 1 :][:3]
 
 
 def write_png(path: str, rgb: tuple[int, int, int]) -> None:
@@ -83,6 +86,24 @@ def alias_project() -> None:
     bpy.ops.wm.save_as_mainfile(filepath=os.path.join(folder, "main.blend"))
 
 
+def file_output(scene: bpy.types.Scene, base_path: str) -> None:
+    scene.use_nodes = True
+    tree = scene.node_tree
+    output = tree.nodes.new("CompositorNodeOutputFile")
+    output.base_path = base_path
+    output.file_slots[0].path = "Image"
+    output.format.file_format = "PNG"
+    tree.links.new(tree.nodes["Render Layers"].outputs["Image"], output.inputs[0])
+
+
+def escape_project() -> None:
+    folder = os.path.join(OUT, "escape")
+    os.makedirs(folder, exist_ok=True)
+    scene = empty()
+    file_output(scene, ESCAPE)
+    bpy.ops.wm.save_as_mainfile(filepath=os.path.join(folder, "main.blend"))
+
+
 def writer_project() -> None:
     folder = os.path.join(OUT, "writer")
     os.makedirs(folder, exist_ok=True)
@@ -91,16 +112,11 @@ def writer_project() -> None:
     scene = empty()
     bpy.ops.wm.save_as_mainfile(filepath=os.path.join(folder, "main.blend"))
     textured_plane(scene, "//Image0001.png")
-    scene.use_nodes = True
-    tree = scene.node_tree
-    output = tree.nodes.new("CompositorNodeOutputFile")
-    output.base_path = "//"
-    output.file_slots[0].path = "Image"
-    output.format.file_format = "PNG"
-    tree.links.new(tree.nodes["Render Layers"].outputs["Image"], output.inputs[0])
+    file_output(scene, "//")
     bpy.ops.wm.save_as_mainfile(filepath=os.path.join(folder, "main.blend"))
     os.remove(os.path.join(folder, "main.blend1"))
 
 
 alias_project()
 writer_project()
+escape_project()
