@@ -45,11 +45,11 @@ class Sandbox:
             return argv
         args = [self.bwrap, "--die-with-parent", "--proc", "/proc", "--dev", "/dev",
                 "--perms", "1777", "--tmpfs", "/tmp", "--setenv", "HOME", "/tmp"]  # fmt: skip
+        # its own IPC, process and network namespaces (no network at all); a user namespace
+        # too when the daemon is no root (the systemd unit allows just these)
+        args += ["--unshare-ipc", "--unshare-pid", "--unshare-net"]
         if self.run_as is None:
-            args += ["--unshare-all"]  # a user namespace too: the daemon is no root
-        else:
-            args += ["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts",
-                     "--unshare-cgroup-try"]  # fmt: skip
+            args += ["--unshare-user"]
         for path in SYSTEM:
             if os.path.isdir(path):
                 args += ["--ro-bind", path, path]
