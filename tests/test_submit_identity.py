@@ -126,3 +126,40 @@ def test_without_a_sandbox_only_the_daemons_own_user_may_render(
     code, refusal = as_nobody(daemon, "POST", "/render-tasks", {"source": str(scenes["tiny"])})
     assert code == 403 and "no sandbox" in str(refusal["message"])
     assert daemon.client.render({"source": str(scenes["tiny"])}).id  # the daemon's own uid may
+
+
+def test_inspect_reads_only_regular_files_the_submitter_may_read(
+    make_daemon: Callable[..., DaemonProcess], scenes: dict[str, Path]
+) -> None:
+    with tempfile.TemporaryDirectory(dir="/tmp") as shared:
+        top = Path(shared)
+        top.chmod(0o755)
+        fifo = top / "fifo.blend"
+        os.mkfifo(fifo)
+        fifo.chmod(0o666)
+        private = top / "private"
+        private.mkdir(mode=0o700)
+        shutil.copyfile(scenes["tiny"], private / "there.blend")
+        mine = top / "mine.blend"
+        shutil.copyfile(scenes["tiny"], mine)
+        mine.chmod(0o644)
+        daemon = make_daemon(CONFIG).start()
+        open_socket_to_nobody(daemon)
+
+        def inspect(path: Path | str) -> tuple[int, dict[str, object]]:
+            body = {"type": "inspect_blend", "args": {"path": str(path)}}
+            return as_nobody(daemon, "POST", "/tasks", body)
+
+        for hostile in ("/dev/zero", fifo):  # each refused at once: nothing grows or blocks
+            code, refusal = inspect(hostile)
+            assert code in (403, 422), refusal
+        there, absent = inspect(private / "there.blend"), inspect(private / "absent.blend")
+        assert there[0] == absent[0] == 422  # the same answer: no oracle
+        assert "not readable by uid" in str(there[1]["message"])
+        assert "not readable by uid" in str(absent[1]["message"])
+        code, record = inspect(mine)
+        assert code == 201, record
+        done = daemon.client.wait(str(record["id"]), 30)
+        assert done.status == "completed" and done.result is not None
+        assert done.result["path"] == str(mine) and done.result["scene"]["name"] == "Scene"
+        assert daemon.client.health()["status"] == "ok"

@@ -127,8 +127,9 @@ class BlendFile:
 
 
 @contextmanager
-def open_blend(path: str | Path) -> Iterator[BlendFile]:
-    """Open a .blend for lower-level reads of blocks and fields.
+def open_blend(path: str | Path, shown_as: str | Path | None = None) -> Iterator[BlendFile]:
+    """Open a .blend for lower-level reads of blocks and fields; `shown_as` names a copy as its
+    user knows it (in errors and for `//` paths).
 
     Raises:
         BlendFileError (or a subclass) for anything wrong with the file, and nothing else.
@@ -142,4 +143,4 @@ def open_blend(path: str | Path) -> Iterator[BlendFile]:
         raise BlendFileError("is a directory, not a .blend file", path) from None
     except OSError as exc:
         raise BlendFileError(f"cannot read: {exc.strerror or exc}", path) from None
-    yield BlendFile(path, raw)
+    yield BlendFile(Path(shown_as) if shown_as is not None else path, raw)

@@ -165,15 +165,18 @@ def scene_block_named(blend: BlendFile, name: str) -> Block:
     raise BlendFileError(f"no scene named {name!r} (scenes: {scenes})", blend.path)
 
 
-def read_blend_info(path: str | Path, scene: str | None = None) -> BlendInfo:
+def read_blend_info(path: str | Path, scene: str | None = None,
+                    shown_as: str | Path | None = None) -> BlendInfo:  # fmt: skip
     """Read a .blend's version and the render settings of its current scene (or of `scene`).
+    `shown_as`: the name its user knows a copy by (reports and `//` outputs use it).
 
     Raises:
         BlendFileError (a subclass for each kind of problem), and nothing else.
     """
-    path = Path(path)
+    copy = Path(path)
+    path = Path(shown_as) if shown_as is not None else copy
     try:
-        with open_blend(path) as blend:
+        with open_blend(copy, shown_as) as blend:
 
             def build() -> BlendInfo:
                 blend.sdna  # noqa: B018  (a file without its catalogue is truncated: say so first)

@@ -1,4 +1,4 @@
-"""The inspect_blend processor: the .blend reader, run in a worker."""
+"""The inspect_blend processor: the .blend reader, run in a worker on the copy taken at submit."""
 
 from pi_render.blend import BlendInfo, read_blend_info
 from pi_render.processor.base import Processor
@@ -10,4 +10,5 @@ class InspectBlendProcessor(Processor[InspectBlendArgs, BlendInfo]):
     task = InspectBlendTask
 
     def _process(self, args: InspectBlendArgs, ctx: TaskContext) -> BlendInfo:
-        return read_blend_info(args.path)
+        # older records have no copy: they read the path itself
+        return read_blend_info(args.snapshot or args.path, shown_as=args.path)
