@@ -86,6 +86,10 @@ class Daemon:
 
     def run(self) -> int:
         settings = self.settings
+        if os.geteuid() == 0:
+            log.warning("running as root: run pi-render as its own user (see systemd/"
+                        "pi-render.service); Blender is started as %s inside its sandbox",
+                        settings.render_user)  # fmt: skip
         self.lock.acquire(settings.socket)
         try:
             import_task_modules(settings.task_modules)

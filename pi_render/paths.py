@@ -53,3 +53,12 @@ def readable_by(path: Path, uid: int, groups: set[int]) -> bool:
         return allowed(path, (0o400, 0o040, 0o004))
     except OSError:
         return False
+
+
+def absolute_path(value: str | None) -> str | None:
+    """A path a request names: absolute (the daemon has no working folder of yours), no NUL."""
+    if value is not None and "\0" in value:
+        raise ValueError("must not contain a NUL byte")
+    if value is not None and not Path(value).is_absolute():
+        raise ValueError("must be an absolute path (the daemon has no working folder of yours)")
+    return value

@@ -428,3 +428,12 @@ def test_paths_outside_the_roots_are_refused(
         assert "outside the allowed roots" in str(info.value)
     ok = daemon.client.render({"source": str(inside), "output_dir": str(roots / "out" / "a")})
     assert daemon.client.wait(ok.id, 120).status == "completed"
+
+
+def test_the_log_shows_blenders_lines_while_it_renders(renderer: DaemonProcess,
+                                                       scenes: dict[str, Path]) -> None:
+    record = renderer.client.render({"source": str(scenes["slow"])})
+    text = wait_until(lambda: (lambda t: t if "Read blend" in t else None)(
+        renderer.client.log(record.id)[0]), timeout=60, what="Blender's first lines in the log")
+    assert renderer.client.get(record.id).status == "running", text  # not only once it ended
+    renderer.client.cancel(record.id)

@@ -163,3 +163,25 @@ def test_inspect_reads_only_regular_files_the_submitter_may_read(
         assert done.status == "completed" and done.result is not None
         assert done.result["path"] == str(mine) and done.result["scene"]["name"] == "Scene"
         assert daemon.client.health()["status"] == "ok"
+
+
+def test_malformed_requests_get_422_and_are_audited(
+    make_daemon: Callable[..., DaemonProcess],
+) -> None:
+    daemon = make_daemon(CONFIG).start()
+    open_socket_to_nobody(daemon)
+    nul = {"type": "inspect_blend", "args": {"path": "/tmp/a\u0000b.blend"}}
+    code, refusal = as_nobody(daemon, "POST", "/tasks", nul)
+    assert code == 422 and "NUL" in str(refusal), refusal
+    code, refusal = as_nobody(
+        daemon, "POST", "/render-tasks", {"source": "/x.blend", "timeout_s": float("inf")}
+    )
+    assert code == 422, refusal
+    code, _ = as_nobody(daemon, "GET", "/tasks?offset=" + "9" * 30)
+    assert code == 422
+    record = daemon.client.submit("noop", {})
+    code, _ = as_nobody(daemon, "GET", f"/tasks/{record.id}/log?offset=" + "9" * 30)
+    assert code == 422
+    audit = (daemon.data_dir / "audit.jsonl").read_text()
+    assert audit.count('"POST /tasks"') >= 1 and "422" in audit
+    assert "running as root" in daemon.log()

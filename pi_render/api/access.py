@@ -231,7 +231,9 @@ class AccessControl:
                 status = message["status"]
             await send(message)
 
-        await self.app(scope, receive, watched_send)
-        if changing:
-            made = (scope.get("state") or {}).get("audit_task_id")
-            self.audit.append({**entry, "task_id": made or task_id, "outcome": status})
+        try:
+            await self.app(scope, receive, watched_send)
+        finally:  # a request that failed inside is audited too
+            if changing:
+                made = (scope.get("state") or {}).get("audit_task_id")
+                self.audit.append({**entry, "task_id": made or task_id, "outcome": status or 500})

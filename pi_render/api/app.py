@@ -26,6 +26,7 @@ from pi_render.workflows import UnknownWorkflow, Workflow, WorkflowRun
 
 MAX_WAIT_S = 3600.0
 MAX_BATCH = 1000
+MAX_OFFSET = 1 << 62  # SQLite's integers and file offsets stop at 2**63
 
 
 class SubmitRequest(BaseModel):
@@ -37,7 +38,7 @@ class SubmitRequest(BaseModel):
     args: dict[str, Any] | None = None
     priority: Priority = Priority.NORMAL
     label: str | None = None
-    timeout_s: float | None = Field(None, gt=0)
+    timeout_s: float | None = Field(None, gt=0, allow_inf_nan=False)
     parent: str | None = None
     force: bool = False  # submit even if an identical render exists
     requires: Requirements | None = None
@@ -199,7 +200,7 @@ def create_app(
         status: TaskStatus | None = None,
         type: str | None = None,
         limit: int = Query(50, ge=1, le=1000),
-        offset: int = Query(0, ge=0),
+        offset: int = Query(0, ge=0, le=MAX_OFFSET),
     ) -> Response:
         return _json_list(service.list(status, type, limit, offset))
 
@@ -257,7 +258,7 @@ def create_app(
         return _json(record, 201)
 
     @app.get("/tasks/{task_id}/log")
-    def task_log(task_id: str, offset: int = Query(0, ge=0)) -> Response:
+    def task_log(task_id: str, offset: int = Query(0, ge=0, le=MAX_OFFSET)) -> Response:
         """Blender's log from byte `offset`; `X-Log-Size` says where to continue (for -f)."""
         text, size = service.log(task_id, offset)
         return Response(text, media_type="text/plain; charset=utf-8",

@@ -163,6 +163,7 @@ class BlenderProcess:
 
     def _handle(self, line: str) -> None:
         self.log.write(line)
+        self.log.flush()  # `pi-render logs -f` follows the file: it must not lag a buffer behind
         event = parse_line(line)
         if event is None:
             return

@@ -1,13 +1,12 @@
 """`inspect_blend`: what a .blend will render (version, scenes, current scene's settings)."""
 
 import shutil
-from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from pi_render.blend import BlendFileError, BlendInfo
 from pi_render.errors import PiRenderError
-from pi_render.paths import confined
+from pi_render.paths import absolute_path, confined
 from pi_render.snapshot.access import SubmitterAccess
 from pi_render.task import labels
 from pi_render.task.base import SubmitContext, TaskBase
@@ -22,11 +21,9 @@ class InspectBlendArgs(BaseModel):
     @field_validator("path")
     @classmethod
     def _absolute(cls, value: str) -> str:
-        if not Path(value).is_absolute():
-            raise ValueError(
-                "must be an absolute path (the daemon has no working directory of yours)"
-            )
-        return value
+        checked = absolute_path(value)
+        assert checked is not None
+        return checked
 
 
 class UnreadableBlend(PiRenderError):

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pi_render.blend import BlendFileError, read_blend_info
 from pi_render.errors import PiRenderError
 from pi_render.manifest.frames import FrameOutput
-from pi_render.paths import PathNotAllowed, confined, readable_by
+from pi_render.paths import PathNotAllowed, absolute_path, confined, readable_by
 from pi_render.task import labels
 from pi_render.task.base import SubmitContext, TaskBase
 from pi_render.snapshot.access import SubmitterAccess
@@ -78,7 +78,7 @@ class RenderArgs(BaseModel):
     scene: str | None = None
     engine: str | None = None
     output_dir: str | None = None
-    timeout_s: float | None = Field(None, gt=0)
+    timeout_s: float | None = Field(None, gt=0, allow_inf_nan=False)
     snapshot: str | None = None  # set at submit: the copy in the spool that Blender renders
     content_sha256: str | None = None  # set at submit: the snapshot's bytes + the settings
     fps: float | None = None  # set at submit: the scene's frame rate
@@ -90,9 +90,7 @@ class RenderArgs(BaseModel):
     @field_validator("source", "output_dir")
     @classmethod
     def _absolute(cls, value: str | None) -> str | None:
-        if value is not None and not Path(value).is_absolute():
-            raise ValueError("must be an absolute path")
-        return value
+        return absolute_path(value)
 
     def frames(self) -> list[int]:
         assert self.start_frame is not None and self.end_frame is not None
