@@ -24,6 +24,7 @@ from pi_render.config import Settings, load_settings
 from pi_render.controls import pool_capabilities
 from pi_render.errors import ConfigError, PiRenderError
 from pi_render.hooks import HookOutbox, HookWorker
+from pi_render.file_modes import make_private
 from pi_render.lock import DataDirLock
 from pi_render.manifest.failed import FailedTaskManifest
 from pi_render.manifest.frames import FrameLedger
@@ -135,6 +136,7 @@ class Daemon:
                 signal.signal(signal.SIGINT, self._on_signal)
                 signal.signal(signal.SIGHUP, self._on_sighup)
                 self.pool.start()
+                make_private(settings.data_dir)
                 sd_notify("READY=1")  # the socket is listening: connections wait in its backlog
                 self._start_watchdog()
                 log.info(

@@ -185,3 +185,24 @@ def test_malformed_requests_get_422_and_are_audited(
     audit = (daemon.data_dir / "audit.jsonl").read_text()
     assert audit.count('"POST /tasks"') >= 1 and "422" in audit
     assert "running as root" in daemon.log()
+
+
+def test_the_data_dir_keeps_its_files_to_the_daemon_whatever_the_umask(
+    make_daemon: Callable[..., DaemonProcess],
+) -> None:
+    old = os.umask(0o022)  # the daemon inherits it: a careless start by hand
+    try:
+        daemon = make_daemon(CONFIG).start()
+    finally:
+        os.umask(old)
+    daemon.client.submit("noop", {})
+    data = daemon.data_dir
+    assert data.stat().st_mode & 0o777 == 0o711
+    for name in ("queues", "spool", "logs", "store"):
+        assert (data / name).stat().st_mode & 0o777 == 0o700, name
+    for name in ("records.sqlite", "audit.jsonl", "frames.sqlite"):
+        assert (data / name).stat().st_mode & 0o777 == 0o600, name
+    reader = subprocess.run(["setpriv", f"--reuid={NOBODY.pw_uid}", f"--regid={NOBODY.pw_gid}",
+                             "--clear-groups", "cat", str(data / "audit.jsonl")],
+                            capture_output=True, text=True)  # fmt: skip
+    assert reader.returncode != 0 and "Permission denied" in reader.stderr

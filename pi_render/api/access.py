@@ -118,7 +118,8 @@ class AuditLog:
         line = json.dumps({"time": datetime.now(timezone.utc).isoformat(), **entry}) + "\n"
         with self._lock:
             if self._fd is None:
-                self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+                self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+                os.fchmod(self._fd, 0o600)  # the daemon's alone, whatever an older file had
             os.write(self._fd, line.encode())
             self._written += 1
             self._wake.notify_all()

@@ -1,0 +1,23 @@
+"""The data dir keeps what it holds to the daemon, whatever the umask it was started under:
+records, queues, snapshots, logs and the audit log are the daemon's alone; others may only pass
+through it to the output folders the daemon made for them (`output/<task id>`)."""
+
+import logging
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+PRIVATE_DIRS = ("queues", "spool", "logs", "store")
+
+
+def make_private(data_dir: Path) -> None:
+    """Folders 0700 (the data dir itself 0711: searchable, never listed) and files 0600."""
+    data_dir.chmod(0o711)
+    for name in PRIVATE_DIRS:
+        folder = data_dir / name
+        folder.mkdir(exist_ok=True)
+        folder.chmod(0o700)
+    for folder in (data_dir, data_dir / "queues"):
+        for path in folder.iterdir():
+            if path.is_file() and not path.is_symlink():
+                path.chmod(0o600)
