@@ -85,11 +85,14 @@ def check_limit(records: TaskRecordManifest, limit: Limit, record: TaskRecord, k
 
 
 def find_duplicate(records: TaskRecordManifest, record: TaskRecord) -> TaskRecord | None:
-    """A live or completed render of the same content and settings."""
+    """A live or completed render of the same content and settings by the same submitter (one
+    user is never answered with another's task, which they could not control)."""
     if record.content_key is None:
         return None
+    mine = (record.submitted_by or {}).get("uid")
     for other in records.with_content_key(record.content_key):
-        if other.status in (*LIVE, TaskStatus.COMPLETED):
+        theirs = (other.submitted_by or {}).get("uid")
+        if other.status in (*LIVE, TaskStatus.COMPLETED) and theirs == mine:
             return other
     return None
 

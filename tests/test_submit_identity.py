@@ -206,3 +206,22 @@ def test_the_data_dir_keeps_its_files_to_the_daemon_whatever_the_umask(
                              "--clear-groups", "cat", str(data / "audit.jsonl")],
                             capture_output=True, text=True)  # fmt: skip
     assert reader.returncode != 0 and "Permission denied" in reader.stderr
+
+
+def test_an_identical_render_is_shared_only_with_its_own_submitter(
+    make_daemon: Callable[..., DaemonProcess], scenes: dict[str, Path]
+) -> None:
+    daemon = make_daemon(CONFIG).start()
+    open_socket_to_nobody(daemon)
+    daemon.client.pause("render", label=True)  # they wait: identical and live
+    with tempfile.TemporaryDirectory(dir="/tmp") as shared:
+        Path(shared).chmod(0o755)
+        scene = Path(shared) / "tiny.blend"
+        shutil.copyfile(scenes["tiny"], scene)
+        scene.chmod(0o644)
+        request = {"source": str(scene)}
+        roots = daemon.client.render(request)
+        code, theirs = as_nobody(daemon, "POST", "/render-tasks", request)
+        assert code == 201 and theirs["id"] != roots.id  # not root's task: one of their own
+        code, again = as_nobody(daemon, "POST", "/render-tasks", request)
+        assert code == 200 and again["id"] == theirs["id"]  # their own identical one, shared
