@@ -85,7 +85,12 @@ class Settings(BaseModel):
     )  # fmt: skip
     output_root: Path | None = Field(None, description="default parent of render outputs")
     render_threads: int = Field(0, ge=0, description="Blender -t; 0 = all cores")
-    render_timeout_s: float | None = Field(None, gt=0, description="default render time limit")
+    render_timeout_s: float | None = Field(
+        86400.0, gt=0, description="default render time limit (none: no limit)"
+    )
+    max_pause_s: float = Field(
+        86400.0, gt=0, description="a render paused longer than this is stopped (frees its worker)"
+    )
     render_stall_timeout_s: float = Field(600.0, gt=0, description="hang watchdog")
     render_stop_grace_s: float = Field(10.0, ge=0, description="SIGTERM → SIGKILL grace")
     allow_blend_scripts: bool = Field(False, description="let scripts in .blend files run")

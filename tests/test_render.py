@@ -437,3 +437,18 @@ def test_the_log_shows_blenders_lines_while_it_renders(renderer: DaemonProcess,
         renderer.client.log(record.id)[0]), timeout=60, what="Blender's first lines in the log")
     assert renderer.client.get(record.id).status == "running", text  # not only once it ended
     renderer.client.cancel(record.id)
+
+
+def test_a_render_paused_too_long_frees_its_worker(make_daemon: Callable[..., DaemonProcess],
+                                                   scenes: dict[str, Path],
+                                                   tmp_path: Path) -> None:  # fmt: skip
+    daemon = make_daemon("max_pause_s = 1\n" + RENDER_CONFIG).start()
+    out = tmp_path / "out"
+    task_id = start_slow(daemon, scenes["slow"], out)
+    wait_until(lambda: len(outputs(out)) >= 1, timeout=120, what="a frame to land")
+    assert daemon.client.pause(task_id).paused is True
+    done = daemon.client.wait(task_id, 60)
+    assert done.status == "failed" and done.error is not None
+    assert done.error.type == "PausedTooLong" and "max_pause_s" in done.error.message
+    assert daemon.client.wait(daemon.client.render({"source": str(scenes["tiny"])}).id,
+                              120).status == "completed"  # the worker is free again

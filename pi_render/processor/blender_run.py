@@ -59,6 +59,12 @@ class RenderTimeout(RenderFailed):
     """Raised when the render ran past its time limit."""
 
 
+class PausedTooLong(RenderFailed):
+    """Raised when a paused render was not resumed within max_pause_s."""
+
+    retryable = False
+
+
 class RenderStalled(RenderFailed):
     """Raised when Blender printed nothing for longer than the hang watchdog allows."""
 
@@ -87,8 +93,9 @@ class BlenderProcess:
         pid_file: Path,
         env: dict[str, str] | None = None,
         sandboxed: bool = False,
+        max_pause_s: float = 86400.0,
     ) -> None:
-        self.env, self.sandboxed = env, sandboxed
+        self.env, self.sandboxed, self.max_pause_s = env, sandboxed, max_pause_s
         self.argv, self.log, self.ctx, self.on_event = argv, log, ctx, on_event
         self.pid_file = pid_file
         self.timeout_s, self.stall_s, self.grace_s = timeout_s, stall_s, grace_s
@@ -120,11 +127,18 @@ class BlenderProcess:
                 limits = [last_output + self.stall_s]
                 if self.timeout_s is not None:
                     limits.append(started + self.timeout_s)
-                if paused_at is not None:
-                    limits = [now + 3600.0]  # a paused render is not stalled nor timing out
+                if paused_at is not None:  # not stalled nor timing out, but not for ever either
+                    limits = [paused_at + self.max_pause_s]
                 try:
                     item = lines.get(timeout=max(0.0, min(limits) - now))
                 except queue.Empty:
+                    if paused_at is not None:
+                        os.killpg(proc.pid, signal.SIGCONT)  # a stopped process ignores SIGTERM
+                        self._kill(proc)
+                        raise PausedTooLong(
+                            f"the render stayed paused past max_pause_s ({self.max_pause_s:g}s): "
+                            "it held its worker; resume sooner, or raise max_pause_s"
+                        ) from None
                     self._kill(proc)
                     if self.timeout_s is not None and time.monotonic() >= started + self.timeout_s:
                         raise RenderTimeout(f"the render ran past its {self.timeout_s:g}s limit")

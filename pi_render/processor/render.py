@@ -179,8 +179,8 @@ class RenderProcessor(Processor[RenderArgs, RenderResult]):
             clean = scrubbed_env(settings.blender_env_keep, env.spool(ctx.task_id))
             sandboxed = bool(env.sandbox and env.sandbox.bwrap)
             BlenderProcess(argv, task_log, ctx, on_event, timeout, settings.render_stall_timeout_s,
-                           settings.render_stop_grace_s, pid_file, clean,
-                           sandboxed).run()  # fmt: skip
+                           settings.render_stop_grace_s, pid_file, clean, sandboxed,
+                           settings.max_pause_s).run()  # fmt: skip
         for path in sorted(partial.iterdir()):  # anything saved without a `Saved:` line
             if video:
                 check_image(path)
