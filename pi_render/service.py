@@ -217,7 +217,8 @@ class TaskService:
         context = SubmitContext(task_id, self.spool_dir / task_id, self.output_root,
                                 *controls.roots, reader,
                                 self.spool_dir.parent / "store", controls.allow_missing,
-                                controls.max_snapshot_bytes, controls.sandboxed)  # fmt: skip
+                                controls.max_snapshot_bytes, controls.sandboxed,
+                                controls.min_free_bytes)  # fmt: skip
         parsed = cls.prepare(parsed, context)
         return TaskRecord(
             id=task_id,

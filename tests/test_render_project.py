@@ -279,3 +279,25 @@ def test_blender_writes_nowhere_but_its_partial_folder(
     done = daemon.client.wait(record.id, 300)
     assert done.status == "completed", done.error  # its own frame is rendered…
     assert list(escape.iterdir()) == []  # …and its File Output wrote nothing outside
+
+
+def test_zip_bombs_and_zips_of_too_many_entries_are_refused(
+    renderer_factory: Callable[[], DaemonProcess], tmp_path: Path
+) -> None:
+    bomb = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as zipped:
+        with zipped.open("main.blend", "w", force_zip64=True) as member:
+            zeros = bytes(1 << 20)
+            for _ in range(300):  # 300 MiB of zeros in ~300 KB
+                member.write(zeros)
+    crowd = tmp_path / "crowd.zip"
+    with zipfile.ZipFile(crowd, "w") as zipped:
+        for index in range(10_001):
+            zipped.writestr(f"f/{index}.txt", "")
+    daemon = renderer_factory()
+    for archive, needle in ((bomb, "zip bomb"), (crowd, "more than 10000 entries")):
+        with pytest.raises(ApiError) as refused:
+            daemon.client.render({"source": str(archive), "blend": "main.blend"})
+        assert refused.value.http_status == 422 and needle in str(refused.value)
+    spool = daemon.data_dir / "spool"
+    assert not spool.exists() or list(spool.iterdir()) == []

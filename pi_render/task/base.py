@@ -29,6 +29,7 @@ class SubmitContext:
     allow_missing: bool = False  # the default when a render does not say
     max_snapshot_bytes: int = 64 << 30  # the files one render's snapshot may hold
     sandboxed: bool = True  # is Blender shut in? (if not, renders only for the daemon's uid)
+    min_free_bytes: int = 0  # what the data disk must keep free (a zip unpacks into the rest)
 
 
 class MetaTask(type):

@@ -205,8 +205,8 @@ def _snapshot(source: Path, data_type: BlenderDataType, blend: str | None, ctx: 
     elif data_type is BlenderDataType.MULTI_FILE:
         if not blend:
             raise InvalidRenderRequest("a MultiFile (zip) render needs `blend`: the .blend inside")
-        source = snapshot_project(source, blend, ctx.spool)
         unpacked = ctx.spool / "project"
+        source = _unpack(source, blend, ctx)
         roots, reader = (unpacked,), None
     elif not source.is_file():
         raise SnapshotError(f"source {source} does not exist or is not a file")
@@ -220,6 +220,18 @@ def _snapshot(source: Path, data_type: BlenderDataType, blend: str | None, ctx: 
     finally:
         if unpacked is not None:  # its files are in the snapshot now
             shutil.rmtree(unpacked, ignore_errors=True)
+
+
+def _unpack(zipped: Path, blend: str, ctx: SubmitContext) -> Path:
+    """Unpack a zipped project read through one handle, checked for the submitter."""
+    access = SubmitterAccess(ctx.source_roots, ctx.reader, ctx.spool / "traced")
+    try:
+        fd = access.open(str(zipped))
+    except OSError as exc:
+        raise SnapshotError(f"cannot read {zipped}: {exc.strerror or exc}") from None
+    room = shutil.disk_usage(ctx.spool.parent).free - ctx.min_free_bytes
+    with os.fdopen(fd, "rb") as handle:
+        return snapshot_project(handle, zipped, blend, ctx.spool, max(0, room))
 
 
 def _check_writable(folder: Path) -> None:

@@ -1,16 +1,19 @@
 """Snapshot at submit: the .blend (or a zipped project) is copied into the task's spool folder,
 so editing or deleting the source afterwards changes nothing."""
 
+import os
 import shutil
 import stat
 import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 
 from pi_render.errors import PiRenderError
 
 MAX_PROJECT_BYTES = 20 << 30  # a zip that unpacks to more than this is refused
-MAX_PROJECT_FILES = 100_000
+MAX_PROJECT_FILES = 10_000  # as many as a traced project may need
+MAX_RATIO, RATIO_FLOOR = 200, 64 << 20  # unpacked / packed: past both, it is a zip bomb
 
 
 class SnapshotError(PiRenderError):
@@ -19,22 +22,28 @@ class SnapshotError(PiRenderError):
     http_status = 422
 
 
-def snapshot_project(source: Path, blend: str, spool: Path) -> Path:
-    """Unpack a zipped project into the spool; returns the path of its `blend` inside.
+def snapshot_project(zipped: BinaryIO, source: Path, blend: str, spool: Path,
+                     room: int) -> Path:  # fmt: skip
+    """Unpack a zipped project (read from the handle `zipped`, which `source` names) into the
+    spool; returns the path of its `blend` inside.
 
     Refuses members that would land outside the folder (absolute paths, `..`, symlinks), and zips
-    that claim more than MAX_PROJECT_BYTES or MAX_PROJECT_FILES.
+    that claim more than MAX_PROJECT_FILES entries, or more bytes than MAX_PROJECT_BYTES, than
+    `room` (the data disk's free space to spare) or than MAX_RATIO times their own size.
     """
-    if not source.is_file():
-        raise SnapshotError(f"source {source} does not exist or is not a file")
     root = spool / "project"
+    packed = os.fstat(zipped.fileno()).st_size
     try:
-        with zipfile.ZipFile(source) as archive:
+        with zipfile.ZipFile(zipped) as archive:
             members = archive.infolist()
             if len(members) > MAX_PROJECT_FILES:
                 raise SnapshotError(f"{source} has more than {MAX_PROJECT_FILES} entries")
-            if sum(m.file_size for m in members) > MAX_PROJECT_BYTES:
-                raise SnapshotError(f"{source} unpacks to more than {MAX_PROJECT_BYTES} bytes")
+            claimed = sum(m.file_size for m in members)
+            limit = min(MAX_PROJECT_BYTES, room, max(RATIO_FLOOR, MAX_RATIO * packed))
+            if claimed > limit:
+                raise SnapshotError(f"{source} unpacks to {claimed:,} bytes, more than the "
+                                    f"{limit:,} it may (the project limit, the data disk's free "
+                                    f"space, or {MAX_RATIO}× its size: a zip bomb?)")  # fmt: skip
             for member in members:
                 target = _safe_target(root, member, source)
                 if member.is_dir():
