@@ -55,6 +55,31 @@ def readable_by(path: Path, uid: int, groups: set[int]) -> bool:
         return False
 
 
+def writable_by(folder: Path, uid: int, groups: set[int]) -> bool:
+    """Whether `uid` could make `folder` (or write into it): the nearest folder that exists on
+    its way must be searchable and writable by them, and every folder above it searchable."""
+    if uid == 0:
+        return True
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+
+    def may(target: Path, bits: tuple[int, int, int]) -> bool:
+        st = target.stat()
+        mode = st.st_mode
+        if st.st_uid == uid:
+            return mode & bits[0] == bits[0]
+        if st.st_gid in groups:
+            return mode & bits[1] == bits[1]
+        return mode & bits[2] == bits[2]
+
+    try:
+        searchable = all(may(parent, (0o100, 0o010, 0o001)) for parent in existing.parents)
+        return searchable and may(existing, (0o300, 0o030, 0o003))
+    except OSError:
+        return False
+
+
 def absolute_path(value: str | None) -> str | None:
     """A path a request names: absolute (the daemon has no working folder of yours), no NUL."""
     if value is not None and "\0" in value:

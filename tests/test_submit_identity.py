@@ -14,7 +14,7 @@ from test_access import NOBODY, as_nobody, open_socket_to_nobody
 
 CONFIG = (
     'max_queued_per_uid = 2\n[roles.submitter]\nusers = ["nobody"]\n'
-    "[workers]\ndefault = 1\nrender = 1\n"
+    "[workers]\ndefault = 1\nrender = 1\n[retry.render]\nmax_attempts = 1\n"
     '[[workflows]]\nname = "shot"\nsteps = [{type = "render", args = {source = "{file}"}}]\n'
 )
 
@@ -35,6 +35,7 @@ def test_every_submit_route_records_who_asked_and_checks_it(
     assert code == 201, record
     assert record["submitted_by"]["uid"] == NOBODY.pw_uid  # type: ignore[index]
     daemon.client.cancel(task_id)
+    assert daemon.client.wait(task_id, 60).status.is_final  # no longer counted as theirs
 
     render = {"type": "render", "args": {"source": str(secret)}}
     code, refusal = as_nobody(daemon, "POST", "/tasks/batch", {"tasks": [render]})
@@ -225,3 +226,56 @@ def test_an_identical_render_is_shared_only_with_its_own_submitter(
         assert code == 201 and theirs["id"] != roots.id  # not root's task: one of their own
         code, again = as_nobody(daemon, "POST", "/render-tasks", request)
         assert code == 200 and again["id"] == theirs["id"]  # their own identical one, shared
+
+
+def test_outputs_go_only_where_the_submitter_may_write_and_belong_to_them(
+    make_daemon: Callable[..., DaemonProcess], scenes: dict[str, Path]
+) -> None:
+    with tempfile.TemporaryDirectory(dir="/tmp") as shared:
+        top = Path(shared)
+        top.chmod(0o755)
+        scene = top / "tiny.blend"
+        shutil.copyfile(scenes["tiny"], scene)
+        scene.chmod(0o644)
+        theirs = top / "alice"  # another user's folder (root's here), 0700
+        theirs.mkdir(mode=0o700)
+        (theirs / "frame_0001.png").write_bytes(b"alice's frame")
+        mine = top / "mine"
+        mine.mkdir()
+        os.chown(mine, NOBODY.pw_uid, NOBODY.pw_gid)
+        daemon = make_daemon(CONFIG).start()
+        open_socket_to_nobody(daemon)
+
+        code, refusal = as_nobody(
+            daemon,
+            "POST",
+            "/render-tasks",
+            {"source": str(scene), "output_dir": str(theirs / "out")},
+        )
+        assert code == 403 and "may not write" in str(refusal["message"]), refusal
+
+        code, record = as_nobody(
+            daemon, "POST", "/render-tasks", {"source": str(scene), "output_dir": str(mine / "out")}
+        )
+        assert code == 201, record
+        done = daemon.client.wait(str(record["id"]), 120)
+        assert done.status == "completed", done.error
+        frames = sorted((mine / "out").glob("frame_*.png"))
+        assert len(frames) == 3 and all(f.stat().st_uid == NOBODY.pw_uid for f in frames)
+
+        # the (still empty) output folder swapped for a link to someone else's after submit
+        daemon.client.pause("render", label=True)
+        later = mine / "later"
+        later.mkdir()
+        os.chown(later, NOBODY.pw_uid, NOBODY.pw_gid)
+        code, record = as_nobody(daemon, "POST", "/render-tasks", {
+            "source": str(scene), "output_dir": str(later), "force": True})  # fmt: skip
+        assert code == 201, record
+        later.rmdir()
+        later.symlink_to(theirs)
+        daemon.client.pause("render", paused=False, label=True)
+        done = daemon.client.wait(str(record["id"]), 120)
+        assert done.status == "failed" and done.error is not None
+        assert done.error.type == "UnwritableOutput" and "link" in done.error.message
+        assert sorted(p.name for p in theirs.iterdir()) == ["frame_0001.png"]
+        assert (theirs / "frame_0001.png").read_bytes() == b"alice's frame"

@@ -1,6 +1,7 @@
 """Output frames: checked (exists, non-empty, a valid image header) and only then moved, atomically,
 into the output folder."""
 
+import errno
 import hashlib
 import os
 import re
@@ -9,7 +10,6 @@ import struct
 from pathlib import Path
 
 from pi_render.errors import PiRenderError
-from pi_render.fsync import fsync_path
 from pi_render.manifest.frames import FrameOutput
 
 FRAME_NAME = re.compile(r"frame_(-?\d+)\.")
@@ -68,34 +68,89 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def place(path: Path, output_dir: Path, frame: int) -> FrameOutput:
-    """Validate `path`, then move it into `output_dir` atomically (copy + fsync + rename across
-    file systems); returns its ledger entry."""
+class OutputFolder:
+    """The output folder as one handle, opened at render start one component at a time without
+    following a link: a folder swapped for a symlink after submit is refused, not followed, and
+    every frame lands in the folder that was opened. Frames belong to `owner` (a uid)."""
+
+    def __init__(self, path: Path, owner: int | None = None) -> None:
+        self.path, self.owner = path, owner
+        self.fd = _walk_down(path)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+    def __enter__(self) -> "OutputFolder":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _walk_down(path: Path) -> int:
+    """A handle on `path` (made where missing), each step `O_NOFOLLOW`.
+
+    Raises:
+        UnwritableOutput: a step is a link or not a folder, or cannot be made.
+    """
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open("/", flags)
+    try:
+        for part in path.parts[1:]:
+            try:
+                step = os.open(part, flags, dir_fd=fd)
+            except FileNotFoundError:
+                os.mkdir(part, 0o755, dir_fd=fd)
+                step = os.open(part, flags, dir_fd=fd)
+            os.close(fd)
+            fd = step
+    except OSError as exc:
+        os.close(fd)
+        why = "a link or not a folder" if exc.errno in (errno.ELOOP, errno.ENOTDIR) else (
+            exc.strerror or str(exc))  # fmt: skip
+        raise UnwritableOutput(f"output folder {path}: {why} (it was checked at submit)") from None
+    return fd
+
+
+def place(path: Path, folder: OutputFolder, frame: int) -> FrameOutput:
+    """Validate `path`, then move it into `folder` atomically (copy + fsync + rename across
+    file systems), owned by the folder's owner; returns its ledger entry."""
     check_image(path)
     size, checksum = path.stat().st_size, sha256_of(path)
-    target = output_dir / path.name
+    name, fd = path.name, folder.fd
     try:
-        output_dir.mkdir(parents=True, exist_ok=True)
         try:
-            os.replace(path, target)
-        except OSError:  # another file system: copy beside the target, then rename
-            _copy_across(path, output_dir / f".{path.name}.partial", target)
-        fsync_path(output_dir)
+            os.replace(path, name, dst_dir_fd=fd)
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise
+            _copy_across(path, fd, name)  # another file system: copy beside it, then rename
+        if folder.owner is not None and os.geteuid() == 0:
+            os.chown(name, folder.owner, -1, dir_fd=fd, follow_symlinks=False)
+        os.fsync(fd)
     except OSError as exc:
         raise UnwritableOutput(
-            f"cannot place {path.name} in {output_dir}: {exc.strerror or exc}"
+            f"cannot place {path.name} in {folder.path}: {exc.strerror or exc}"
         ) from None
-    return FrameOutput(frame=frame, path=str(target), size=size, sha256=checksum)
+    return FrameOutput(frame=frame, path=str(folder.path / name), size=size, sha256=checksum)
 
 
-def _copy_across(path: Path, temp: Path, target: Path) -> None:
+def _copy_across(path: Path, fd: int, name: str) -> None:
     """Copy, fsync, rename; a copy cut short (a full disk) leaves no partial file behind."""
+    temp = f".{name}.partial"
     try:
-        shutil.copyfile(path, temp)
-        fsync_path(temp)
-        os.replace(temp, target)
+        out = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
+                      0o644, dir_fd=fd)  # fmt: skip
+        with open(path, "rb") as source, os.fdopen(out, "wb") as target:
+            shutil.copyfileobj(source, target, 1 << 20)
+            target.flush()
+            os.fsync(target.fileno())
+        os.replace(temp, name, src_dir_fd=fd, dst_dir_fd=fd)
     except OSError:
-        temp.unlink(missing_ok=True)
+        try:
+            os.unlink(temp, dir_fd=fd)
+        except OSError:
+            pass
         raise
     path.unlink()
 

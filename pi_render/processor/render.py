@@ -14,7 +14,13 @@ from pi_render.processor.base import Processor
 from pi_render.processor.blender import HOOKS, BlenderEvent, RenderCommand, frame_list
 from pi_render.processor.blender_run import BlenderProcess, reap_orphan, scrubbed_env
 from pi_render.processor.context import TaskContext
-from pi_render.processor.outputs import check_image, frame_number, place, still_there
+from pi_render.processor.outputs import (
+    OutputFolder,
+    check_image,
+    frame_number,
+    place,
+    still_there,
+)
 from pi_render.task.render import RenderArgs, RenderOutputType, RenderResult, RenderTask
 
 log = logging.getLogger(__name__)
@@ -96,7 +102,8 @@ class RenderProcessor(Processor[RenderArgs, RenderResult]):
         progress = FrameProgress(ctx, len(expected), len(done))
         logged: list[str] = []  # what Blender said was missing
         if missing:
-            self._render(args, ctx, missing, output_dir, done, progress, video, logged)
+            with OutputFolder(output_dir, args.owner_uid) as folder:
+                self._render(args, ctx, missing, folder, done, progress, video, logged)
         absent = [f for f in expected if f not in done]
         if absent:
             raise MissingFrames(f"Blender finished but frames {absent[:10]} are missing")
@@ -127,7 +134,7 @@ class RenderProcessor(Processor[RenderArgs, RenderResult]):
         args: RenderArgs,
         ctx: TaskContext,
         frames: list[int],
-        output_dir: Path,
+        folder: OutputFolder,
         done: dict[int, FrameOutput],
         progress: FrameProgress,
         video: bool,
@@ -155,7 +162,7 @@ class RenderProcessor(Processor[RenderArgs, RenderResult]):
             frame = frame_number(path)
             if video or frame is None or frame in done or not path.exists():
                 return
-            output = place(path, output_dir, frame)
+            output = place(path, folder, frame)
             env.frames.record(ctx.task_id, output)  # durable before anyone is told
             done[frame] = output
             progress.frame_done()
@@ -184,7 +191,7 @@ class RenderProcessor(Processor[RenderArgs, RenderResult]):
         for path in sorted(partial.iterdir()):  # anything saved without a `Saved:` line
             if video:
                 check_image(path)
-                output = place(path, output_dir, args.start_frame or 0)
+                output = place(path, folder, args.start_frame or 0)
                 for frame in frames:
                     done[frame] = output
                 env.frames.record(ctx.task_id, output)

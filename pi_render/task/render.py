@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pi_render.blend import BlendFileError, read_blend_info
 from pi_render.errors import PiRenderError
 from pi_render.manifest.frames import FrameOutput
-from pi_render.paths import PathNotAllowed, absolute_path, confined, readable_by
+from pi_render.paths import PathNotAllowed, absolute_path, confined, readable_by, writable_by
 from pi_render.task import labels
 from pi_render.task.base import SubmitContext, TaskBase
 from pi_render.snapshot.access import SubmitterAccess
@@ -86,6 +86,7 @@ class RenderArgs(BaseModel):
     snapshot_files: int | None = None  # set at submit: files in the snapshot, .blend included
     snapshot_bytes: int | None = None
     warnings: list[str] = Field(default_factory=list)  # set at submit: missing files allowed
+    owner_uid: int | None = None  # set at submit: who the frames will belong to
 
     @field_validator("source", "output_dir")
     @classmethod
@@ -151,6 +152,9 @@ class RenderTask(TaskBase[RenderArgs, RenderResult]):
             else:
                 output_dir = confined(args.output_dir, [*ctx.output_roots, ctx.output_root],
                                       "output dir")  # fmt: skip
+                if ctx.reader is not None and not writable_by(output_dir, ctx.reader[0],
+                                                              set(ctx.reader[1])):  # fmt: skip
+                    raise PathNotAllowed(f"uid {ctx.reader[0]} may not write in {output_dir}")
             _check_writable(output_dir)
             file_format = _FROM_FILE_FORMAT.get(scene.file_format, scene.file_format)
             output_type = args.output_type or (
@@ -182,6 +186,7 @@ class RenderTask(TaskBase[RenderArgs, RenderResult]):
                 "snapshot_bytes": snap.bytes,
                 "warnings": snap.warnings,
                 "allow_missing": allow_missing,
+                "owner_uid": ctx.reader[0] if ctx.reader is not None else None,
                 "scene": scene.name,
                 "start_frame": start,
                 "end_frame": end,
