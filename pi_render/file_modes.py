@@ -17,6 +17,9 @@ def make_private(data_dir: Path) -> None:
         folder = data_dir / name
         folder.mkdir(exist_ok=True)
         folder.chmod(0o700)
+    uploads = data_dir / "uploads"  # each upload's folder is its uploader's: pass, never list
+    uploads.mkdir(exist_ok=True)
+    uploads.chmod(0o711)
     for folder in (data_dir, data_dir / "queues"):
         for path in folder.iterdir():
             if path.is_file() and not path.is_symlink():

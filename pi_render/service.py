@@ -5,6 +5,7 @@ import os
 import re
 import shutil
 import sqlite3
+import stat
 import threading
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -37,6 +38,7 @@ from pi_render.manifest.writer import is_disk_full
 from pi_render.processor.context import StopReason
 from pi_render.queue.router import Router
 from pi_render.task import lifecycle
+from pi_render.paths import PathNotAllowed
 from pi_render.task.base import SubmitContext, task_type
 from pi_render.task.record import Priority, TaskRecord, TaskStatus
 from pi_render.workers.running import RunningTasks
@@ -75,6 +77,7 @@ class TaskService:
         output_root: Path,
     ) -> None:
         self.spool_dir = spool_dir
+        self.uploads_dir = spool_dir.parent / "uploads"
         self.output_root = output_root
         self.failed: FailedTaskManifest | None = None  # set by the daemon
         self.controls: SubmitControls | None = None  # set by the daemon
@@ -214,11 +217,12 @@ class TaskService:
         self.router.queue_for(label)  # refuse before writing anything
         task_id = task_id or self.ids.new()
         controls = self.controls or SubmitControls({}, {}, lambda label: {})
-        context = SubmitContext(task_id, self.spool_dir / task_id, self.output_root,
-                                *controls.roots, reader,
-                                self.spool_dir.parent / "store", controls.allow_missing,
-                                controls.max_snapshot_bytes, controls.sandboxed,
-                                controls.min_free_bytes)  # fmt: skip
+        context = SubmitContext(
+            task_id, self.spool_dir / task_id, self.output_root, *controls.roots, reader,
+            store=self.spool_dir.parent / "store", allow_missing=controls.allow_missing,
+            max_snapshot_bytes=controls.max_snapshot_bytes, sandboxed=controls.sandboxed,
+            min_free_bytes=controls.min_free_bytes, upload=self.uploads_dir / task_id,
+        )  # fmt: skip
         parsed = cls.prepare(parsed, context)
         return TaskRecord(
             id=task_id,
@@ -351,27 +355,43 @@ class TaskService:
                       for s in steps],
         }  # fmt: skip
 
-    def init_upload(self, file_name: str) -> tuple[str, Path]:
-        """The seed's init_new_task: a task id and the spool path to upload its file to."""
+    def init_upload(self, file_name: str,
+                    caller: dict[str, int] | None = None) -> tuple[str, Path]:  # fmt: skip
+        """The seed's init_new_task: a task id and the path to upload its file to, in a folder
+        of its own that only the caller may write (`uploads/<id>/`, 0700, theirs)."""
         task_id = self.ids.new()
-        folder = self.spool_dir / task_id / "upload"
-        folder.mkdir(parents=True, mode=0o770)
+        folder = self.uploads_dir / task_id
+        self.uploads_dir.mkdir(mode=0o711, exist_ok=True)
+        folder.mkdir(mode=0o700)
+        if caller is not None and os.geteuid() == 0:
+            os.chown(folder, caller["uid"], caller["gid"])
         return task_id, folder / file_name
 
     def run_upload(self, task_id: str, args: dict[str, Any], priority: Priority,
                    submitted_by: dict[str, int] | None = None) -> TaskRecord:  # fmt: skip
-        """The seed's run_task: render what was uploaded for `task_id`, as the caller.
+        """The seed's run_task: render what was uploaded for `task_id`, as the caller, who must
+        be the uploader; the upload must be one regular file (no link).
 
         Raises:
-            TaskNotFound: no such upload; TaskStateConflict: it was already run.
+            TaskNotFound: no such upload; TaskStateConflict: it was already run;
+            PathNotAllowed: not the caller's upload, or not a regular file.
         """
         if not TASK_ID.fullmatch(task_id):
             raise TaskNotFound(f"no upload for task {task_id!r}: not a task id")
-        folder = self.spool_dir / task_id / "upload"
-        uploads = sorted(folder.iterdir()) if folder.is_dir() else []
+        folder = self.uploads_dir / task_id
+        try:
+            info = folder.lstat()
+            uploads = sorted(folder.iterdir())
+        except OSError:
+            uploads = []
         if not uploads:
             raise TaskNotFound(f"no upload for task {task_id}: call init_new_task, then write "
                                f"the file to the path it returned")  # fmt: skip
+        uid = (submitted_by or {}).get("uid", 0)
+        if not stat.S_ISDIR(info.st_mode) or uid not in (0, info.st_uid):
+            raise PathNotAllowed(f"the upload for task {task_id} is not uid {uid}'s")
+        if not stat.S_ISREG(uploads[0].lstat().st_mode):
+            raise PathNotAllowed(f"the upload {uploads[0]} is not a regular file (a link?)")
         try:
             self.records.get(task_id)
         except TaskNotFound:

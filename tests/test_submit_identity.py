@@ -28,14 +28,11 @@ def test_every_submit_route_records_who_asked_and_checks_it(
     shutil.copyfile(scenes["tiny"], secret)
     secret.chmod(0o600)
 
-    # upload (written by an admin here), then run: the run is nobody's
+    # someone else's upload (an admin's here) cannot be run as theirs (their own can: below)
     task_id, upload = daemon.client.init_new_task()
     shutil.copyfile(scenes["tiny"], upload)
-    code, record = as_nobody(daemon, "POST", "/render-tasks/run_task", {"task_id": task_id})
-    assert code == 201, record
-    assert record["submitted_by"]["uid"] == NOBODY.pw_uid  # type: ignore[index]
-    daemon.client.cancel(task_id)
-    assert daemon.client.wait(task_id, 60).status.is_final  # no longer counted as theirs
+    code, refusal = as_nobody(daemon, "POST", "/render-tasks/run_task", {"task_id": task_id})
+    assert code == 403 and "is not uid" in str(refusal["message"]), refusal
 
     render = {"type": "render", "args": {"source": str(secret)}}
     code, refusal = as_nobody(daemon, "POST", "/tasks/batch", {"tasks": [render]})
@@ -279,3 +276,56 @@ def test_outputs_go_only_where_the_submitter_may_write_and_belong_to_them(
         assert done.error.type == "UnwritableOutput" and "link" in done.error.message
         assert sorted(p.name for p in theirs.iterdir()) == ["frame_0001.png"]
         assert (theirs / "frame_0001.png").read_bytes() == b"alice's frame"
+
+
+def test_an_upload_is_its_uploaders_alone_and_only_a_regular_file(
+    make_daemon: Callable[..., DaemonProcess], scenes: dict[str, Path]
+) -> None:
+    daemon = make_daemon(CONFIG).start()
+    open_socket_to_nobody(daemon)
+
+    above = [p for p in daemon.data_dir.parents if p.is_relative_to("/tmp") and p != Path("/tmp")]
+    modes = {p: p.stat().st_mode & 0o7777 for p in above}
+    for folder in above:  # as an admin would: users may pass, not list
+        folder.chmod(0o711)
+    try:
+        uploaded_and_run(daemon, scenes)
+    finally:
+        for folder, mode in modes.items():
+            folder.chmod(mode)
+
+
+def uploaded_and_run(daemon: DaemonProcess, scenes: dict[str, Path]) -> None:
+    def as_nobody_write(path: str, data: bytes) -> None:
+        subprocess.run(["setpriv", f"--reuid={NOBODY.pw_uid}", f"--regid={NOBODY.pw_gid}",
+                        "--clear-groups", "dd", f"of={path}", "status=none"],
+                       input=data, check=True)  # fmt: skip
+
+    code, upload = as_nobody(daemon, "POST", "/render-tasks/init_new_task", {})
+    assert code == 201, upload
+    folder = Path(str(upload["file_path"])).parent
+    assert folder.stat().st_uid == NOBODY.pw_uid and folder.stat().st_mode & 0o777 == 0o700
+    as_nobody_write(str(upload["file_path"]), scenes["tiny"].read_bytes())
+    code, record = as_nobody(daemon, "POST", "/render-tasks/run_task",
+                             {"task_id": upload["task_id"]})  # fmt: skip
+    assert code == 201 and record["submitted_by"]["uid"] == NOBODY.pw_uid  # type: ignore[index]
+    assert daemon.client.wait(str(record["id"]), 120).status == "completed"
+
+    code, upload = as_nobody(daemon, "POST", "/render-tasks/init_new_task", {})
+    link = Path(str(upload["file_path"]))
+    subprocess.run(
+        [
+            "setpriv",
+            f"--reuid={NOBODY.pw_uid}",
+            f"--regid={NOBODY.pw_gid}",
+            "--clear-groups",
+            "ln",
+            "-s",
+            "/etc/hostname",
+            str(link),
+        ],
+        check=True,
+    )
+    code, refusal = as_nobody(daemon, "POST", "/render-tasks/run_task",
+                              {"task_id": upload["task_id"]})  # fmt: skip
+    assert code == 403 and "not a regular file" in str(refusal["message"]), refusal

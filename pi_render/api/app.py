@@ -245,9 +245,9 @@ def create_app(
         return _json(record, 200 if record.created_at < asked else 201)
 
     @app.post("/render-tasks/init_new_task", status_code=201)
-    def init_new_task(body: InitUploadRequest | None = None) -> InitUploadView:
+    def init_new_task(request: Request, body: InitUploadRequest | None = None) -> InitUploadView:
         name = "project.zip" if body and body.data_type == "MultiFile" else "scene.blend"
-        task_id, path = service.init_upload(name)
+        task_id, path = service.init_upload(name, _peer(request))
         return InitUploadView(task_id=task_id, file_path=str(path))
 
     @app.post("/render-tasks/run_task", status_code=201, response_model=TaskRecord)

@@ -30,6 +30,7 @@ class SubmitContext:
     max_snapshot_bytes: int = 64 << 30  # the files one render's snapshot may hold
     sandboxed: bool = True  # is Blender shut in? (if not, renders only for the daemon's uid)
     min_free_bytes: int = 0  # what the data disk must keep free (a zip unpacks into the rest)
+    upload: Path | None = None  # this task's upload folder (init_new_task), if it has one
 
 
 class MetaTask(type):

@@ -121,8 +121,8 @@ class RenderTask(TaskBase[RenderArgs, RenderResult]):
             raise PathNotAllowed(f"uid {ctx.reader[0]} may not render here: Blender has no "
                                  "sandbox on this machine (install bubblewrap; see `pi-render "
                                  "health`), so it renders only for the daemon's own user")
-        if Path(args.source).is_relative_to(ctx.spool):
-            source = Path(args.source)  # an upload: already in the daemon's own spool
+        if ctx.upload is not None and Path(args.source).is_relative_to(ctx.upload):
+            source = Path(args.source)  # an upload: checked by run_task, traced in its folder
         else:
             source = confined(args.source, list(ctx.source_roots), "source")
             if ctx.reader is not None and not readable_by(source, ctx.reader[0],
@@ -201,20 +201,20 @@ class RenderTask(TaskBase[RenderArgs, RenderResult]):
 def _snapshot(source: Path, data_type: BlenderDataType, blend: str | None, ctx: SubmitContext,
               allow_missing: bool) -> Snapshot:  # fmt: skip
     """The .blend and every file it needs, from the submitter's disk (as that user, inside the
-    source roots) or from an upload or zip in the spool (inside that folder only)."""
+    source roots) or from their upload (inside its folder only); a zip is traced inside."""
     roots, reader, unpacked = ctx.source_roots, ctx.reader, None
-    if source.is_relative_to(ctx.spool):  # uploaded through init_new_task: already in the spool
+    if ctx.upload is not None and source.is_relative_to(ctx.upload):  # through init_new_task
         if not source.is_file():
             raise SnapshotError(f"nothing was uploaded to {source}")
-        roots, reader = (source.parent,), None
-    elif data_type is BlenderDataType.MULTI_FILE:
+        roots = (ctx.upload,)  # its own folder only; read as its uploader
+    elif not source.is_file():
+        raise SnapshotError(f"source {source} does not exist or is not a file")
+    if data_type is BlenderDataType.MULTI_FILE:
         if not blend:
             raise InvalidRenderRequest("a MultiFile (zip) render needs `blend`: the .blend inside")
         unpacked = ctx.spool / "project"
-        source = _unpack(source, blend, ctx)
+        source = _unpack(source, blend, ctx, SubmitterAccess(roots, reader, ctx.spool / "traced"))
         roots, reader = (unpacked,), None
-    elif not source.is_file():
-        raise SnapshotError(f"source {source} does not exist or is not a file")
     store = ContentStore(ctx.store or ctx.spool.parent.parent / "store")
     access = SubmitterAccess(roots, reader, ctx.spool / "traced")
     try:
@@ -227,9 +227,8 @@ def _snapshot(source: Path, data_type: BlenderDataType, blend: str | None, ctx: 
             shutil.rmtree(unpacked, ignore_errors=True)
 
 
-def _unpack(zipped: Path, blend: str, ctx: SubmitContext) -> Path:
+def _unpack(zipped: Path, blend: str, ctx: SubmitContext, access: SubmitterAccess) -> Path:
     """Unpack a zipped project read through one handle, checked for the submitter."""
-    access = SubmitterAccess(ctx.source_roots, ctx.reader, ctx.spool / "traced")
     try:
         fd = access.open(str(zipped))
     except OSError as exc:

@@ -39,6 +39,7 @@ def prune_old_records(
         for record in batch:
             (settings.data_dir / "logs" / f"{record.id}.log").unlink(missing_ok=True)
             shutil.rmtree(settings.spool_dir / record.id, ignore_errors=True)
+            shutil.rmtree(settings.data_dir / "uploads" / record.id, ignore_errors=True)
             if settings.retention_outputs and record.result:
                 _delete_outputs(record.result)
             for drop in forget or []:
@@ -107,11 +108,11 @@ class WatchFolder:
 
 def _prune_abandoned_uploads(records: TaskRecordManifest, settings: Settings,
                              now: datetime) -> None:  # fmt: skip
-    """Spool folders of init_new_task calls that never got a run_task, once they are old."""
-    if not settings.spool_dir.is_dir():
-        return
+    """Upload (and spool) folders of tasks that were never run, once they are old."""
     cutoff = (now - timedelta(days=settings.retention_days)).timestamp()
-    for folder in settings.spool_dir.iterdir():
+    folders = [p for base in (settings.spool_dir, settings.data_dir / "uploads") if base.is_dir()
+               for p in base.iterdir()]  # fmt: skip
+    for folder in folders:
         try:
             old = folder.stat().st_mtime < cutoff
         except OSError:
