@@ -17,6 +17,13 @@ from pi_render.blend import BlendFileError, TooManyDependencies, Trace, trace_de
 from pi_render.blend.trace import resolve
 
 
+@pytest.fixture(params=["34", "50"])
+def project(request: pytest.FixtureRequest) -> Path:
+    """The project made by Blender 3.4, then by the bpy 5.0.1 wheel."""
+    made: Path = request.getfixturevalue(f"project{request.param}")
+    return made
+
+
 def blender_view(trace: Trace) -> set[str]:
     """Our trace in the shape Blender reports: a sequence by its first frame, UDIM by its
     pattern, a cache folder by its name, a strip by each file; point caches Blender lists as ""
@@ -39,11 +46,7 @@ def oracle_union(project: Path, trace: Trace) -> set[str]:
     return paths - {""}
 
 
-@pytest.mark.parametrize("version", ["34", "50"])
-def test_deps_lists_exactly_what_blender_lists(
-    version: str, request: pytest.FixtureRequest
-) -> None:
-    project: Path = request.getfixturevalue(f"project{version}")
+def test_deps_lists_exactly_what_blender_lists(project: Path) -> None:
     trace = trace_dependencies(project / "main.blend")
     assert blender_view(trace) == oracle_union(project, trace)
     assert not trace.missing
@@ -68,11 +71,7 @@ def test_deps_lists_exactly_what_blender_lists(
             "sound", "sequencer_images"} <= kinds  # fmt: skip
 
 
-@pytest.mark.parametrize("version", ["34", "50"])
-def test_each_library_is_traced_like_blender_opens_it(
-    version: str, request: pytest.FixtureRequest
-) -> None:
-    project: Path = request.getfixturevalue(f"project{version}")
+def test_each_library_is_traced_like_blender_opens_it(project: Path) -> None:
     oracle = json.loads((project / "oracle.json").read_text())
     for name, seen in oracle.items():
         if name.startswith("_") or name == "main.blend":
@@ -82,11 +81,7 @@ def test_each_library_is_traced_like_blender_opens_it(
         assert blender_view(trace) == oracle_union(project, trace), name
 
 
-@pytest.mark.parametrize("version", ["34", "50"])
-def test_caches_volumes_ies_and_texts_are_found(
-    version: str, request: pytest.FixtureRequest
-) -> None:
-    project: Path = request.getfixturevalue(f"project{version}")
+def test_caches_volumes_ies_and_texts_are_found(project: Path) -> None:
     trace = trace_dependencies(project / "extras.blend")
     files = {d.kind: os.path.relpath(d.resolved, project) for d in trace.dependencies}
     assert files == {

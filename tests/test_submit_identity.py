@@ -6,11 +6,29 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import pytest
 from conftest import DaemonProcess
 from test_access import NOBODY, as_nobody, open_socket_to_nobody
+
+
+@pytest.fixture
+def shared() -> Iterator[Path]:
+    """A folder in /tmp that `nobody` may pass through (pytest's own are root's alone)."""
+    with tempfile.TemporaryDirectory(dir="/tmp") as folder:
+        shared = Path(folder)
+        shared.chmod(0o755)
+        yield shared
+
+
+def public_copy(source: Path, target: Path) -> Path:
+    """A copy anyone may read (0644)."""
+    shutil.copyfile(source, target)
+    target.chmod(0o644)
+    return target
+
 
 CONFIG = (
     'max_queued_per_uid = 2\n[roles.submitter]\nusers = ["nobody"]\n'
@@ -64,55 +82,50 @@ while not os.path.exists(stop):
 
 
 def test_a_source_swapped_while_it_is_checked_is_never_snapshotted(
-    make_daemon: Callable[..., DaemonProcess], scenes: dict[str, Path]
+    make_daemon: Callable[..., DaemonProcess], scenes: dict[str, Path], shared: Path
 ) -> None:
-    with tempfile.TemporaryDirectory(dir="/tmp") as shared:
-        top = Path(shared)
-        top.chmod(0o755)
-        secret = top / "root-only.blend"
-        shutil.copyfile(scenes["long"], secret)
-        secret.chmod(0o600)
-        mine = top / "mine"
-        mine.mkdir()
-        os.chown(mine, NOBODY.pw_uid, NOBODY.pw_gid)
-        source, decoy = mine / "scene.blend", mine / "decoy.blend"
-        shutil.copyfile(scenes["tiny"], source)
-        decoy.symlink_to(secret)
-        for path in (source, decoy):
-            os.lchown(path, NOBODY.pw_uid, NOBODY.pw_gid)
-        daemon = make_daemon(CONFIG.replace("max_queued_per_uid = 2", "")).start()
-        open_socket_to_nobody(daemon)
-        daemon.client.pause("render", label=True)
-        stop = top / "stop"
+    secret = shared / "root-only.blend"
+    shutil.copyfile(scenes["long"], secret)
+    secret.chmod(0o600)
+    mine = shared / "mine"
+    mine.mkdir()
+    os.chown(mine, NOBODY.pw_uid, NOBODY.pw_gid)
+    source, decoy = mine / "scene.blend", mine / "decoy.blend"
+    shutil.copyfile(scenes["tiny"], source)
+    decoy.symlink_to(secret)
+    for path in (source, decoy):
+        os.lchown(path, NOBODY.pw_uid, NOBODY.pw_gid)
+    daemon = make_daemon(CONFIG.replace("max_queued_per_uid = 2", "")).start()
+    open_socket_to_nobody(daemon)
+    daemon.client.pause("render", label=True)
+    stop = shared / "stop"
 
-        def drop() -> None:
-            os.setgroups([])
-            os.setgid(NOBODY.pw_gid)
-            os.setuid(NOBODY.pw_uid)
+    def drop() -> None:
+        os.setgroups([])
+        os.setgid(NOBODY.pw_gid)
+        os.setuid(NOBODY.pw_uid)
 
-        swapper = subprocess.Popen(["/usr/bin/python3", "-c", SWAPPER, str(source), str(decoy),
-                                    str(stop)], preexec_fn=drop)  # fmt: skip
-        try:
-            outcomes = [as_nobody(daemon, "POST", "/render-tasks",
-                                  {"source": str(source), "force": True})
-                        for _ in range(40)]  # fmt: skip
-        finally:
-            stop.touch()
-            swapper.wait(10)
-        secret_bytes = secret.read_bytes()
-        accepted = [body for code, body in outcomes if code in (200, 201)]
-        assert all(code in (200, 201, 403, 422) for code, _ in outcomes), outcomes
-        for body in accepted:
-            copy = Path(str(body["args"]["snapshot"]))  # type: ignore[index]
-            assert copy.read_bytes() != secret_bytes
-        if source.is_symlink():  # the swapper stopped half-way: put the names back
-            os.rename(source, top / "tmp")
-            os.rename(decoy, source)
-            os.rename(top / "tmp", decoy)
-        code, body = as_nobody(
-            daemon, "POST", "/render-tasks", {"source": str(source), "force": True}
-        )
-        assert code == 201, body  # and the user's own file is still taken
+    swapper = subprocess.Popen(["/usr/bin/python3", "-c", SWAPPER, str(source), str(decoy),
+                                str(stop)], preexec_fn=drop)  # fmt: skip
+    try:
+        outcomes = [as_nobody(daemon, "POST", "/render-tasks",
+                              {"source": str(source), "force": True})
+                    for _ in range(40)]  # fmt: skip
+    finally:
+        stop.touch()
+        swapper.wait(10)
+    secret_bytes = secret.read_bytes()
+    accepted = [body for code, body in outcomes if code in (200, 201)]
+    assert all(code in (200, 201, 403, 422) for code, _ in outcomes), outcomes
+    for body in accepted:
+        copy = Path(str(body["args"]["snapshot"]))  # type: ignore[index]
+        assert copy.read_bytes() != secret_bytes
+    if source.is_symlink():  # the swapper stopped half-way: put the names back
+        os.rename(source, shared / "tmp")
+        os.rename(decoy, source)
+        os.rename(shared / "tmp", decoy)
+    code, body = as_nobody(daemon, "POST", "/render-tasks", {"source": str(source), "force": True})
+    assert code == 201, body  # and the user's own file is still taken
 
 
 def test_without_a_sandbox_only_the_daemons_own_user_may_render(
@@ -127,40 +140,35 @@ def test_without_a_sandbox_only_the_daemons_own_user_may_render(
 
 
 def test_inspect_reads_only_regular_files_the_submitter_may_read(
-    make_daemon: Callable[..., DaemonProcess], scenes: dict[str, Path]
+    make_daemon: Callable[..., DaemonProcess], scenes: dict[str, Path], shared: Path
 ) -> None:
-    with tempfile.TemporaryDirectory(dir="/tmp") as shared:
-        top = Path(shared)
-        top.chmod(0o755)
-        fifo = top / "fifo.blend"
-        os.mkfifo(fifo)
-        fifo.chmod(0o666)
-        private = top / "private"
-        private.mkdir(mode=0o700)
-        shutil.copyfile(scenes["tiny"], private / "there.blend")
-        mine = top / "mine.blend"
-        shutil.copyfile(scenes["tiny"], mine)
-        mine.chmod(0o644)
-        daemon = make_daemon(CONFIG).start()
-        open_socket_to_nobody(daemon)
+    fifo = shared / "fifo.blend"
+    os.mkfifo(fifo)
+    fifo.chmod(0o666)
+    private = shared / "private"
+    private.mkdir(mode=0o700)
+    shutil.copyfile(scenes["tiny"], private / "there.blend")
+    mine = public_copy(scenes["tiny"], shared / "mine.blend")
+    daemon = make_daemon(CONFIG).start()
+    open_socket_to_nobody(daemon)
 
-        def inspect(path: Path | str) -> tuple[int, dict[str, object]]:
-            body = {"type": "inspect_blend", "args": {"path": str(path)}}
-            return as_nobody(daemon, "POST", "/tasks", body)
+    def inspect(path: Path | str) -> tuple[int, dict[str, object]]:
+        body = {"type": "inspect_blend", "args": {"path": str(path)}}
+        return as_nobody(daemon, "POST", "/tasks", body)
 
-        for hostile in ("/dev/zero", fifo):  # each refused at once: nothing grows or blocks
-            code, refusal = inspect(hostile)
-            assert code in (403, 422), refusal
-        there, absent = inspect(private / "there.blend"), inspect(private / "absent.blend")
-        assert there[0] == absent[0] == 422  # the same answer: no oracle
-        assert "not readable by uid" in str(there[1]["message"])
-        assert "not readable by uid" in str(absent[1]["message"])
-        code, record = inspect(mine)
-        assert code == 201, record
-        done = daemon.client.wait(str(record["id"]), 30)
-        assert done.status == "completed" and done.result is not None
-        assert done.result["path"] == str(mine) and done.result["scene"]["name"] == "Scene"
-        assert daemon.client.health()["status"] == "ok"
+    for hostile in ("/dev/zero", fifo):  # each refused at once: nothing grows or blocks
+        code, refusal = inspect(hostile)
+        assert code in (403, 422), refusal
+    there, absent = inspect(private / "there.blend"), inspect(private / "absent.blend")
+    assert there[0] == absent[0] == 422  # the same answer: no oracle
+    assert "not readable by uid" in str(there[1]["message"])
+    assert "not readable by uid" in str(absent[1]["message"])
+    code, record = inspect(mine)
+    assert code == 201, record
+    done = daemon.client.wait(str(record["id"]), 30)
+    assert done.status == "completed" and done.result is not None
+    assert done.result["path"] == str(mine) and done.result["scene"]["name"] == "Scene"
+    assert daemon.client.health()["status"] == "ok"
 
 
 def test_malformed_requests_get_422_and_are_audited(
@@ -207,75 +215,66 @@ def test_the_data_dir_keeps_its_files_to_the_daemon_whatever_the_umask(
 
 
 def test_an_identical_render_is_shared_only_with_its_own_submitter(
-    make_daemon: Callable[..., DaemonProcess], scenes: dict[str, Path]
+    make_daemon: Callable[..., DaemonProcess], scenes: dict[str, Path], shared: Path
 ) -> None:
     daemon = make_daemon(CONFIG).start()
     open_socket_to_nobody(daemon)
     daemon.client.pause("render", label=True)  # they wait: identical and live
-    with tempfile.TemporaryDirectory(dir="/tmp") as shared:
-        Path(shared).chmod(0o755)
-        scene = Path(shared) / "tiny.blend"
-        shutil.copyfile(scenes["tiny"], scene)
-        scene.chmod(0o644)
-        request = {"source": str(scene)}
-        roots = daemon.client.render(request)
-        code, theirs = as_nobody(daemon, "POST", "/render-tasks", request)
-        assert code == 201 and theirs["id"] != roots.id  # not root's task: one of their own
-        code, again = as_nobody(daemon, "POST", "/render-tasks", request)
-        assert code == 200 and again["id"] == theirs["id"]  # their own identical one, shared
+    scene = public_copy(scenes["tiny"], shared / "tiny.blend")
+    request = {"source": str(scene)}
+    roots = daemon.client.render(request)
+    code, theirs = as_nobody(daemon, "POST", "/render-tasks", request)
+    assert code == 201 and theirs["id"] != roots.id  # not root's task: one of their own
+    code, again = as_nobody(daemon, "POST", "/render-tasks", request)
+    assert code == 200 and again["id"] == theirs["id"]  # their own identical one, shared
 
 
 def test_outputs_go_only_where_the_submitter_may_write_and_belong_to_them(
-    make_daemon: Callable[..., DaemonProcess], scenes: dict[str, Path]
+    make_daemon: Callable[..., DaemonProcess], scenes: dict[str, Path], shared: Path
 ) -> None:
-    with tempfile.TemporaryDirectory(dir="/tmp") as shared:
-        top = Path(shared)
-        top.chmod(0o755)
-        scene = top / "tiny.blend"
-        shutil.copyfile(scenes["tiny"], scene)
-        scene.chmod(0o644)
-        theirs = top / "alice"  # another user's folder (root's here), 0700
-        theirs.mkdir(mode=0o700)
-        (theirs / "frame_0001.png").write_bytes(b"alice's frame")
-        mine = top / "mine"
-        mine.mkdir()
-        os.chown(mine, NOBODY.pw_uid, NOBODY.pw_gid)
-        daemon = make_daemon(CONFIG).start()
-        open_socket_to_nobody(daemon)
+    scene = public_copy(scenes["tiny"], shared / "tiny.blend")
+    theirs = shared / "alice"  # another user's folder (root's here), 0700
+    theirs.mkdir(mode=0o700)
+    (theirs / "frame_0001.png").write_bytes(b"alice's frame")
+    mine = shared / "mine"
+    mine.mkdir()
+    os.chown(mine, NOBODY.pw_uid, NOBODY.pw_gid)
+    daemon = make_daemon(CONFIG).start()
+    open_socket_to_nobody(daemon)
 
-        code, refusal = as_nobody(
-            daemon,
-            "POST",
-            "/render-tasks",
-            {"source": str(scene), "output_dir": str(theirs / "out")},
-        )
-        assert code == 403 and "may not write" in str(refusal["message"]), refusal
+    code, refusal = as_nobody(
+        daemon,
+        "POST",
+        "/render-tasks",
+        {"source": str(scene), "output_dir": str(theirs / "out")},
+    )
+    assert code == 403 and "may not write" in str(refusal["message"]), refusal
 
-        code, record = as_nobody(
-            daemon, "POST", "/render-tasks", {"source": str(scene), "output_dir": str(mine / "out")}
-        )
-        assert code == 201, record
-        done = daemon.client.wait(str(record["id"]), 120)
-        assert done.status == "completed", done.error
-        frames = sorted((mine / "out").glob("frame_*.png"))
-        assert len(frames) == 3 and all(f.stat().st_uid == NOBODY.pw_uid for f in frames)
+    code, record = as_nobody(
+        daemon, "POST", "/render-tasks", {"source": str(scene), "output_dir": str(mine / "out")}
+    )
+    assert code == 201, record
+    done = daemon.client.wait(str(record["id"]), 120)
+    assert done.status == "completed", done.error
+    frames = sorted((mine / "out").glob("frame_*.png"))
+    assert len(frames) == 3 and all(f.stat().st_uid == NOBODY.pw_uid for f in frames)
 
-        # the (still empty) output folder swapped for a link to someone else's after submit
-        daemon.client.pause("render", label=True)
-        later = mine / "later"
-        later.mkdir()
-        os.chown(later, NOBODY.pw_uid, NOBODY.pw_gid)
-        code, record = as_nobody(daemon, "POST", "/render-tasks", {
-            "source": str(scene), "output_dir": str(later), "force": True})  # fmt: skip
-        assert code == 201, record
-        later.rmdir()
-        later.symlink_to(theirs)
-        daemon.client.pause("render", paused=False, label=True)
-        done = daemon.client.wait(str(record["id"]), 120)
-        assert done.status == "failed" and done.error is not None
-        assert done.error.type == "UnwritableOutput" and "link" in done.error.message
-        assert sorted(p.name for p in theirs.iterdir()) == ["frame_0001.png"]
-        assert (theirs / "frame_0001.png").read_bytes() == b"alice's frame"
+    # the (still empty) output folder swapped for a link to someone else's after submit
+    daemon.client.pause("render", label=True)
+    later = mine / "later"
+    later.mkdir()
+    os.chown(later, NOBODY.pw_uid, NOBODY.pw_gid)
+    code, record = as_nobody(daemon, "POST", "/render-tasks", {
+        "source": str(scene), "output_dir": str(later), "force": True})  # fmt: skip
+    assert code == 201, record
+    later.rmdir()
+    later.symlink_to(theirs)
+    daemon.client.pause("render", paused=False, label=True)
+    done = daemon.client.wait(str(record["id"]), 120)
+    assert done.status == "failed" and done.error is not None
+    assert done.error.type == "UnwritableOutput" and "link" in done.error.message
+    assert sorted(p.name for p in theirs.iterdir()) == ["frame_0001.png"]
+    assert (theirs / "frame_0001.png").read_bytes() == b"alice's frame"
 
 
 def test_an_upload_is_its_uploaders_alone_and_only_a_regular_file(
