@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(python3 python3-venv python3-dev curl sqlite3 blender ffmpeg systemd bubblewrap)
+APT_PACKAGES=(python3 python3-venv python3-dev curl sqlite3 blender ffmpeg systemd bubblewrap acl)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

@@ -247,6 +247,7 @@ def test_a_library_reached_by_two_paths_never_points_blender_outside(
             assert str(secret).encode() not in blend.read_bytes(), blend
         stored = [p.read_bytes() for p in store_objects(daemon)]
         assert b"ROOT-ONLY-PICTURE" not in stored
+        assert daemon.client.wait(str(record["id"]), 120).status.is_final  # before the folder goes
 
 
 def test_blender_cannot_write_into_files_that_snapshots_share(

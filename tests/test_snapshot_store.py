@@ -1,6 +1,7 @@
 """The content-addressed store on a real file system: shared once, collected when unused."""
 
 import os
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -113,3 +114,22 @@ def test_cache_folders_are_walked_only_where_the_user_may_look() -> None:
         assert found == [str(cache / "disp_0001.exr")]
         pseudo = Reference("ocean_cache", "/proc", "OBOcean", "dir")
         assert [d.problem for d in tracer._expand(pseudo, holder)] == ["not a regular file"]
+
+
+def test_files_are_opened_as_the_submitter_so_acls_count() -> None:
+    with tempfile.TemporaryDirectory(dir="/tmp") as shared:
+        top = Path(shared)
+        top.chmod(0o755)
+        denied = top / "denied.png"
+        denied.write_bytes(b"x")
+        denied.chmod(0o644)  # the mode bits say anyone may read it…
+        subprocess.run(["setfacl", "-m", "u:nobody:---", str(denied)], check=True)  # …not nobody
+        nobody = SubmitterAccess((top,), NOBODY, top / "work")
+        with pytest.raises(PermissionError, match="not readable by uid 65534"):
+            nobody.open(str(denied))
+        fd = SubmitterAccess((top,), (0, frozenset({0})), top / "work").open(str(denied))
+        os.close(fd)  # root may
+        again = top / "open.png"
+        again.write_bytes(b"y")
+        again.chmod(0o600)
+        os.close(os.open(again, os.O_RDONLY))  # this thread is the daemon again afterwards

@@ -10,11 +10,13 @@ nothing about folders they cannot search: "not readable" is all they hear, there
 
 import os
 import stat
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pi_render.blend.errors import BlendFileError
 from pi_render.paths import readable_by
+from pi_render.snapshot.as_user import as_user
 
 MAX_FILE_BYTES = 20 << 30  # one dependency
 MAX_BLEND_BYTES = 4 << 30  # one .blend (the reader holds it in memory while it traces it)
@@ -92,7 +94,13 @@ class SubmitterAccess:
         real, refused = self._checked(path)
         if refused:
             raise PermissionError(refused)
-        fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        with as_user(*self.reader) if self.reader else nullcontext(False):
+            try:  # as the submitter: the kernel checks the way and the file (ACLs too)
+                fd = os.open(real, flags)
+            except PermissionError:
+                raise PermissionError(f"{path} is not readable by uid {self.reader[0]}"
+                                      if self.reader else f"{path} is not readable") from None
         try:
             if os.readlink(f"/proc/self/fd/{fd}") != real:
                 raise SwappedFile(f"{path} changed while it was opened")
