@@ -2,10 +2,8 @@
 
 import logging
 import os
-import re
 import shutil
 import sqlite3
-import stat
 import threading
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -38,15 +36,13 @@ from pi_render.manifest.writer import is_disk_full
 from pi_render.processor.context import StopReason
 from pi_render.queue.router import Router
 from pi_render.task import lifecycle
-from pi_render.paths import PathNotAllowed
 from pi_render.task.base import SubmitContext, task_type
 from pi_render.task.record import Priority, TaskRecord, TaskStatus
+from pi_render.uploads import make_upload_folder, uploaded_file
 from pi_render.workers.running import RunningTasks
 from pi_render.workflows import Workflow, WorkflowRun, WorkflowRuns, aggregate, fill
 
 log = logging.getLogger(__name__)
-
-TASK_ID = re.compile(r"[0-9a-f]{20}")  # what TaskIdGenerator makes
 
 
 @dataclass
@@ -358,47 +354,26 @@ class TaskService:
     def init_upload(self, file_name: str,
                     caller: dict[str, int] | None = None) -> tuple[str, Path]:  # fmt: skip
         """The seed's init_new_task: a task id and the path to upload its file to, in a folder
-        of its own that only the caller may write (`uploads/<id>/`, 0700, theirs)."""
+        only the caller may write."""
         task_id = self.ids.new()
-        folder = self.uploads_dir / task_id
-        self.uploads_dir.mkdir(mode=0o711, exist_ok=True)
-        folder.mkdir(mode=0o700)
-        if caller is not None and os.geteuid() == 0:
-            os.chown(folder, caller["uid"], caller["gid"])
-        return task_id, folder / file_name
+        return task_id, make_upload_folder(self.uploads_dir, task_id, caller) / file_name
 
     def run_upload(self, task_id: str, args: dict[str, Any], priority: Priority,
                    submitted_by: dict[str, int] | None = None) -> TaskRecord:  # fmt: skip
         """The seed's run_task: render what was uploaded for `task_id`, as the caller, who must
-        be the uploader; the upload must be one regular file (no link).
+        be the uploader.
 
         Raises:
-            TaskNotFound: no such upload; TaskStateConflict: it was already run;
-            PathNotAllowed: not the caller's upload, or not a regular file.
+            TaskNotFound, PathNotAllowed (see `uploaded_file`); TaskStateConflict: already run.
         """
-        if not TASK_ID.fullmatch(task_id):
-            raise TaskNotFound(f"no upload for task {task_id!r}: not a task id")
-        folder = self.uploads_dir / task_id
-        try:
-            info = folder.lstat()
-            uploads = sorted(folder.iterdir())
-        except OSError:
-            uploads = []
-        if not uploads:
-            raise TaskNotFound(f"no upload for task {task_id}: call init_new_task, then write "
-                               f"the file to the path it returned")  # fmt: skip
-        uid = (submitted_by or {}).get("uid", 0)
-        if not stat.S_ISDIR(info.st_mode) or uid not in (0, info.st_uid):
-            raise PathNotAllowed(f"the upload for task {task_id} is not uid {uid}'s")
-        if not stat.S_ISREG(uploads[0].lstat().st_mode):
-            raise PathNotAllowed(f"the upload {uploads[0]} is not a regular file (a link?)")
+        source = uploaded_file(self.uploads_dir, task_id, submitted_by)
         try:
             self.records.get(task_id)
         except TaskNotFound:
             pass
         else:
             raise TaskStateConflict(f"task {task_id} was already run")
-        request = ("render", {**args, "source": str(uploads[0])}, priority, None)
+        request = ("render", {**args, "source": str(source)}, priority, None)
         return self.submit_many([request], task_id=task_id,
                                 extra={"submitted_by": submitted_by})[0]  # fmt: skip
 
