@@ -21,6 +21,7 @@ from pi_render.processor.outputs import (
     place,
     still_there,
 )
+from pi_render.processor.sandbox import installation
 from pi_render.task.render import RenderArgs, RenderOutputType, RenderResult, RenderTask
 
 log = logging.getLogger(__name__)
@@ -127,7 +128,8 @@ class RenderProcessor(Processor[RenderArgs, RenderResult]):
         snapshot = root if root.is_dir() else Path(args.snapshot).parent
         if sandbox.run_as is not None:
             os.chown(partial, *sandbox.run_as)  # the only place it may write
-        return sandbox.wrap(argv, [snapshot, SCRIPTS], [partial], [env.blender.path])
+        installed = installation(env.blender.path, env.blender.kind == "bpy")
+        return sandbox.wrap(argv, [snapshot, SCRIPTS], [partial], installed)
 
     def _render(
         self,

@@ -38,9 +38,9 @@ class Sandbox:
             self.run_as[0] if self.run_as else None), "reason": self.reason}  # fmt: skip
 
     def wrap(self, argv: list[str], readable: list[Path], writable: list[Path],
-             program: list[str]) -> list[str]:  # fmt: skip
+             installed: list[str]) -> list[str]:  # fmt: skip
         """`argv` run inside the sandbox, which shows `readable`, `writable` and the folders
-        `program` (Blender, or the Python with bpy) lives in."""
+        `installed` (Blender's own folders: see `installation`)."""
         if self.bwrap is None:
             return argv
         args = [self.bwrap, "--die-with-parent", "--proc", "/proc", "--dev", "/dev",
@@ -61,7 +61,6 @@ class Sandbox:
         for device in [*DEVICES, *sorted(glob.glob("/dev/nvidia[0-9]*"))]:
             if os.path.exists(device):
                 args += ["--dev-bind", device, device]
-        installed = sorted(_installation(program))
         shown = [*installed, *map(str, readable), *map(str, writable)]
         for folder in _ancestors(shown):  # made here 0755: the host's may be 0700 (a data dir)
             args += ["--perms", "0755", "--dir", folder]
@@ -94,16 +93,18 @@ def _ancestors(paths: list[str]) -> list[str]:
     return sorted(found, key=lambda folder: folder.count("/"))
 
 
-def _installation(program: list[str]) -> set[str]:
-    """The folders a program outside /usr needs: its own prefix (a venv, /opt/blender…) and the
-    prefix of what its executable links to (the Python a venv was made from)."""
+def installation(program: str, is_python: bool) -> list[str]:
+    """The folders a program outside the system folders needs: Blender's own folder (a tarball
+    in /opt or a home), or for Python with bpy its prefix (the venv) and that of the Python the
+    venv was made from. Never more than that: a home holding Blender is not shown whole."""
     found: set[str] = set()
-    for path in program:
-        for candidate in (os.path.abspath(path), os.path.realpath(path)):
-            prefix = os.path.dirname(os.path.dirname(candidate))
-            if prefix not in ("/", "") and not prefix.startswith(SYSTEM):
-                found.add(prefix)
-    return found
+    for candidate in (os.path.abspath(program), os.path.realpath(program)):
+        folder = os.path.dirname(candidate)
+        if is_python:  # <prefix>/bin/python: the prefix holds its library and site-packages
+            folder = os.path.dirname(folder)
+        if folder not in ("/", "") and not folder.startswith(SYSTEM):
+            found.add(folder)
+    return sorted(found)
 
 
 def find_sandbox(setting: str, render_user: str) -> Sandbox:
