@@ -206,7 +206,9 @@ class BlenderProcess:
             f": {last_error}" if last_error else " without an error line"))  # fmt: skip
 
     def _kill(self, proc: "subprocess.Popen[str]") -> None:
-        """SIGTERM to the whole group (Blender stops at once), SIGKILL after the grace."""
+        """SIGTERM to the whole group (Blender stops at once), SIGKILL after the grace; then
+        SIGKILL to whatever of the group outlived its leader (a sandbox's own init ignores
+        SIGTERM)."""
         for sig, wait in ((signal.SIGTERM, self.grace_s), (signal.SIGKILL, 10.0)):
             try:
                 os.killpg(proc.pid, sig)
@@ -214,9 +216,13 @@ class BlenderProcess:
                 return
             try:
                 proc.wait(wait)
-                return
+                break
             except subprocess.TimeoutExpired:
                 continue
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 @functools.cache
