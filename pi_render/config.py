@@ -67,6 +67,9 @@ class Settings(BaseModel):
         default_factory=lambda: [Path("/")], description="where outputs may be written"
     )
     max_request_bytes: int = Field(1 << 20, ge=1024, description="largest request body")
+    max_args_bytes: int = Field(
+        64 << 10, ge=1024, description="largest arguments one task may carry (kept with its record)"
+    )
     header_timeout_s: float = Field(
         10.0, gt=0, description="a request's headers must arrive within this (slowloris)"
     )

@@ -226,7 +226,8 @@ class Daemon:
         return SubmitControls(settings.limits, settings.requires, self.capabilities, roots,
                               settings.max_queued_per_uid, settings.min_free_bytes,
                               settings.allow_missing, settings.max_snapshot_bytes,
-                              bool(self.env.sandbox and self.env.sandbox.bwrap))  # fmt: skip
+                              bool(self.env.sandbox and self.env.sandbox.bwrap),
+                              settings.max_args_bytes)  # fmt: skip
 
     def _access(self, socket_gid: int) -> tuple[AccessPolicy, AuditLog]:
         self.access_policy = AccessPolicy(self.settings.roles, socket_gid)

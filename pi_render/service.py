@@ -1,5 +1,6 @@
 """TaskService: what every interface (API, CLI, cron) may do with tasks, checked at the edge."""
 
+import json
 import logging
 import os
 import shutil
@@ -25,6 +26,7 @@ from pi_render.controls import (
 )
 from pi_render.errors import (
     DiskFull,
+    InvalidTaskArgs,
     PiRenderError,
     StorageError,
     TaskNotFound,
@@ -58,6 +60,7 @@ class SubmitControls:
     allow_missing: bool = False  # a render's default when files its .blend needs are missing
     max_snapshot_bytes: int = 64 << 30
     sandboxed: bool = True  # False: no sandbox for Blender, so only the daemon's uid may render
+    max_args_bytes: int = 64 << 10  # a task's arguments are kept with its record for weeks
 
 
 class TaskService:
@@ -208,11 +211,16 @@ class TaskService:
         reader: tuple[int, frozenset[int]] | None = None,
     ) -> TaskRecord:
         cls = task_type(type_name)
+        controls = self.controls or SubmitControls({}, {}, lambda label: {})
+        size = len(json.dumps(args, default=str))
+        if size > controls.max_args_bytes:
+            raise InvalidTaskArgs(f"the arguments take {size:,} bytes, more than max_args_bytes "
+                                  f"({controls.max_args_bytes:,}): pass a file's path instead",
+                                  [{"field": "(args)", "message": "too large"}])  # fmt: skip
         parsed = cls.parse_args(args)
         label = label or cls.default_label
         self.router.queue_for(label)  # refuse before writing anything
         task_id = task_id or self.ids.new()
-        controls = self.controls or SubmitControls({}, {}, lambda label: {})
         context = SubmitContext(
             task_id, self.spool_dir / task_id, self.output_root, *controls.roots, reader,
             store=self.spool_dir.parent / "store", allow_missing=controls.allow_missing,

@@ -188,6 +188,13 @@ def test_malformed_requests_get_422_and_are_audited(
     record = daemon.client.submit("noop", {})
     code, _ = as_nobody(daemon, "GET", f"/tasks/{record.id}/log?offset=" + "9" * 30)
     assert code == 422
+    big = {"type": "noop", "args": {"payload": {"blob": "x" * (100 << 10)}}}  # kept for weeks
+    code, refusal = as_nobody(daemon, "POST", "/tasks", big)
+    assert code == 422 and "max_args_bytes" in str(refusal["message"]), refusal
+    code, refusal = as_nobody(
+        daemon, "POST", "/render-tasks", {"source": "/x.blend", "engine": "../../x"}
+    )
+    assert code == 422 and "engine" in str(refusal), refusal
     audit = (daemon.data_dir / "audit.jsonl").read_text()
     assert audit.count('"POST /tasks"') >= 1 and "422" in audit
     assert "running as root" in daemon.log()

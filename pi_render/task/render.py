@@ -76,7 +76,7 @@ class RenderArgs(BaseModel):
     end_frame: int | None = None
     frame_step: int | None = Field(None, ge=1)
     scene: str | None = None
-    engine: str | None = None
+    engine: str | None = Field(None, pattern=r"^[A-Za-z0-9_]{1,64}$")  # CYCLES, BLENDER_EEVEE…
     output_dir: str | None = None
     timeout_s: float | None = Field(None, gt=0, allow_inf_nan=False)
     snapshot: str | None = None  # set at submit: the copy in the spool that Blender renders
