@@ -265,6 +265,14 @@ def test_outputs_go_only_where_the_submitter_may_write_and_belong_to_them(
     assert done.status == "completed", done.error
     frames = sorted((mine / "out").glob("frame_*.png"))
     assert len(frames) == 3 and all(f.stat().st_uid == NOBODY.pw_uid for f in frames)
+    assert (mine / "out").stat().st_uid == NOBODY.pw_uid  # the folder made for them too
+    code, default = as_nobody(
+        daemon, "POST", "/render-tasks", {"source": str(scene), "force": True}
+    )
+    assert code == 201, default
+    done = daemon.client.wait(str(default["id"]), 120)
+    assert done.status == "completed" and done.result is not None
+    assert Path(done.result["output_dir"]).stat().st_uid == NOBODY.pw_uid  # output/<id> too
 
     # the (still empty) output folder swapped for a link to someone else's after submit
     daemon.client.pause("render", label=True)

@@ -75,7 +75,7 @@ class OutputFolder:
 
     def __init__(self, path: Path, owner: int | None = None) -> None:
         self.path, self.owner = path, owner
-        self.fd = _walk_down(path)
+        self.fd = _walk_down(path, owner if os.geteuid() == 0 else None)
 
     def close(self) -> None:
         os.close(self.fd)
@@ -87,8 +87,8 @@ class OutputFolder:
         self.close()
 
 
-def _walk_down(path: Path) -> int:
-    """A handle on `path` (made where missing), each step `O_NOFOLLOW`.
+def _walk_down(path: Path, owner: int | None) -> int:
+    """A handle on `path` (made where missing, and then `owner`'s), each step `O_NOFOLLOW`.
 
     Raises:
         UnwritableOutput: a step is a link or not a folder, or cannot be made.
@@ -102,6 +102,8 @@ def _walk_down(path: Path) -> int:
             except FileNotFoundError:
                 os.mkdir(part, 0o755, dir_fd=fd)
                 step = os.open(part, flags, dir_fd=fd)
+                if owner is not None:  # the folder made for them is theirs (and its frames)
+                    os.fchown(step, owner, -1)
             os.close(fd)
             fd = step
     except OSError as exc:

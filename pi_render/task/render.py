@@ -155,7 +155,7 @@ class RenderTask(TaskBase[RenderArgs, RenderResult]):
                 if ctx.reader is not None and not writable_by(output_dir, ctx.reader[0],
                                                               set(ctx.reader[1])):  # fmt: skip
                     raise PathNotAllowed(f"uid {ctx.reader[0]} may not write in {output_dir}")
-            _check_writable(output_dir)
+            _check_writable(output_dir, ctx.reader[0] if ctx.reader is not None else None)
             file_format = _FROM_FILE_FORMAT.get(scene.file_format, scene.file_format)
             output_type = args.output_type or (
                 RenderOutputType(file_format) if file_format in RenderOutputType.__members__
@@ -238,7 +238,13 @@ def _unpack(zipped: Path, blend: str, ctx: SubmitContext, access: SubmitterAcces
         return snapshot_project(handle, zipped, blend, ctx.spool, max(0, room))
 
 
-def _check_writable(folder: Path) -> None:
+def _check_writable(folder: Path, owner: int | None) -> None:
+    """Make the folder and write a probe file in it, for the daemon's own renders. For another
+    user's (`owner`), `writable_by` has checked it as them, and nothing is made by path here:
+    the render makes it through a handle, theirs (a path made and then chowned could be swapped
+    for a link in between)."""
+    if owner is not None and owner != 0:
+        return
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".pi-render-probe-"):
