@@ -78,6 +78,10 @@ class Settings(BaseModel):
     )
     min_free_bytes: int = Field(64 << 20, ge=0, description="refuse work below this free space")
     roles: Roles = Field(default_factory=Roles, description="who may do what on the socket")
+    socket_group: str | None = Field(
+        None, description="group given the socket (name or number): its members may connect; "
+        "keep it apart from the daemon's own group, which owns the data dir",
+    )
     max_queued_per_uid: int | None = Field(
         None, ge=1, description="waiting+running tasks one uid may have (root is exempt)"
     )
@@ -217,6 +221,8 @@ def load_settings(
         raw["data_dir"] = env["PI_RENDER_DATA_DIR"]
     if env.get("PI_RENDER_SOCKET"):
         raw["socket"] = env["PI_RENDER_SOCKET"]
+    if env.get("PI_RENDER_SOCKET_GROUP"):
+        raw["socket_group"] = env["PI_RENDER_SOCKET_GROUP"]
     data_dir = Path(str(raw.get("data_dir") or default_data_dir(env))).expanduser().absolute()
     raw["data_dir"] = data_dir
     raw.setdefault("socket", default_socket(env, data_dir))

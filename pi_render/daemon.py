@@ -17,7 +17,7 @@ from pi_render import __version__
 from pi_render.api.access import AccessPolicy, AuditLog
 from pi_render.api.app import create_app
 from pi_render.api.connections import ConnectionGuard
-from pi_render.api.server import SocketServer, bind_unix_socket, make_server
+from pi_render.api.server import SocketServer, bind_unix_socket, make_server, socket_gid
 from pi_render.api.waiters import FinalStateWaiters
 from pi_render.clock import Clock, SystemClock
 from pi_render.config import Settings, load_settings
@@ -124,7 +124,7 @@ class Daemon:
             self.records.add_listener(self.service.on_record)
             self.recover()
             self.pool = self._build_pool()
-            sock = bind_unix_socket(settings.socket)
+            sock = bind_unix_socket(settings.socket, socket_gid(settings.socket_group))
             sock_gid = settings.socket.stat().st_gid
             try:
                 app = create_app(self.service, waiters, self.health, self.queues,
@@ -229,8 +229,8 @@ class Daemon:
                               bool(self.env.sandbox and self.env.sandbox.bwrap),
                               settings.max_args_bytes)  # fmt: skip
 
-    def _access(self, socket_gid: int) -> tuple[AccessPolicy, AuditLog]:
-        self.access_policy = AccessPolicy(self.settings.roles, socket_gid)
+    def _access(self, sock_gid: int) -> tuple[AccessPolicy, AuditLog]:
+        self.access_policy = AccessPolicy(self.settings.roles, sock_gid)
         self.audit = AuditLog(self.settings.data_dir / "audit.jsonl")
         return self.access_policy, self.audit
 

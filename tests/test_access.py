@@ -1,8 +1,10 @@
 """Who may do what on the socket: a client running as `nobody` (curl, as root drops to it) is
 refused or allowed by role, each refusal is audited, and a record names who submitted it."""
 
+import grp
 import json
 import os
+import stat
 import pwd
 import subprocess
 from collections.abc import Callable
@@ -119,3 +121,28 @@ def test_a_uid_may_queue_only_so_many_and_only_what_it_can_read(
     secret.chmod(0o644)  # now it may read it: the refusal is about the file itself
     code, refusal = as_nobody(daemon, "POST", "/render-tasks", {"source": str(secret)})
     assert code == 422 and "cannot render" in str(refusal["message"])
+
+
+def test_the_socket_group_lets_its_members_in_and_gives_them_nothing_of_the_data_dir(
+    make_daemon: Callable[..., DaemonProcess],
+) -> None:
+    group = grp.getgrgid(NOBODY.pw_gid).gr_name  # nobody's group, standing in for pi-render-users
+    daemon = make_daemon(f'socket_group = "{group}"\n')
+    for folder in (daemon.socket.parent.parent, daemon.socket.parent):
+        folder.chmod(0o755)
+    daemon.start()
+    info = daemon.socket.stat()
+    assert info.st_gid == NOBODY.pw_gid and stat.S_IMODE(info.st_mode) == 0o660
+    assert Path(daemon.data_dir).stat().st_gid != NOBODY.pw_gid  # the data dir is not theirs
+    code, mine = as_nobody(daemon, "POST", "/tasks", {"type": "noop"})  # no chown by hand
+    assert code == 201  # the socket's group may submit when no submitter group is named
+    assert daemon.client.get(str(mine["id"])).submitted_by["uid"] == NOBODY.pw_uid  # type: ignore[index]
+
+
+def test_a_socket_group_that_does_not_exist_stops_the_start_with_its_name(
+    make_daemon: Callable[..., DaemonProcess],
+) -> None:
+    daemon = make_daemon('socket_group = "no-such-group-here"\n')
+    with pytest.raises(AssertionError, match="daemon exited") as refused:
+        daemon.start()
+    assert "socket_group 'no-such-group-here': no such group" in str(refused.value)

@@ -82,3 +82,17 @@ def test_sighup_reloads_cron_jobs(make_daemon: Callable[..., DaemonProcess]) -> 
     wait_until(lambda: "reload refused" in daemon.log(), what="the refusal")
     assert "new-job" in {j["name"] for j in daemon.client.cron()}
     assert json.loads(json.dumps(daemon.client.health()))["status"] == "ok"
+
+
+def test_the_unit_sees_who_connects_and_gives_the_socket_a_group_of_its_own() -> None:
+    settings = [line.partition("=") for line in UNIT.read_text().splitlines()
+                if "=" in line and not line.startswith("#")]  # fmt: skip
+    values: dict[str, list[str]] = {}
+    for key, _, value in settings:
+        values.setdefault(key, []).append(value)
+    # a private user namespace shows every connecting user as nobody: roles would mean nothing
+    assert values.get("PrivateUsers", ["no"]) == ["no"]
+    (group,) = values["Group"]
+    (socket_group,) = values["SupplementaryGroups"]
+    assert f"PI_RENDER_SOCKET_GROUP={socket_group}" in values["Environment"]
+    assert socket_group != group  # members of the socket's group get nothing of the data dir

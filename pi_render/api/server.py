@@ -2,6 +2,7 @@
 
 import contextlib
 import errno
+import grp
 import os
 import socket
 import stat
@@ -12,7 +13,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from pi_render.api.connections import ConnectionGuard
-from pi_render.errors import PiRenderError
+from pi_render.errors import ConfigError, PiRenderError
 
 SOCKET_MODE = 0o660  # owner and group; never the world
 
@@ -21,14 +22,29 @@ class SocketInUse(PiRenderError):
     """Raised when another live process answers on the configured socket path."""
 
 
-def bind_unix_socket(path: Path) -> socket.socket:
-    """Bind `path` with mode 0660, replacing a stale socket file but never a live one.
+def socket_gid(group: str | None) -> int | None:
+    """The gid `socket_group` names (a name or a number); None when it is not set.
+
+    Raises:
+        ConfigError: no such group.
+    """
+    if group is None:
+        return None
+    try:
+        return int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise ConfigError(f"socket_group {group!r}: no such group (groupadd it)") from None
+
+
+def bind_unix_socket(path: Path, gid: int | None = None) -> socket.socket:
+    """Bind `path` with mode 0660 (group `gid` when given), replacing a stale socket file but
+    never a live one.
 
     Raises:
         SocketInUse: something answers there already.
-        PiRenderError: the path exists and is not a socket.
+        PiRenderError: the path exists and is not a socket; the group cannot be given.
     """
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)  # the socket is 0660 itself
     if path.exists() or path.is_symlink():
         if not stat.S_ISSOCK(path.lstat().st_mode):
             raise PiRenderError(f"{path} exists and is not a socket; remove it or choose another")
@@ -49,7 +65,15 @@ def bind_unix_socket(path: Path) -> socket.socket:
         sock.bind(str(path))
     finally:
         os.umask(old_umask)
-    os.chmod(path, SOCKET_MODE)
+    try:
+        if gid is not None:  # before it listens: nobody else's group ever sees it open
+            os.chown(path, -1, gid)
+        os.chmod(path, SOCKET_MODE)
+    except OSError as exc:
+        sock.close()
+        path.unlink(missing_ok=True)
+        raise PiRenderError(f"cannot give the socket {path} group {gid}: {exc.strerror} (the "
+                            f"daemon must be root or a member of that group)") from None  # fmt: skip
     sock.listen(512)
     sock.setblocking(False)
     return sock

@@ -21,6 +21,7 @@ MAGIC = {
     b"\x01\xda": "IRIS", b"SDPX": "DPX", b"XPDS": "DPX", b"\x80\x2a\x5f\xd7": "CINEON",
     b"DDS ": "DDS", b"\x00\x00\x00\x0cjP  ": "JP2", b"\xff\x4f\xff\x51": "JP2",
 }  # fmt: skip
+FRAME_MODE, FOLDER_MODE = 0o644, 0o755  # what a submitter needs of frames and folders made for them
 VIDEO_MAGIC = (b"\x1a\x45\xdf\xa3", b"RIFF", b"OggS", b"\x00\x00\x01\xba", b"\x00\x00\x01\xb3")
 
 
@@ -102,6 +103,7 @@ def _walk_down(path: Path, owner: int | None) -> int:
             except FileNotFoundError:
                 os.mkdir(part, 0o755, dir_fd=fd)
                 step = os.open(part, flags, dir_fd=fd)
+                os.fchmod(step, FOLDER_MODE)  # whatever the umask (the unit's is 0077)
                 if owner is not None:  # the folder made for them is theirs (and its frames)
                     os.fchown(step, owner, -1)
             os.close(fd)
@@ -119,6 +121,7 @@ def place(path: Path, folder: OutputFolder, frame: int) -> FrameOutput:
     file systems), owned by the folder's owner; returns its ledger entry."""
     check_image(path)
     size, checksum = path.stat().st_size, sha256_of(path)
+    _readable(path)
     name, fd = path.name, folder.fd
     try:
         try:
@@ -137,12 +140,23 @@ def place(path: Path, folder: OutputFolder, frame: int) -> FrameOutput:
     return FrameOutput(frame=frame, path=str(folder.path / name), size=size, sha256=checksum)
 
 
+def _readable(path: Path) -> None:
+    """Give a frame FRAME_MODE, through a handle (no link followed), whatever the umask Blender
+    wrote it under: the submitter reads it even where the daemon cannot make it theirs."""
+    handle = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        os.fchmod(handle, FRAME_MODE)
+    finally:
+        os.close(handle)
+
+
 def _copy_across(path: Path, fd: int, name: str) -> None:
     """Copy, fsync, rename; a copy cut short (a full disk) leaves no partial file behind."""
     temp = f".{name}.partial"
     try:
         out = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
-                      0o644, dir_fd=fd)  # fmt: skip
+                      FRAME_MODE, dir_fd=fd)  # fmt: skip
+        os.fchmod(out, FRAME_MODE)
         with open(path, "rb") as source, os.fdopen(out, "wb") as target:
             shutil.copyfileobj(source, target, 1 << 20)
             target.flush()
