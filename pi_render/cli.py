@@ -209,6 +209,17 @@ def cancel(task_id: str, socket: SocketOpt = None, as_json: JsonOpt = False) -> 
     _finish(record, as_json, check=False)
 
 
+@app.command()
+def forget(task_id: str, socket: SocketOpt = None, as_json: JsonOpt = False) -> None:
+    """Delete a finished task's record, log and snapshot (its outputs stay); frees quota."""
+    with client_for(socket) as client:
+        record = client.forget(task_id)
+    if as_json:
+        emit_json({"forgotten": record.id, "status": record.status.value})
+    else:
+        out.print(f"forgot {record.id} ({record.status.value}); its outputs stay")
+
+
 @app.command("list")
 def list_cmd(
     status: Annotated[Optional[TaskStatus], typer.Option(help="Only this status.")] = None,

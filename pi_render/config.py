@@ -79,8 +79,15 @@ class Settings(BaseModel):
     min_free_bytes: int = Field(64 << 20, ge=0, description="refuse work below this free space")
     roles: Roles = Field(default_factory=Roles, description="who may do what on the socket")
     socket_group: str | None = Field(
-        None, description="group given the socket (name or number): its members may connect; "
+        None,
+        description="group given the socket (name or number): its members may connect; "
         "keep it apart from the daemon's own group, which owns the data dir",
+    )
+    quota_bytes_per_uid: int | None = Field(
+        20 << 30,
+        ge=1,
+        description="bytes of records, snapshots and uploads one uid may keep, "
+        "finished tasks included (root and the daemon's user exempt; none: no quota)",
     )
     max_queued_per_uid: int | None = Field(
         None, ge=1, description="waiting+running tasks one uid may have (root is exempt)"

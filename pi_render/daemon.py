@@ -7,6 +7,7 @@ import shutil
 import signal
 import threading
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
@@ -23,16 +24,16 @@ from pi_render.clock import Clock, SystemClock
 from pi_render.config import Settings, load_settings
 from pi_render.controls import pool_capabilities
 from pi_render.errors import ConfigError, PiRenderError
-from pi_render.hooks import HookOutbox, HookWorker
 from pi_render.file_modes import make_private
+from pi_render.hooks import HookOutbox, HookWorker
 from pi_render.lock import DataDirLock
 from pi_render.manifest.failed import FailedTaskManifest
 from pi_render.manifest.frames import FrameLedger
 from pi_render.manifest.records import TaskRecordManifest
 from pi_render.processor.base import ProcessorEnv
 from pi_render.processor.blender import find_blender
-from pi_render.processor.sandbox import find_sandbox
 from pi_render.processor.context import StopReason
+from pi_render.processor.sandbox import find_sandbox
 from pi_render.queue.router import Router
 from pi_render.queue.sqlite import SqliteTaskQueue
 from pi_render.recovery import recover, release_waiting
@@ -42,7 +43,12 @@ from pi_render.service import SubmitControls, TaskService
 from pi_render.task.base import task_type
 from pi_render.workers.cron_worker import BuiltinJob, CronStore, CronWorker
 from pi_render.workers.failed_task_worker import FailedTaskWorker
-from pi_render.workers.periodic import WatchFolder, maintain_queues, prune_old_records
+from pi_render.workers.periodic import (
+    WatchFolder,
+    forget_task,
+    maintain_queues,
+    prune_old_records,
+)
 from pi_render.workers.pool import WorkerPool
 from pi_render.workers.queue_worker import QueueWorker
 from pi_render.workers.running import RunningTasks
@@ -107,6 +113,9 @@ class Daemon:
             self.outbox = HookOutbox(settings.data_dir / "outbox.sqlite", settings.hooks)
             self.workflow_runs = WorkflowRuns(settings.data_dir / "workflows.sqlite")
             self.service.workflow_runs = self.workflow_runs
+            self.service.forget_files = lambda record: forget_task(
+                self.records, self.settings, record, self._forgetters()
+            )
             self.records.add_before_final(self.outbox.before_final)
             self.records.add_listener(self.outbox.after_commit)
             self.retry = RetryPolicies(settings.retry)
@@ -187,10 +196,13 @@ class Daemon:
 
     def _retention(self) -> None:
         now = self.clock.now()
-        prune_old_records(self.records, self.settings, now,
-                          [self.frames.forget, self.outbox.forget, self.failed.remove])  # fmt: skip
+        prune_old_records(self.records, self.settings, now, self._forgetters())
         cutoff = now - timedelta(days=self.settings.retention_days)
         self.workflow_runs.prune(cutoff, lambda task_id: self.records.find(task_id) is not None)
+
+    def _forgetters(self) -> list[Callable[[str], None]]:
+        """What the other stores keep of a task, dropped when it is forgotten or pruned."""
+        return [self.frames.forget, self.outbox.forget, self.failed.remove]
 
     def _make_cron(self) -> CronWorker:
         settings = self.settings
@@ -227,7 +239,7 @@ class Daemon:
                               settings.max_queued_per_uid, settings.min_free_bytes,
                               settings.allow_missing, settings.max_snapshot_bytes,
                               bool(self.env.sandbox and self.env.sandbox.bwrap),
-                              settings.max_args_bytes)  # fmt: skip
+                              settings.max_args_bytes, settings.quota_bytes_per_uid)  # fmt: skip
 
     def _access(self, sock_gid: int) -> tuple[AccessPolicy, AuditLog]:
         self.access_policy = AccessPolicy(self.settings.roles, sock_gid)

@@ -7,7 +7,7 @@ import shutil
 import sqlite3
 import threading
 from collections.abc import Callable
-from contextlib import ExitStack
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,7 @@ from pi_render.manifest.records import TaskIdGenerator, TaskRecordManifest
 from pi_render.manifest.writer import is_disk_full
 from pi_render.processor.context import StopReason
 from pi_render.queue.router import Router
+from pi_render.quotas import UPLOAD_FOLDER_BYTES, Quotas, record_bytes
 from pi_render.task import lifecycle
 from pi_render.task.base import SubmitContext, task_type
 from pi_render.task.record import Priority, TaskRecord, TaskStatus
@@ -61,6 +62,7 @@ class SubmitControls:
     max_snapshot_bytes: int = 64 << 30
     sandboxed: bool = True  # False: no sandbox for Blender, so only the daemon's uid may render
     max_args_bytes: int = 64 << 10  # a task's arguments are kept with its record for weeks
+    quota_bytes_per_uid: int | None = None  # records, snapshots and uploads one uid may keep
 
 
 class TaskService:
@@ -81,6 +83,7 @@ class TaskService:
         self.failed: FailedTaskManifest | None = None  # set by the daemon
         self.controls: SubmitControls | None = None  # set by the daemon
         self.workflow_runs: WorkflowRuns | None = None  # set by the daemon
+        self.forget_files: Callable[[TaskRecord], None] | None = None  # set by the daemon
         self._submit_lock = threading.Lock()
         self.records = records
         self.router = router
@@ -122,40 +125,25 @@ class TaskService:
     ) -> list[TaskRecord]:
         """All or nothing: every request is validated before any is written; one commit.
 
+        Snapshots are taken (files copied, zips unpacked) before any lock: one user's 20 GiB
+        copy never holds back another's submit. Only the checks that count what is there
+        (limits, dedup, per-uid caps and quotas) and the commit run one submit at a time.
         A render identical to a live or completed one returns that one (unless `force`).
         """
         self._check_room()
-        records: list[TaskRecord] = []  # what is returned, in order
-        new: list[TaskRecord] = []  # what is written
-        with ExitStack() as held:
-            held.enter_context(self._submit_lock)  # limits count what is there: one at a time
-            for index, (type_name, args, priority, label) in enumerate(requests):
+        prepared = self._prepare_all(requests, task_id, extra or {})
+        try:
+            with self._submit_lock if self._counted(prepared) else nullcontext():
+                records, new = self._control_all(prepared, force, len(requests) > 1)
                 try:
-                    who = (extra or {}).get("submitted_by")
-                    reader = (who["uid"], groups_of(who["uid"], who["gid"])) if who else None
-                    record = self._new_record(type_name, args, priority, label, task_id, reader)
-                    fields = {k: v for k, v in (extra or {}).items() if v is not None}
-                    record = record.model_copy(update=fields) if fields else record
-                    existing = self._controlled(record, new, force)
-                except Exception as exc:  # anything: leave no snapshot behind, then say why
-                    for made in [*new, *([record] if "record" in locals() else [])]:
-                        shutil.rmtree(self.spool_dir / made.id, ignore_errors=True)
-                    if isinstance(exc, PiRenderError) and len(requests) > 1:
-                        exc.args = (f"task {index}: {exc}",)
-                    raise
-                if existing is not None:
+                    self.records.create_many(new)
+                except (StorageError, sqlite3.Error) as exc:  # some may be on disk after all
+                    raise self._withdraw(new, exc) from None
+        except Exception:
+            for record in prepared:
+                if self.records.find(record.id) is None:
                     shutil.rmtree(self.spool_dir / record.id, ignore_errors=True)
-                    records.append(existing)
-                    log.info("identical render already there", extra={"task_id": existing.id})
-                else:
-                    records.append(record)
-                    new.append(record)
-            if not self._counted(new):
-                held.close()  # nothing here is counted by a limit: submitters share one fsync
-            try:
-                self.records.create_many(new)
-            except (StorageError, sqlite3.Error) as exc:  # some may be on disk after all
-                raise self._withdraw(new, exc) from None
+            raise
         for record in new:
             if record.parent is not None and not self._release(record):
                 continue  # waits for its parent
@@ -166,11 +154,60 @@ class TaskService:
             log.debug("task submitted", extra={"task_id": record.id, "type": record.type})
         return records
 
-    def _counted(self, new: list[TaskRecord]) -> bool:
-        """Would a limit, a dedup or a per-uid cap count these (so the next submitter must wait
-        until they are written)?"""
-        return any(r.limit_key is not None or r.content_key is not None or self._uid_capped(r)
-                   for r in new)  # fmt: skip
+    def _prepare_all(self, requests: list[tuple[str, Any, Priority, str | None]],
+                     task_id: str | None, extra: dict[str, Any]) -> list[TaskRecord]:  # fmt: skip
+        """Parse and prepare (snapshot) each request, as its submitter; no lock is held. On
+        failure nothing is left behind and the error names the request of a batch."""
+        who = extra.get("submitted_by")
+        reader = (who["uid"], groups_of(who["uid"], who["gid"])) if who else None
+        fields = {k: v for k, v in extra.items() if v is not None}
+        prepared: list[TaskRecord] = []
+        for index, (type_name, args, priority, label) in enumerate(requests):
+            try:
+                record = self._new_record(type_name, args, priority, label, task_id, reader)
+                prepared.append(record.model_copy(update=fields) if fields else record)
+            except Exception as exc:  # anything: leave no snapshot behind, then say why
+                for made in prepared:
+                    shutil.rmtree(self.spool_dir / made.id, ignore_errors=True)
+                if isinstance(exc, PiRenderError) and len(requests) > 1:
+                    exc.args = (f"task {index}: {exc}",)
+                raise
+        return prepared
+
+    def _control_all(self, prepared: list[TaskRecord], force: bool,
+                     batch: bool) -> tuple[list[TaskRecord], list[TaskRecord]]:  # fmt: skip
+        """What to return (in order) and what to write: duplicates answer with the task that is
+        already there and leave no snapshot of their own."""
+        records: list[TaskRecord] = []
+        new: list[TaskRecord] = []
+        for index, record in enumerate(prepared):
+            try:
+                existing = self._controlled(record, new, force)
+            except PiRenderError as exc:
+                if batch:
+                    exc.args = (f"task {index}: {exc}",)
+                raise
+            if existing is not None:
+                shutil.rmtree(self.spool_dir / record.id, ignore_errors=True)
+                records.append(existing)
+                log.info("identical render already there", extra={"task_id": existing.id})
+            else:
+                records.append(record)
+                new.append(record)
+        return records, new
+
+    def _counted(self, prepared: list[TaskRecord]) -> bool:
+        """Would a limit, a dedup, a per-uid cap or a quota count these (so the next submitter
+        must wait until they are written)?"""
+        limits = self.controls.limits if self.controls else {}
+        return any(r.type in limits or r.content_key is not None or self._uid_capped(r)
+                   or self._quotas().applies((r.submitted_by or {}).get("uid"))
+                   for r in prepared)  # fmt: skip
+
+    def _quotas(self) -> Quotas:
+        limit = self.controls.quota_bytes_per_uid if self.controls else None
+        return Quotas(self.records.bytes_of_uid, lambda i: self.records.find(i) is not None,
+                      self.uploads_dir, limit)  # fmt: skip
 
     def _uid_capped(self, record: TaskRecord) -> bool:
         """Does `max_queued_per_uid` count this task? (Root is exempt.)"""
@@ -277,6 +314,9 @@ class TaskService:
                 raise TooManyQueued(f"uid {who['uid']} already has {queued} tasks waiting or "
                                     f"running (max_queued_per_uid = "
                                     f"{controls.max_queued_per_uid})")  # fmt: skip
+        if who is not None:  # a batch counts its own tasks' bytes too
+            mine = [e for e in batch if (e.submitted_by or {}).get("uid") == who["uid"]]
+            self._quotas().check(who["uid"], sum(map(record_bytes, [*mine, record])))
         limit = controls.limits.get(record.type)
         if limit is not None:
             record.limit_key = limit_key(limit, record, content)
@@ -362,7 +402,12 @@ class TaskService:
     def init_upload(self, file_name: str,
                     caller: dict[str, int] | None = None) -> tuple[str, Path]:  # fmt: skip
         """The seed's init_new_task: a task id and the path to upload its file to, in a folder
-        only the caller may write."""
+        only the caller may write.
+
+        Raises:
+            QuotaExceeded: the caller keeps its quota's worth already.
+        """
+        self._quotas().check((caller or {}).get("uid"), UPLOAD_FOLDER_BYTES)
         task_id = self.ids.new()
         return task_id, make_upload_folder(self.uploads_dir, task_id, caller) / file_name
 
@@ -403,6 +448,23 @@ class TaskService:
         if self.failed is not None:
             self.failed.remove(task_id)
         log.info("task retried by hand", extra={"task_id": task_id})
+        return record
+
+    def forget(self, task_id: str) -> TaskRecord:
+        """Delete a finished task's record, log, snapshot and upload (its outputs stay): the
+        bytes it kept stop counting against its submitter's quota.
+
+        Raises:
+            TaskNotFound; TaskStateConflict while it is pending, running or retrying.
+        """
+        with self.records.lock:
+            record = self.records.latest(task_id)
+            if not record.status.is_final:
+                raise TaskStateConflict(f"task {task_id} is {record.status.value}: cancel it "
+                                        f"first, then forget it")  # fmt: skip
+            if self.forget_files is not None:
+                self.forget_files(record)
+        log.info("task forgotten", extra={"task_id": task_id})
         return record
 
     def failed_tasks(self) -> list[FailedTask]:

@@ -40,6 +40,9 @@ def test_submit_wait_json_status_list(daemon: DaemonProcess) -> None:
     assert [r["id"] for r in listed] == [record["id"]]
     human = cli(daemon, "list", "--status", "completed")
     assert human.returncode == 0 and "noop" in human.stdout and "completed" in human.stdout
+    forgot = as_json(cli(daemon, "forget", record["id"], "--json"))
+    assert forgot == {"forgotten": record["id"], "status": "completed"}
+    assert cli(daemon, "status", record["id"]).returncode != 0  # gone
 
 
 def test_wait_exit_codes(daemon: DaemonProcess) -> None:

@@ -171,6 +171,8 @@ def needed_role(method: str, path: str) -> str:
     controls = ("cancel", "retry", "pause", "resume")
     if len(parts) == 3 and parts[0] == "tasks" and parts[2] in controls:
         return "own"
+    if method == "DELETE" and len(parts) == 2 and parts[0] == "tasks":
+        return "own"  # forget
     return "submitter"
 
 

@@ -214,6 +214,11 @@ def create_app(
         # 202 while running: the processor was asked to stop; `wait` tells when it has
         return _json(record, 200 if record.status.is_final else 202)
 
+    @app.delete("/tasks/{task_id}", response_model=TaskRecord)
+    def forget(task_id: str) -> Response:
+        """A finished task's record, log and snapshot are deleted (outputs stay)."""
+        return _json(service.forget(task_id))
+
     @app.post("/tasks/{task_id}/retry", response_model=TaskRecord)
     def retry(task_id: str) -> Response:
         return _json(service.retry(task_id))

@@ -131,6 +131,10 @@ class Client:
     def cancel(self, task_id: str) -> TaskRecord:
         return TaskRecord.model_validate(self._call("POST", f"/tasks/{task_id}/cancel"))
 
+    def forget(self, task_id: str) -> TaskRecord:
+        """Delete a finished task's record, log and snapshot; returns the record as it was."""
+        return TaskRecord.model_validate(self._call("DELETE", f"/tasks/{task_id}"))
+
     def wait(self, task_id: str, timeout: float | None = None) -> TaskRecord:
         """Long-poll until the task ends or `timeout` passes (None: forever); returns the record."""
         deadline = None if timeout is None else time.monotonic() + timeout

@@ -72,8 +72,8 @@ def bind_unix_socket(path: Path, gid: int | None = None) -> socket.socket:
     except OSError as exc:
         sock.close()
         path.unlink(missing_ok=True)
-        raise PiRenderError(f"cannot give the socket {path} group {gid}: {exc.strerror} (the "
-                            f"daemon must be root or a member of that group)") from None  # fmt: skip
+        why = f"{exc.strerror} (the daemon must be root or a member of that group)"
+        raise PiRenderError(f"cannot give the socket {path} group {gid}: {why}") from None
     sock.listen(512)
     sock.setblocking(False)
     return sock

@@ -9,9 +9,9 @@ import struct
 import sys
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from math import prod
 from pathlib import Path
-from collections.abc import Sequence
 from typing import NamedTuple
 
 from pi_render.blend.errors import CorruptBlendFile, TruncatedBlendFile

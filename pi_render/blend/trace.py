@@ -138,9 +138,9 @@ class _Tracer:
 
     def _refuse(self, path: str) -> str | None:
         try:
-            if (path + "/").startswith(_PSEUDO_FS) or (
-                os.path.realpath(path) + "/"
-            ).startswith(_PSEUDO_FS):
+            if (path + "/").startswith(_PSEUDO_FS) or (os.path.realpath(path) + "/").startswith(
+                _PSEUDO_FS
+            ):
                 return "not a regular file"  # /proc, /sys, /dev: never walked, never read
             return self.access.refuse(path)
         except OSError as exc:

@@ -54,6 +54,10 @@ class TaskRecordManifest:
                 f"CREATE INDEX IF NOT EXISTS {TABLE}_{column} ON {TABLE}"
                 f"(json_extract(value, '$.{column}'), key)"
             )
+        self._store.execute_ddl(  # quotas sum one uid's records
+            f"CREATE INDEX IF NOT EXISTS {TABLE}_uid ON {TABLE}"
+            f"(json_extract(value, '$.submitted_by.uid'))"
+        )
 
     def synchronous(self) -> int:
         return self._store.synchronous()
@@ -151,6 +155,16 @@ class TaskRecordManifest:
         rows = self._store.query(
             f"SELECT count(*) FROM {TABLE} WHERE json_extract(value, '$.status') IN "
             "('pending', 'running', 'retrying') AND json_extract(value, '$.submitted_by.uid') = ?",
+            (uid,),
+        )
+        return int(rows[0][0])
+
+    def bytes_of_uid(self, uid: int) -> int:
+        """What `uid`'s records keep: their JSON and their snapshots' bytes (for quotas)."""
+        rows = self._store.query(
+            f"SELECT coalesce(sum(length(value) + coalesce("
+            f"json_extract(value, '$.args.snapshot_bytes'), 0)), 0) FROM {TABLE} "
+            "WHERE json_extract(value, '$.submitted_by.uid') = ?",
             (uid,),
         )
         return int(rows[0][0])

@@ -237,8 +237,10 @@ def launch_prefix(sandboxed: bool = False) -> tuple[str, ...]:
     Looked up once (and warned about once), not on every render."""
     setpriv = shutil.which("setpriv")
     if setpriv is None:
-        log.warning("setpriv (util-linux) not found: a Blender may outlive a killed daemon "
-                    "until its task runs again, and one started by root keeps its capabilities")
+        log.warning(
+            "setpriv (util-linux) not found: a Blender may outlive a killed daemon "
+            "until its task runs again, and one started by root keeps its capabilities"
+        )
         return ()
     prefix: tuple[str, ...] = (setpriv, "--pdeathsig", "KILL")
     if os.geteuid() == 0 and not sandboxed:

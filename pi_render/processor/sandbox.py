@@ -74,8 +74,17 @@ class Sandbox:
         inner = argv
         if self.run_as is not None:
             uid, gid = self.run_as
-            inner = ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups",
-                     "--no-new-privs", "--inh-caps=-all", "--bounding-set=-all", "--", *argv]
+            inner = [
+                "setpriv",
+                f"--reuid={uid}",
+                f"--regid={gid}",
+                "--clear-groups",
+                "--no-new-privs",
+                "--inh-caps=-all",
+                "--bounding-set=-all",
+                "--",
+                *argv,
+            ]
         return [*args, "--", *inner]
 
 
@@ -115,7 +124,7 @@ def find_sandbox(setting: str, render_user: str) -> Sandbox:
         ConfigError: "bwrap" was asked for and cannot be used, or `render_user` is unknown.
     """
     if setting == "none":
-        return Sandbox(None, None, "sandbox = \"none\" in the config")
+        return Sandbox(None, None, 'sandbox = "none" in the config')
     run_as = _render_ids(render_user) if os.geteuid() == 0 else None
     bwrap = shutil.which("bwrap")
     sandbox = Sandbox(bwrap, run_as, "bubblewrap")
@@ -123,7 +132,7 @@ def find_sandbox(setting: str, render_user: str) -> Sandbox:
     if problem is None:
         return sandbox
     if setting == "bwrap":
-        raise ConfigError(f"sandbox = \"bwrap\", but {problem}")
+        raise ConfigError(f'sandbox = "bwrap", but {problem}')
     log.warning("no sandbox for Blender (%s): renders are refused from every uid but the "
                 "daemon's own", problem)  # fmt: skip
     return Sandbox(None, None, problem)

@@ -99,8 +99,11 @@ class SubmitterAccess:
             try:  # as the submitter: the kernel checks the way and the file (ACLs too)
                 fd = os.open(real, flags)
             except PermissionError:
-                raise PermissionError(f"{path} is not readable by uid {self.reader[0]}"
-                                      if self.reader else f"{path} is not readable") from None
+                raise PermissionError(
+                    f"{path} is not readable by uid {self.reader[0]}"
+                    if self.reader
+                    else f"{path} is not readable"
+                ) from None
         try:
             if os.readlink(f"/proc/self/fd/{fd}") != real:
                 raise SwappedFile(f"{path} changed while it was opened")

@@ -68,7 +68,11 @@ def describe(dep: Dependency) -> str:
 
 
 def take_snapshot(
-    source: Path, spool: Path, store: ContentStore, access: SubmitterAccess, allow_missing: bool,
+    source: Path,
+    spool: Path,
+    store: ContentStore,
+    access: SubmitterAccess,
+    allow_missing: bool,
     max_bytes: int = MAX_SNAPSHOT_BYTES,
 ) -> Snapshot:
     """Trace `source`, refuse (or, allowed, warn about) what is missing, and copy the rest.

@@ -16,11 +16,11 @@ from pi_render.blend import BlendFileError, read_blend_info
 from pi_render.errors import PiRenderError
 from pi_render.manifest.frames import FrameOutput
 from pi_render.paths import PathNotAllowed, absolute_path, confined, readable_by, writable_by
-from pi_render.task import labels
-from pi_render.task.base import SubmitContext, TaskBase
 from pi_render.snapshot.access import SubmitterAccess
 from pi_render.snapshot.project import Snapshot, take_snapshot
 from pi_render.snapshot.store import ContentStore
+from pi_render.task import labels
+from pi_render.task.base import SubmitContext, TaskBase
 from pi_render.task.snapshot import SnapshotError, snapshot_project
 
 
@@ -118,9 +118,11 @@ class RenderTask(TaskBase[RenderArgs, RenderResult]):
     @classmethod
     def prepare(cls, args: RenderArgs, ctx: SubmitContext) -> RenderArgs:
         if not ctx.sandboxed and ctx.reader is not None and ctx.reader[0] not in (0, os.geteuid()):
-            raise PathNotAllowed(f"uid {ctx.reader[0]} may not render here: Blender has no "
-                                 "sandbox on this machine (install bubblewrap; see `pi-render "
-                                 "health`), so it renders only for the daemon's own user")
+            raise PathNotAllowed(
+                f"uid {ctx.reader[0]} may not render here: Blender has no "
+                "sandbox on this machine (install bubblewrap; see `pi-render "
+                "health`), so it renders only for the daemon's own user"
+            )
         if ctx.upload is not None and Path(args.source).is_relative_to(ctx.upload):
             source = Path(args.source)  # an upload: checked by run_task, traced in its folder
         else:

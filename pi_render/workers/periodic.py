@@ -15,6 +15,7 @@ from pi_render.manifest.records import TaskRecordManifest
 from pi_render.queue.sqlite import SqliteTaskQueue
 from pi_render.service import TaskService
 from pi_render.snapshot.store import ContentStore
+from pi_render.task.record import TaskRecord
 
 log = logging.getLogger(__name__)
 
@@ -37,14 +38,7 @@ def prune_old_records(
     pruned = 0
     while batch := records.finished_before(cutoff):
         for record in batch:
-            (settings.data_dir / "logs" / f"{record.id}.log").unlink(missing_ok=True)
-            shutil.rmtree(settings.spool_dir / record.id, ignore_errors=True)
-            shutil.rmtree(settings.data_dir / "uploads" / record.id, ignore_errors=True)
-            if settings.retention_outputs and record.result:
-                _delete_outputs(record.result)
-            for drop in forget or []:
-                drop(record.id)
-            records.delete(record.id)
+            forget_task(records, settings, record, forget or [], settings.retention_outputs)
             pruned += 1
     _prune_abandoned_uploads(records, settings, now)
     # files no snapshot links any more (their tasks' spools are gone)
@@ -52,6 +46,20 @@ def prune_old_records(
     if pruned:
         log.info("pruned old records", extra={"count": pruned})
     return pruned
+
+
+def forget_task(records: TaskRecordManifest, settings: Settings, record: TaskRecord,
+                forget: list[Callable[[str], None]], outputs: bool = False) -> None:  # fmt: skip
+    """Delete a finished task's log, spool, upload, what the other stores keep of it, and then its
+    record (last: a crash halfway leaves a record whose forget can run again)."""
+    (settings.data_dir / "logs" / f"{record.id}.log").unlink(missing_ok=True)
+    shutil.rmtree(settings.spool_dir / record.id, ignore_errors=True)
+    shutil.rmtree(settings.data_dir / "uploads" / record.id, ignore_errors=True)
+    if outputs and record.result:
+        _delete_outputs(record.result)
+    for drop in forget:
+        drop(record.id)
+    records.delete(record.id)
 
 
 class WatchFolder:

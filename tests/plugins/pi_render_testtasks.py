@@ -1,13 +1,15 @@
 """Task types that only tests need, loaded by the daemon through `task_modules`."""
 
 import os
+import time
 from pathlib import Path
 
 from pydantic import BaseModel
 
 from pi_render.processor.base import Processor
 from pi_render.processor.context import TaskContext
-from pi_render.task.base import TaskBase
+from pi_render.errors import PiRenderError
+from pi_render.task.base import SubmitContext, TaskBase
 
 
 class JournalArgs(BaseModel):
@@ -103,4 +105,32 @@ class FlakyProcessor(Processor[FlakyArgs, JournalResult]):
         (folder / f"run{runs}").write_text(f"{ctx.task_id} attempt {ctx.attempt}\n")
         if runs <= args.fail_times:
             raise OSError(f"flaky failure {runs} of {args.fail_times}")
+        return JournalResult(attempt=ctx.attempt)
+
+
+class GatedArgs(BaseModel):
+    started: str  # made when prepare begins
+    gate: str  # prepare waits (up to 30 s) until this exists: a slow snapshot, on demand
+
+
+class GatedTask(TaskBase[GatedArgs, JournalResult]):
+    """A task whose submit-time preparation takes as long as the test wants."""
+
+    type_name = "gated"
+
+    @classmethod
+    def prepare(cls, args: GatedArgs, ctx: SubmitContext) -> GatedArgs:
+        Path(args.started).touch()
+        deadline = time.monotonic() + 30
+        while not Path(args.gate).exists():
+            if time.monotonic() > deadline:
+                raise PiRenderError("the gate never opened")
+            time.sleep(0.01)
+        return args
+
+
+class GatedProcessor(Processor[GatedArgs, JournalResult]):
+    task = GatedTask
+
+    def _process(self, args: GatedArgs, ctx: TaskContext) -> JournalResult:
         return JournalResult(attempt=ctx.attempt)
