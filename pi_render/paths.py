@@ -14,11 +14,13 @@ class PathNotAllowed(PiRenderError):
     retryable = False
 
 
-def confined(path: str | Path, roots: list[Path], what: str) -> Path:
+def confined(path: str | Path, roots: list[Path], what: str, reveal: bool = True) -> Path:
     """The resolved path, if it lies inside one of `roots`.
 
     Raises:
-        PathNotAllowed: naming the path, where it really leads, and the roots.
+        PathNotAllowed: naming the path, the roots and, if `reveal`, where it really leads (not
+            for an unprivileged submitter: the daemon followed its links with rights they may
+            not have, so the target could name a file in a folder they cannot read).
     """
     try:
         real = Path(os.path.realpath(path))
@@ -28,7 +30,11 @@ def confined(path: str | Path, roots: list[Path], what: str) -> Path:
         if real == (resolved := Path(os.path.realpath(root))) or real.is_relative_to(resolved):
             return real
     allowed = ", ".join(str(r) for r in roots) or "none"
-    where = "" if str(real) == str(path) else f" (it resolves to {real})"
+    where = (
+        ""
+        if str(real) == str(path)
+        else (f" (it resolves to {real})" if reveal else " (through a link or ..)")
+    )
     raise PathNotAllowed(f"{what} {path}{where} is outside the allowed roots: {allowed}")
 
 

@@ -4,8 +4,8 @@ refused or allowed by role, each refusal is audited, and a record names who subm
 import grp
 import json
 import os
-import stat
 import pwd
+import stat
 import subprocess
 from collections.abc import Callable
 from pathlib import Path

@@ -76,8 +76,11 @@ def test_a_slow_snapshot_never_holds_back_anyone_elses_submit(
     open_socket_to_nobody(daemon)
     started, gate = tmp_path / "started", tmp_path / "gate"
     answers: list[object] = []
-    slow = threading.Thread(target=lambda: answers.append(
-        daemon.client.submit("gated", {"started": str(started), "gate": str(gate)})))
+    slow = threading.Thread(
+        target=lambda: answers.append(
+            daemon.client.submit("gated", {"started": str(started), "gate": str(gate)})
+        )
+    )
     slow.start()
     try:
         wait_until(started.exists, what="the slow snapshot to begin")

@@ -430,11 +430,15 @@ def test_paths_outside_the_roots_are_refused(
     assert daemon.client.wait(ok.id, 120).status == "completed"
 
 
-def test_the_log_shows_blenders_lines_while_it_renders(renderer: DaemonProcess,
-                                                       scenes: dict[str, Path]) -> None:
+def test_the_log_shows_blenders_lines_while_it_renders(
+    renderer: DaemonProcess, scenes: dict[str, Path]
+) -> None:
     record = renderer.client.render({"source": str(scenes["slow"])})
-    text = wait_until(lambda: (lambda t: t if "Read blend" in t else None)(
-        renderer.client.log(record.id)[0]), timeout=60, what="Blender's first lines in the log")
+    text = wait_until(
+        lambda: (lambda t: t if "Read blend" in t else None)(renderer.client.log(record.id)[0]),
+        timeout=60,
+        what="Blender's first lines in the log",
+    )
     assert renderer.client.get(record.id).status == "running", text  # not only once it ended
     renderer.client.cancel(record.id)
 
@@ -450,5 +454,7 @@ def test_a_render_paused_too_long_frees_its_worker(make_daemon: Callable[..., Da
     done = daemon.client.wait(task_id, 60)
     assert done.status == "failed" and done.error is not None
     assert done.error.type == "PausedTooLong" and "max_pause_s" in done.error.message
-    assert daemon.client.wait(daemon.client.render({"source": str(scenes["tiny"])}).id,
-                              120).status == "completed"  # the worker is free again
+    assert (
+        daemon.client.wait(daemon.client.render({"source": str(scenes["tiny"])}).id, 120).status
+        == "completed"
+    )  # the worker is free again

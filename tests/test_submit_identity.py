@@ -343,3 +343,27 @@ def uploaded_and_run(daemon: DaemonProcess, scenes: dict[str, Path]) -> None:
     code, refusal = as_nobody(daemon, "POST", "/render-tasks/run_task",
                               {"task_id": upload["task_id"]})  # fmt: skip
     assert code == 403 and "not a regular file" in str(refusal["message"]), refusal
+
+
+def test_a_refusal_never_tells_where_a_link_leads_in_folders_the_submitter_cannot_read(
+    make_daemon: Callable[..., DaemonProcess], shared: Path
+) -> None:
+    hidden = shared / "hidden"  # root's alone: nobody cannot list or search it
+    hidden.mkdir(mode=0o700)
+    target = hidden / "project-codename-x" / "shot.blend"
+    target.parent.mkdir()
+    target.write_bytes(b"BLENDER-v304")
+    roots = shared / "roots"
+    roots.mkdir(mode=0o755)
+    link = roots / "link.blend"
+    link.symlink_to(target)
+    daemon = make_daemon(f'source_roots = ["{roots}"]\n' + CONFIG).start()
+    open_socket_to_nobody(daemon)
+    code, refusal = as_nobody(daemon, "POST", "/render-tasks", {"source": str(link)})
+    assert code == 403 and "outside the allowed roots" in str(refusal["message"]), refusal
+    assert "codename" not in str(refusal)  # the daemon followed it as root; they may not
+    code, refusal = as_nobody(daemon, "POST", "/tasks",
+                              {"type": "inspect_blend", "args": {"path": str(link)}})  # fmt: skip
+    assert code == 403 and "codename" not in str(refusal), refusal
+    with pytest.raises(Exception, match="codename"):  # root is told, to debug its own links
+        daemon.client.render({"source": str(link)})

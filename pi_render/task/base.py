@@ -1,5 +1,6 @@
 """Typed task types: `MetaTask` registers each `TaskBase[Args, Result]` subclass by type name."""
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar, get_args, get_origin
@@ -31,6 +32,11 @@ class SubmitContext:
     sandboxed: bool = True  # is Blender shut in? (if not, renders only for the daemon's uid)
     min_free_bytes: int = 0  # what the data disk must keep free (a zip unpacks into the rest)
     upload: Path | None = None  # this task's upload folder (init_new_task), if it has one
+
+    @property
+    def privileged(self) -> bool:
+        """Does the submitter see what the daemon sees (root, the daemon's user, or no caller)?"""
+        return self.reader is None or self.reader[0] in (0, os.geteuid())
 
 
 class MetaTask(type):

@@ -43,7 +43,7 @@ class InspectBlendTask(TaskBase[InspectBlendArgs, BlendInfo]):
 
     @classmethod
     def prepare(cls, args: InspectBlendArgs, ctx: SubmitContext) -> InspectBlendArgs:
-        source = confined(args.path, list(ctx.source_roots), "path")
+        source = confined(args.path, list(ctx.source_roots), "path", ctx.privileged)
         access = SubmitterAccess(ctx.source_roots, ctx.reader, ctx.spool)
         try:
             access.read_blend(str(source))

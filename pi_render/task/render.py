@@ -117,19 +117,19 @@ class RenderTask(TaskBase[RenderArgs, RenderResult]):
 
     @classmethod
     def prepare(cls, args: RenderArgs, ctx: SubmitContext) -> RenderArgs:
-        if not ctx.sandboxed and ctx.reader is not None and ctx.reader[0] not in (0, os.geteuid()):
+        if not ctx.sandboxed and not ctx.privileged:
             raise PathNotAllowed(
-                f"uid {ctx.reader[0]} may not render here: Blender has no "
+                f"uid {(ctx.reader or (0,))[0]} may not render here: Blender has no "
                 "sandbox on this machine (install bubblewrap; see `pi-render "
                 "health`), so it renders only for the daemon's own user"
             )
         if ctx.upload is not None and Path(args.source).is_relative_to(ctx.upload):
             source = Path(args.source)  # an upload: checked by run_task, traced in its folder
         else:
-            source = confined(args.source, list(ctx.source_roots), "source")
+            source = confined(args.source, list(ctx.source_roots), "source", ctx.privileged)
             if ctx.reader is not None and not readable_by(source, ctx.reader[0],
                                                           set(ctx.reader[1])):  # fmt: skip
-                raise PathNotAllowed(f"uid {ctx.reader[0]} may not read {source}")
+                raise PathNotAllowed(f"uid {ctx.reader[0]} may not read {args.source}")
         data_type = args.data_type or (
             BlenderDataType.MULTI_FILE if source.suffix.lower() == ".zip"
             else BlenderDataType.SINGLE_FILE
@@ -153,10 +153,11 @@ class RenderTask(TaskBase[RenderArgs, RenderResult]):
                 output_dir = ctx.output_root / ctx.task_id
             else:
                 output_dir = confined(args.output_dir, [*ctx.output_roots, ctx.output_root],
-                                      "output dir")  # fmt: skip
+                                      "output dir", ctx.privileged)  # fmt: skip
                 if ctx.reader is not None and not writable_by(output_dir, ctx.reader[0],
                                                               set(ctx.reader[1])):  # fmt: skip
-                    raise PathNotAllowed(f"uid {ctx.reader[0]} may not write in {output_dir}")
+                    raise PathNotAllowed(f"uid {ctx.reader[0]} may not write in "
+                                         f"{args.output_dir}")  # fmt: skip
             _check_writable(output_dir, ctx.reader[0] if ctx.reader is not None else None)
             file_format = _FROM_FILE_FORMAT.get(scene.file_format, scene.file_format)
             output_type = args.output_type or (

@@ -6,9 +6,9 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from pi_render.errors import PiRenderError
 from pi_render.processor.base import Processor
 from pi_render.processor.context import TaskContext
-from pi_render.errors import PiRenderError
 from pi_render.task.base import SubmitContext, TaskBase
 
 
