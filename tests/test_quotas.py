@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from conftest import DaemonProcess, wait_until
-from test_access import NOBODY, as_nobody, open_socket_to_nobody
+from test_access import as_nobody, open_socket_to_nobody
 
 QUOTA = 250_000
 CONFIG = f'quota_bytes_per_uid = {QUOTA}\n[roles.submitter]\nusers = ["nobody"]\n'
