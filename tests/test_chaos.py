@@ -59,13 +59,22 @@ max_delay_s = 0.5
 jitter = 0
 """
 CRON = '[[cron]]\nname = "tick"\nschedule = "*/2 * * * * *"\ntask = "noop"\n'
-# inside Blender: one fsynced line per frame written, `<time> <frame> <path>`
+# inside Blender: one fsynced line per frame begun (render_pre) and per frame written
+# (render_write), `<time> <frame> <path> <event>`. Blender calls render_write after it has saved
+# the file and printed `Saved:`, where the daemon lands it: a kill between the two leaves a frame
+# landed but not journalled as written, so coverage is judged by the `pre` lines (a frame cannot
+# land before it begins) and repeats by the `write` lines (measured: Blender 3.4 and 5.0 print
+# `Saved:`, then run render_post, then render_write)
 FRAME_JOURNAL_SCRIPT = """import os, time, bpy
-def wrote(scene, *_):
-    line = f"{{time.time():.6f}} {{scene.frame_current}} {{scene.render.frame_path()}}\\n"
-    fd = os.open({journal!r}, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    os.write(fd, line.encode()); os.fsync(fd); os.close(fd)
-bpy.app.handlers.render_write.append(wrote)
+def journal(event):
+    def write(scene, *_):
+        path = scene.render.frame_path()
+        line = f"{{time.time():.6f}} {{scene.frame_current}} {{path}} {{event}}\n"
+        fd = os.open({journal!r}, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        os.write(fd, line.encode()); os.fsync(fd); os.close(fd)
+    return write
+bpy.app.handlers.render_pre.append(journal("pre"))
+bpy.app.handlers.render_write.append(journal("write"))
 """
 # the `blender` the daemon runs: real Blender with the frame journal loaded before it renders
 WRAPPER = """#!{python}
@@ -251,11 +260,14 @@ def work_left(client: Client) -> bool:
 def check_renders(renders: list[TaskRecord], frame_journal: Path) -> int:
     """Every render has all its frames as 32×32 PNGs and no frame was rendered after it was
     recorded completed; returns how many frame renders were repeats."""
+    begun: dict[str, list[tuple[float, int]]] = {}
     written: dict[str, list[tuple[float, int]]] = {}
     for line in lines(frame_journal):
-        stamp, frame, path = line.split(" ", 2)
+        stamp, frame, rest = line.split(" ", 2)
+        path, event = rest.rsplit(" ", 1)
         task_id = Path(path).parent.parent.name  # <spool>/<task id>/partial/frame_####.png
-        written.setdefault(task_id, []).append((float(stamp), int(frame)))
+        journal = begun if event == "pre" else written
+        journal.setdefault(task_id, []).append((float(stamp), int(frame)))
     repeats = 0
     for record in renders:
         assert record.status == "completed", record
@@ -271,10 +283,11 @@ def check_renders(renders: list[TaskRecord], frame_journal: Path) -> int:
                 "0000002000000020"), frame  # fmt: skip
         assert record.finished_at is not None
         done_at = record.finished_at.replace(tzinfo=record.finished_at.tzinfo or timezone.utc)
-        stamps = written.get(record.id, [])
+        stamps = begun.get(record.id, []) + written.get(record.id, [])
         late = [f for t, f in stamps if datetime.fromtimestamp(t, timezone.utc) > done_at]
         assert not late, f"{record.id} rendered frames {late} after it completed"
-        counts = Counter(f for _, f in stamps)
-        assert set(counts) >= set(expected), f"{record.id}: frames never rendered"
+        started = {f for _, f in begun.get(record.id, [])}
+        assert started >= set(expected), f"{record.id}: frames never rendered"
+        counts = Counter(f for _, f in written.get(record.id, []))
         repeats += sum(n - 1 for n in counts.values())
     return repeats

@@ -226,17 +226,24 @@ class AccessControl:
             if changing or need == "admin":
                 self.audit.append({**entry, "outcome": "refused: 403"})
             return
-        status = 0
+        status, audited = 0, not changing
+
+        def audit() -> None:
+            nonlocal audited
+            audited = True
+            made = (scope.get("state") or {}).get("audit_task_id")
+            self.audit.append({**entry, "task_id": made or task_id, "outcome": status or 500})
 
         async def watched_send(message: Any) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+            elif not audited and not message.get("more_body"):
+                audit()  # before the caller has its answer: it can read the line at once
             await send(message)
 
         try:
             await self.app(scope, receive, watched_send)
-        finally:  # a request that failed inside is audited too
-            if changing:
-                made = (scope.get("state") or {}).get("audit_task_id")
-                self.audit.append({**entry, "task_id": made or task_id, "outcome": status or 500})
+        finally:  # a request that failed inside (or whose client left) is audited too
+            if not audited:
+                audit()
