@@ -3,6 +3,8 @@ Blender itself reports about them. Blender 3.4 (Debian's) builds its fixtures he
 were built once by tests/blender/make_fixtures.py with the bpy 5.0.1 wheel and are committed."""
 
 import json
+import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +12,7 @@ import pytest
 from blender_env import blender_or_skip, run_blender_script
 
 from pi_render.blend import read_blend_info
+from pi_render.blend.scene import native_path
 
 HERE = Path(__file__).parent
 BLEND50 = HERE / "data" / "blend50"
@@ -64,3 +67,33 @@ def test_blender_34_fixtures_match_blender(blend34: Path) -> None:
 def test_blender_50_fixtures_match_blender(name: str) -> None:
     facts = dict(oracle_cases(BLEND50))[name]
     compare(BLEND50, name, facts)
+
+
+WINDOWS_OUTPUT = """import sys, bpy
+s = bpy.context.scene
+s.render.resolution_x = s.render.resolution_y = 16
+s.render.engine = "BLENDER_WORKBENCH"
+s.render.filepath = "//render\\\\frame_####"  # as a file saved on Windows holds it
+bpy.ops.wm.save_as_mainfile(filepath=sys.argv[-1])
+"""
+
+
+def test_a_windows_output_path_is_where_blender_here_writes(tmp_path: Path) -> None:
+    blender = blender_or_skip()
+    script, blend = tmp_path / "make.py", tmp_path / "windows.blend"
+    script.write_text(WINDOWS_OUTPUT)
+    run_blender_script(blender, script, str(blend))
+    scene = read_blend_info(blend).scene
+    assert scene.output_path_stored == "//render\\frame_####"
+    assert scene.output_path == "//render/frame_####"
+    done = subprocess.run([str(blender), "-b", str(blend), "-f", "1"], capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+    (saved,) = re.findall(r"Saved: '([^']+)'", done.stdout)
+    assert saved == scene.output_path_resolved.replace("####", "0001") + ".png"
+    assert Path(saved).is_file()
+
+
+def test_a_windows_drive_becomes_a_folder_as_blender_reads_it() -> None:
+    # measured with Blender 3.4: `Q:\\out\\f_` renders to /q/out/f_0001.png
+    assert native_path("Q:\\out\\f_") == "/q/out/f_"
+    assert native_path("//a\\b/c") == "//a/b/c" and native_path("/srv/x") == "/srv/x"

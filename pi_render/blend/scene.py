@@ -4,6 +4,7 @@ Field names follow Blender's Python API (`render.resolution_x`, `image_settings.
 """
 
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
@@ -52,8 +53,9 @@ class SceneInfo(BaseModel):
     file_format: str
     color_mode: str
     color_depth: str
-    output_path: str
+    output_path: str  # as Blender on this OS reads it (a Windows file's `\` become `/`)
     output_path_resolved: str
+    output_path_stored: str  # the bytes the file holds, unchanged
     use_file_extension: bool
     camera: str | None
     cycles_samples: int | None
@@ -108,6 +110,19 @@ def current_scene_block(blend: BlendFile) -> Block:
     raise UnsupportedBlendFile("the file has no scene", blend.path)
 
 
+WINDOWS_DRIVE = re.compile(r"^([A-Za-z]):[\\/]")
+
+
+def native_path(stored: str) -> str:
+    """A path as Blender on this (POSIX) OS reads it: a file saved on Windows holds
+    `//render\\frame_####` or `C:\\out\\`, which Blender reads as `//render/frame_####` and
+    `/c/out/` (its BLI_path_abs: the drive becomes a folder, backslashes become slashes)."""
+    drive = WINDOWS_DRIVE.match(stored)
+    if drive:
+        stored = f"/{drive.group(1).lower()}/{stored[3:]}"
+    return stored.replace("\\", "/")
+
+
 def _resolve_output(output: str, blend_path: Path) -> str:
     folder = blend_path.resolve().parent
     if output.startswith("//"):
@@ -121,7 +136,8 @@ def read_scene(blend: BlendFile, scene: Block) -> SceneInfo:
 
     camera = blend.deref(blend.get(scene, "camera", "Scene"))
     imtype = int(r("im_format.imtype"))
-    output = str(r("pic"))
+    stored = str(r("pic"))
+    output = native_path(stored)
     return SceneInfo(
         name=blend.id_name(scene),
         frame_start=r("sfra"),
@@ -139,6 +155,7 @@ def read_scene(blend: BlendFile, scene: Block) -> SceneInfo:
         color_depth=COLOR_DEPTHS.get(r("im_format.depth"), "8"),
         output_path=output,
         output_path_resolved=_resolve_output(output, blend.path),
+        output_path_stored=stored,
         use_file_extension=bool(r("scemode") & R_EXTENSION),
         camera=blend.id_name(camera) if camera is not None and camera.id_code == b"OB" else None,
         cycles_samples=scene_int_property(blend, scene, "cycles", "samples"),
