@@ -258,6 +258,19 @@ def retry(task_id: str, socket: SocketOpt = None, as_json: JsonOpt = False) -> N
 
 
 @app.command()
+def priority(
+    task_id: str,
+    level: Annotated[Priority, typer.Argument(help="normal or high")],
+    socket: SocketOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Move a task that waits in its queue to another priority."""
+    with client_for(socket) as client:
+        record = client.reprioritise(task_id, level.value)
+    _finish(record, as_json, check=False)
+
+
+@app.command()
 def failed(socket: SocketOpt = None, as_json: JsonOpt = False) -> None:
     """Failed tasks: waiting for their next attempt, or dead."""
     with client_for(socket) as client:

@@ -41,6 +41,7 @@ from pi_render.retry import RetryPolicies
 from pi_render.sdnotify import sd_notify, watchdog_interval_s
 from pi_render.service import SubmitControls, TaskService
 from pi_render.task.base import task_type
+from pi_render.task.record import TaskRecord
 from pi_render.workers.cron_worker import BuiltinJob, CronStore, CronWorker
 from pi_render.workers.failed_task_worker import FailedTaskWorker
 from pi_render.workers.periodic import (
@@ -103,19 +104,12 @@ class Daemon:
             self.records = TaskRecordManifest(settings.records_path)
             self.router = Router(settings)
             self.running = RunningTasks()
-            self.service = TaskService(self.records, self.router, self.running, self.clock,
-                                       settings.spool_dir, settings.outputs)  # fmt: skip
             self.frames = FrameLedger(settings.frames_path)
             self.failed = FailedTaskManifest(settings.data_dir / "failed.sqlite")
             self.failed_queue = SqliteTaskQueue(settings.queue_dir / "_failed.db")
-            self.service.failed = self.failed
             self.cron_store = CronStore(settings.data_dir / "cron.sqlite")
             self.outbox = HookOutbox(settings.data_dir / "outbox.sqlite", settings.hooks)
             self.workflow_runs = WorkflowRuns(settings.data_dir / "workflows.sqlite")
-            self.service.workflow_runs = self.workflow_runs
-            self.service.forget_files = lambda record: forget_task(
-                self.records, self.settings, record, self._forgetters()
-            )
             self.records.add_before_final(self.outbox.before_final)
             self.records.add_listener(self.outbox.after_commit)
             self.retry = RetryPolicies(settings.retry)
@@ -127,7 +121,11 @@ class Daemon:
                     raise ConfigError(f"cron job {job.name!r}: {exc}") from None
             sandbox = find_sandbox(settings.sandbox, settings.render_user)
             self.env = ProcessorEnv(settings, find_blender(settings.blender), self.frames, sandbox)
-            self.service.controls = self._controls(settings)
+            self.service = TaskService(
+                self.records, self.router, self.running, self.clock, settings.spool_dir,
+                settings.outputs, controls=self._controls(settings), failed=self.failed,
+                workflow_runs=self.workflow_runs, forget_files=self._forget_files,
+            )  # fmt: skip
             waiters = FinalStateWaiters()
             self.records.add_listener(waiters)
             self.records.add_listener(self.service.on_record)
@@ -200,6 +198,9 @@ class Daemon:
         cutoff = now - timedelta(days=self.settings.retention_days)
         self.workflow_runs.prune(cutoff, lambda task_id: self.records.find(task_id) is not None)
 
+    def _forget_files(self, record: TaskRecord) -> None:
+        forget_task(self.records, self.settings, record, self._forgetters())
+
     def _forgetters(self) -> list[Callable[[str], None]]:
         """What the other stores keep of a task, dropped when it is forgotten or pruned."""
         return [self.frames.forget, self.outbox.forget, self.failed.remove]
@@ -235,7 +236,11 @@ class Daemon:
 
     def _controls(self, settings: Settings) -> SubmitControls:
         roots = (tuple(settings.source_roots), tuple(settings.output_roots))
-        return SubmitControls(settings.limits, settings.requires, self.capabilities, roots,
+        version = self.env.blender.version if self.env.blender else None
+        caps = {label: pool_capabilities(label, settings.capabilities, version)
+                for label in settings.workers}  # fmt: skip
+        return SubmitControls(settings.limits, settings.requires,
+                              lambda label: caps.get(label, {}), roots,
                               settings.max_queued_per_uid, settings.min_free_bytes,
                               settings.allow_missing, settings.max_snapshot_bytes,
                               bool(self.env.sandbox and self.env.sandbox.bwrap),
@@ -277,7 +282,7 @@ class Daemon:
         self.retry.update(new.retry)
         self.outbox.hooks[:] = new.hooks
         self._capabilities.clear()
-        self.service.controls = self._controls(new)
+        self.service.reconfigure(self._controls(new))
         self.access_policy.roles = new.roles
         logging.getLogger().setLevel(new.log_level)
         self.pool.restart("cron")  # picks up the new jobs; fire times persist

@@ -52,6 +52,15 @@ def test_wait_exit_codes(daemon: DaemonProcess) -> None:
     slow = as_json(cli(daemon, "submit", "noop", "--args", '{"sleep_s": 60}', "--json"))
     timed_out = cli(daemon, "wait", slow["id"], "--timeout", "0.5", "--json")
     assert timed_out.returncode == 4 and as_json(timed_out)["status"] in ("pending", "running")
+    daemon.client.pause("default", label=True)
+    waiting = as_json(cli(daemon, "submit", "noop", "--json"))
+    moved = cli(daemon, "priority", waiting["id"], "high", "--json")
+    assert moved.returncode == 0 and as_json(moved)["priority"] == "high", moved.stderr
+    assert daemon.client.get(waiting["id"]).priority == "high"
+    daemon.client.pause("default", paused=False, label=True)
+    assert daemon.client.wait(waiting["id"], timeout=60).status == "completed"
+    late = cli(daemon, "priority", waiting["id"], "normal")  # it has run: no queue holds it
+    assert late.returncode != 0 and "only a queued task" in late.stdout + late.stderr
     assert cli(daemon, "cancel", slow["id"], "--json").returncode == 0
     cancelled = cli(daemon, "wait", slow["id"], "--timeout", "30")
     assert cancelled.returncode == 1 and "cancelled" in cancelled.stdout

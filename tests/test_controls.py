@@ -85,7 +85,7 @@ def test_stale_heartbeats_are_listed(tmp_path: Path) -> None:
     records = TaskRecordManifest(settings.records_path)
     service = TaskService(records, Router(settings), RunningTasks(), clock, settings.spool_dir,
                           settings.outputs)  # fmt: skip
-    record = service.submit("noop", {})
+    record = service.submit("noop", {}).record
     records.change(record.id, lambda r: lifecycle.start(r, clock.now(), "w"))
     assert service.stale(15) == []
     clock.advance(16)

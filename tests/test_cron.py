@@ -123,7 +123,7 @@ def test_catch_up_after_downtime(tmp_path: Path, catch_up: str, expected: int) -
 def test_retention_prunes_old_records_and_their_logs_but_not_outputs(tmp_path: Path) -> None:
     clock = FakeClock(datetime(2026, 1, 1, tzinfo=timezone.utc))
     rig = Rig(tmp_path, clock)
-    old = rig.service.submit("noop", {})
+    old = rig.service.submit("noop", {}).record
     rig.records.change(old.id, lambda r: lifecycle.start(r, clock.now(), "w"))
     rig.records.change(old.id, lambda r: lifecycle.complete(r, clock.now(), {"output_dir": str(
         tmp_path / "out")}))  # fmt: skip
@@ -132,7 +132,7 @@ def test_retention_prunes_old_records_and_their_logs_but_not_outputs(tmp_path: P
     log.parent.mkdir(parents=True)
     log.write_text("blender said things")
     clock.advance(40 * 86400)
-    young = rig.service.submit("noop", {})
+    young = rig.service.submit("noop", {}).record
     forgotten: list[str] = []
     assert prune_old_records(rig.records, rig.settings, clock.now(), [forgotten.append]) == 1
     assert forgotten == [old.id]

@@ -7,12 +7,13 @@ import logging
 import os
 import pwd
 import threading
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from pi_render.identity import groups_of
 
 log = logging.getLogger(__name__)
 
@@ -51,28 +52,6 @@ def _gid(name: str) -> int | None:
         return int(name) if name.isdigit() else grp.getgrnam(name).gr_gid
     except KeyError:
         return None
-
-
-GROUPS_TTL_S = 10.0  # how long a uid's groups are trusted (NSS lookups on every request cost)
-_groups_seen: dict[tuple[int, int], tuple[float, frozenset[int]]] = {}
-
-
-def groups_of(uid: int, gid: int) -> frozenset[int]:
-    """The uid's primary and supplementary groups (looked up at most every GROUPS_TTL_S)."""
-    now = time.monotonic()
-    seen = _groups_seen.get((uid, gid))
-    if seen is not None and now - seen[0] < GROUPS_TTL_S:
-        return seen[1]
-    groups = {gid}
-    try:
-        name = pwd.getpwuid(uid).pw_name
-        groups |= set(os.getgrouplist(name, gid))
-    except KeyError:
-        pass
-    if len(_groups_seen) > 4096:
-        _groups_seen.clear()
-    _groups_seen[(uid, gid)] = (now, frozenset(groups))
-    return frozenset(groups)
 
 
 class AccessPolicy:
@@ -168,7 +147,7 @@ def needed_role(method: str, path: str) -> str:
         return "admin" if parts[:1] == ["audit"] else "viewer"
     if parts[:1] == ["queues"]:
         return "admin"
-    controls = ("cancel", "retry", "pause", "resume")
+    controls = ("cancel", "retry", "pause", "resume", "priority")
     if len(parts) == 3 and parts[0] == "tasks" and parts[2] in controls:
         return "own"
     if method == "DELETE" and len(parts) == 2 and parts[0] == "tasks":

@@ -17,6 +17,7 @@ from pi_render.api.limits import BodyLimit
 from pi_render.api.waiters import FinalStateWaiters
 from pi_render.controls import Requirements
 from pi_render.errors import PiRenderError
+from pi_render.identity import Caller
 from pi_render.manifest.failed import FailedTask
 from pi_render.manifest.writer import is_disk_full
 from pi_render.service import TaskService
@@ -82,6 +83,12 @@ class RunUploadRequest(BaseModel):
     priority: Priority = Priority.NORMAL
 
 
+class PriorityRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    priority: Priority
+
+
 class WorkflowRunRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -99,10 +106,9 @@ class TaskStatusView(BaseModel):
     error: str | None
 
 
-def _peer(request: Request) -> dict[str, int] | None:
-    """The submitting peer's uid, gid and pid (from SO_PEERCRED), for the record."""
-    found: dict[str, int] | None = (request.scope.get("extensions") or {}).get("peercred")
-    return found
+def _caller(request: Request) -> Caller | None:
+    """Who asks: uid, gid and pid from SO_PEERCRED, and their groups, resolved once here."""
+    return Caller.from_peer((request.scope.get("extensions") or {}).get("peercred"))
 
 
 def _json(model: BaseModel, status: int = 200) -> Response:
@@ -180,20 +186,20 @@ def create_app(
 
     @app.post("/tasks", status_code=201, response_model=TaskRecord)
     def submit(body: SubmitRequest, request: Request) -> Response:
-        asked = service.clock.now()
         requires = body.requires.model_dump() if body.requires else None
-        record = service.submit(body.type, body.args, body.priority, body.label,
-                                timeout_s=body.timeout_s, parent=body.parent, force=body.force,
-                                requires=requires, submitted_by=_peer(request))  # fmt: skip
+        record, created = service.submit(body.type, body.args, body.priority, body.label,
+                                         timeout_s=body.timeout_s, parent=body.parent,
+                                         force=body.force, requires=requires,
+                                         caller=_caller(request))  # fmt: skip
         request.state.audit_task_id = record.id
-        return _json(record, 200 if record.created_at < asked else 201)  # 200: already there
+        return _json(record, 201 if created else 200)  # 200: an identical one was there
 
     @app.post("/tasks/batch", status_code=201, response_model=list[TaskRecord])
     def submit_batch(body: BatchSubmitRequest, request: Request) -> Response:
-        records = service.submit_many([(t.type, t.args, t.priority, t.label) for t in body.tasks],
-                                      extra={"submitted_by": _peer(request)})  # fmt: skip
-        request.state.audit_task_id = ",".join(r.id for r in records)
-        return _json_list(records, 201)
+        answers = service.submit_many([(t.type, t.args, t.priority, t.label) for t in body.tasks],
+                                      caller=_caller(request))  # fmt: skip
+        request.state.audit_task_id = ",".join(a.record.id for a in answers)
+        return _json_list([a.record for a in answers], 201)
 
     @app.get("/tasks", response_model=list[TaskRecord])
     def list_tasks(
@@ -210,18 +216,23 @@ def create_app(
 
     @app.post("/tasks/{task_id}/cancel", response_model=TaskRecord)
     def cancel(task_id: str) -> Response:
-        record = service.cancel(task_id)
+        record = service.control.cancel(task_id)
         # 202 while running: the processor was asked to stop; `wait` tells when it has
         return _json(record, 200 if record.status.is_final else 202)
 
     @app.delete("/tasks/{task_id}", response_model=TaskRecord)
     def forget(task_id: str) -> Response:
         """A finished task's record, log and snapshot are deleted (outputs stay)."""
-        return _json(service.forget(task_id))
+        return _json(service.control.forget(task_id))
 
     @app.post("/tasks/{task_id}/retry", response_model=TaskRecord)
     def retry(task_id: str) -> Response:
-        return _json(service.retry(task_id))
+        return _json(service.control.retry(task_id))
+
+    @app.post("/tasks/{task_id}/priority", response_model=TaskRecord)
+    def reprioritise(task_id: str, body: PriorityRequest) -> Response:
+        """A task still waiting in its queue moves to another priority."""
+        return _json(service.control.reprioritise(task_id, body.priority))
 
     @app.get("/failed")
     def failed() -> list[FailedTask]:
@@ -241,24 +252,23 @@ def create_app(
 
     @app.post("/render-tasks", status_code=201, response_model=TaskRecord)
     def submit_render(body: RenderRequest, request: Request) -> Response:
-        asked = service.clock.now()
         args = body.model_dump(exclude={"priority", "force", "requires"})
         requires = body.requires.model_dump() if body.requires else None
-        record = service.submit("render", args, body.priority, force=body.force, requires=requires,
-                                submitted_by=_peer(request))  # fmt: skip
+        record, created = service.submit("render", args, body.priority, force=body.force,
+                                         requires=requires, caller=_caller(request))  # fmt: skip
         request.state.audit_task_id = record.id
-        return _json(record, 200 if record.created_at < asked else 201)
+        return _json(record, 201 if created else 200)
 
     @app.post("/render-tasks/init_new_task", status_code=201)
     def init_new_task(request: Request, body: InitUploadRequest | None = None) -> InitUploadView:
         name = "project.zip" if body and body.data_type == "MultiFile" else "scene.blend"
-        task_id, path = service.init_upload(name, _peer(request))
+        task_id, path = service.uploads.init(name, _caller(request))
         return InitUploadView(task_id=task_id, file_path=str(path))
 
     @app.post("/render-tasks/run_task", status_code=201, response_model=TaskRecord)
     def run_task(body: RunUploadRequest, request: Request) -> Response:
         args = body.model_dump(exclude={"priority", "task_id"})
-        record = service.run_upload(body.task_id, args, body.priority, _peer(request))
+        record, _ = service.uploads.run(body.task_id, args, body.priority, _caller(request))
         request.state.audit_task_id = record.id
         return _json(record, 201)
 
@@ -271,19 +281,19 @@ def create_app(
 
     @app.post("/tasks/{task_id}/pause", response_model=TaskRecord)
     def pause_task(task_id: str) -> Response:
-        return _json(service.pause_task(task_id, True))
+        return _json(service.control.pause_task(task_id, True))
 
     @app.post("/tasks/{task_id}/resume", response_model=TaskRecord)
     def resume_task(task_id: str) -> Response:
-        return _json(service.pause_task(task_id, False))
+        return _json(service.control.pause_task(task_id, False))
 
     @app.post("/queues/{label}/pause")
     def pause_label(label: str) -> dict[str, Any]:
-        return service.pause_label(label, True)
+        return service.control.pause_label(label, True)
 
     @app.post("/queues/{label}/resume")
     def resume_label(label: str) -> dict[str, Any]:
-        return service.pause_label(label, False)
+        return service.control.pause_label(label, False)
 
     @app.get("/workflows")
     def list_workflows() -> list[Workflow]:
@@ -294,13 +304,13 @@ def create_app(
         if name not in defined:
             known = ", ".join(sorted(defined)) or "none"
             raise UnknownWorkflow(f"no workflow named {name!r} (defined: {known})")
-        run = service.start_workflow(defined[name], body.file, _peer(request))
+        run = service.workflows.start(defined[name], body.file, _caller(request))
         request.state.audit_task_id = ",".join(run.tasks)
         return run
 
     @app.get("/workflows/runs/{run_id}")
     def workflow_status(run_id: str) -> dict[str, Any]:
-        return service.workflow_status(run_id)
+        return service.workflows.status(run_id)
 
     @app.get("/cron")
     def get_cron() -> list[dict[str, Any]]:

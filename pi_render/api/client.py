@@ -152,6 +152,10 @@ class Client:
     def retry(self, task_id: str) -> TaskRecord:
         return TaskRecord.model_validate(self._call("POST", f"/tasks/{task_id}/retry"))
 
+    def reprioritise(self, task_id: str, priority: str) -> TaskRecord:
+        answer = self._call("POST", f"/tasks/{task_id}/priority", json={"priority": priority})
+        return TaskRecord.model_validate(answer)
+
     def failed(self) -> "builtins.list[dict[str, Any]]":
         result: builtins.list[dict[str, Any]] = self._call("GET", "/failed")
         return result

@@ -54,6 +54,12 @@ class Router:
     def put(self, record: TaskRecord) -> None:
         self.queue_for(record.label).put(record.id, record.priority)
 
+    def remove(self, task_id: str) -> bool:
+        """Take a waiting task off whichever queue holds it; False when none does (a worker has
+        it, or it was never queued)."""
+        queue = self.locate(task_id)
+        return queue is not None and queue.remove(task_id)
+
     def locate(self, task_id: str) -> SqliteTaskQueue | None:
         for queue in self.queues.values():
             if queue.contains(task_id):

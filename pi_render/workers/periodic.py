@@ -103,7 +103,7 @@ class WatchFolder:
                 args: dict[str, object] = {"source": str(path)}
                 if path.suffix.lower() == ".zip":
                     args["blend"] = _only_blend(path)
-                record = self.service.submit("render", args, origin=origin)
+                record, _ = self.service.submit("render", args, origin=origin)
             except Exception as exc:  # whatever it is, the file is rejected, never retried forever
                 target = _move(path, self.inbox / "rejected")
                 target.with_name(target.name + ".txt").write_text(f"{exc}\n")

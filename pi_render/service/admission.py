@@ -1,0 +1,76 @@
+"""Admission: the checks that count what is already there (qualifiers, dedup, the per-uid cap,
+quotas, limits). They run one submit at a time, after the snapshot, just before the commit."""
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from pi_render.controls import (
+    NotQualified,
+    Requirements,
+    TooManyQueued,
+    check_limit,
+    find_duplicate,
+    limit_key,
+    missing,
+)
+from pi_render.manifest.records import TaskRecordManifest
+from pi_render.quotas import Quotas, record_bytes
+from pi_render.service.controls import SubmitControls
+from pi_render.task.record import TaskRecord
+
+
+class Admission:
+    """Decides whether prepared tasks may be written, against what the records hold now."""
+
+    def __init__(self, records: TaskRecordManifest, controls: Callable[[], SubmitControls],
+                 uploads_dir: Path) -> None:  # fmt: skip
+        self.records, self.controls, self.uploads_dir = records, controls, uploads_dir
+
+    def quotas(self) -> Quotas:
+        return Quotas(self.records.bytes_of_uid, lambda i: self.records.find(i) is not None,
+                      self.uploads_dir, self.controls().quota_bytes_per_uid)  # fmt: skip
+
+    def counted(self, prepared: list[TaskRecord]) -> bool:
+        """Would a limit, a dedup, a per-uid cap or a quota count these (so the next submitter
+        must wait until they are written)?"""
+        limits, quotas = self.controls().limits, self.quotas()
+        return any(r.type in limits or r.content_key is not None or self._uid_capped(r)
+                   or quotas.applies((r.submitted_by or {}).get("uid"))
+                   for r in prepared)  # fmt: skip
+
+    def _uid_capped(self, record: TaskRecord) -> bool:
+        """Does `max_queued_per_uid` count this task? (Root and the daemon's user are exempt.)"""
+        who = record.submitted_by
+        cap = self.controls().max_queued_per_uid
+        return cap is not None and who is not None and who["uid"] not in (0, os.getuid())
+
+    def admit(self, record: TaskRecord, batch: list[TaskRecord], force: bool) -> TaskRecord | None:
+        """Raises what refuses `record` (given the `batch` admitted before it); returns an
+        identical task that is already there (a dedup), or None when it is new."""
+        controls = self.controls()
+        needs = {**controls.requires.get(record.type, Requirements()).model_dump(),
+                 **{k: v for k, v in (record.requires or {}).items() if v}}  # fmt: skip
+        lacks = missing(Requirements.model_validate(needs), controls.capabilities(record.label))
+        if lacks:
+            raise NotQualified(f"no worker pool can run this {record.type} task on label "
+                               f"{record.label!r}: it lacks {', '.join(lacks)}")  # fmt: skip
+        if record.content_key is not None and not force:
+            existing = find_duplicate(self.records, record)
+            if existing is not None:
+                return existing
+        who = record.submitted_by
+        if who is not None:
+            mine = [e for e in batch if (e.submitted_by or {}).get("uid") == who["uid"]]
+            if self._uid_capped(record):
+                cap = controls.max_queued_per_uid or 0
+                queued = self.records.live_count_of_uid(who["uid"]) + len(mine)
+                if queued >= cap:
+                    raise TooManyQueued(f"uid {who['uid']} already has {queued} tasks waiting "
+                                        f"or running (max_queued_per_uid = {cap})")  # fmt: skip
+            self.quotas().check(who["uid"], sum(map(record_bytes, [*mine, record])))
+        limit = controls.limits.get(record.type)
+        if limit is not None:
+            record.limit_key = limit_key(limit, record, record.content_key)
+            check_limit(self.records, limit, record, record.limit_key, batch)
+        return None

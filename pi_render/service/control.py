@@ -1,0 +1,124 @@
+"""Control of submitted tasks: cancel, retry, pause, reprioritise, forget. Every change is one
+compare-and-set on the record (`records.change`); no caller holds a storage lock."""
+
+import logging
+from collections.abc import Callable
+
+from pi_render.clock import Clock
+from pi_render.errors import TaskStateConflict
+from pi_render.manifest.failed import FailedTaskManifest
+from pi_render.manifest.records import TaskRecordManifest
+from pi_render.processor.context import StopReason
+from pi_render.queue.router import Router
+from pi_render.task import lifecycle
+from pi_render.task.record import Priority, TaskRecord, TaskStatus
+from pi_render.workers.running import RunningTasks
+
+log = logging.getLogger(__name__)
+
+
+class TaskControl:
+    def __init__(self, records: TaskRecordManifest, router: Router, running: RunningTasks,
+                 clock: Clock, failed: FailedTaskManifest | None = None,
+                 forget_files: Callable[[TaskRecord], None] | None = None) -> None:  # fmt: skip
+        self.records, self.router, self.running, self.clock = records, router, running, clock
+        self.failed, self.forget_files = failed, forget_files
+
+    def cancel(self, task_id: str) -> TaskRecord:
+        """A pending task is cancelled and leaves its queue; a running one is asked to stop.
+
+        Raises:
+            TaskNotFound; TaskStateConflict when the task has already ended.
+        """
+        now = self.clock.now()
+
+        def decide(record: TaskRecord) -> TaskRecord | None:
+            if record.status.is_final:
+                raise TaskStateConflict(f"task {task_id} has already ended "
+                                        f"({record.status.value}); nothing to cancel")  # fmt: skip
+            if record.status is TaskStatus.RUNNING:
+                return None  # its worker ends it
+            return lifecycle.cancel(record, now, "cancelled before it started")
+
+        cancelled = self.records.change(task_id, decide)
+        if cancelled is None:
+            self.running.request_stop(task_id, StopReason.CANCEL)
+            log.info("cancel requested for running task", extra={"task_id": task_id})
+            return self.records.latest(task_id)
+        self.router.remove(task_id)  # if a worker took it meanwhile, it sees the final record
+        log.info("pending task cancelled", extra={"task_id": task_id})
+        return cancelled
+
+    def retry(self, task_id: str) -> TaskRecord:
+        """Requeue a dead or waiting task now, with a fresh attempt budget.
+
+        Raises:
+            TaskNotFound; TaskStateConflict unless the task is failed or retrying.
+        """
+        record = self.records.change(task_id, lifecycle.retry_now)
+        if record is None:
+            status = self.records.latest(task_id).status.value
+            raise TaskStateConflict(
+                f"task {task_id} is {status}; only failed or retrying tasks can be retried"
+            )
+        if self.router.locate(task_id) is None:
+            self.router.put(record)
+        if self.failed is not None:
+            self.failed.remove(task_id)
+        log.info("task retried by hand", extra={"task_id": task_id})
+        return record
+
+    def reprioritise(self, task_id: str, priority: Priority) -> TaskRecord:
+        """Give a task that waits in its queue another priority (it keeps its place among its
+        new peers by id, so by submission time).
+
+        Raises:
+            TaskNotFound; TaskStateConflict once a worker has it (or it has ended).
+        """
+        record = self.records.latest(task_id)
+        if record.status is not TaskStatus.PENDING or not self.router.remove(task_id):
+            raise TaskStateConflict(f"task {task_id} is {record.status.value} and not waiting in "
+                                    f"a queue: only a queued task can change priority")  # fmt: skip
+        changed = self.records.change(
+            task_id, lambda r: r.model_copy(update={"priority": priority})
+        )
+        self.router.put(changed or record)
+        log.info("task reprioritised", extra={"task_id": task_id, "priority": priority.name})
+        return changed or record
+
+    def pause_task(self, task_id: str, paused: bool) -> TaskRecord:
+        """SIGSTOP (or SIGCONT) a running render's process group.
+
+        Raises:
+            TaskNotFound; TaskStateConflict when the task is not running or cannot pause.
+        """
+        record = self.records.latest(task_id)
+        if record.status is not TaskStatus.RUNNING or not self.running.set_paused(task_id, paused):
+            raise TaskStateConflict(
+                f"task {task_id} is {record.status.value}"
+                + ("" if record.status is not TaskStatus.RUNNING else " and cannot pause")
+                + "; only a running render can be paused or resumed"
+            )
+        log.info("task %s", "paused" if paused else "resumed", extra={"task_id": task_id})
+        return self.records.change(task_id, lambda r: lifecycle.set_paused(r, paused)) or record
+
+    def pause_label(self, label: str, paused: bool) -> dict[str, object]:
+        self.router.set_paused(label, paused)
+        log.info("label %s", "paused" if paused else "resumed", extra={"label": label})
+        return {"label": label, "paused": paused}
+
+    def forget(self, task_id: str) -> TaskRecord:
+        """Delete a finished task's record, log, snapshot and upload (its outputs stay): the
+        bytes it kept stop counting against its submitter's quota.
+
+        Raises:
+            TaskNotFound; TaskStateConflict while it is pending, running or retrying.
+        """
+        record = self.records.latest(task_id)
+        if not record.status.is_final:
+            raise TaskStateConflict(f"task {task_id} is {record.status.value}: cancel it "
+                                    f"first, then forget it")  # fmt: skip
+        if self.forget_files is not None:
+            self.forget_files(record)  # a retry can no longer revive it: it is final and gone
+        log.info("task forgotten", extra={"task_id": task_id})
+        return record
