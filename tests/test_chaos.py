@@ -69,7 +69,7 @@ FRAME_JOURNAL_SCRIPT = """import os, time, bpy
 def journal(event):
     def write(scene, *_):
         path = scene.render.frame_path()
-        line = f"{{time.time():.6f}} {{scene.frame_current}} {{path}} {{event}}\n"
+        line = f"{{time.time():.6f}} {{scene.frame_current}} {{path}} {{event}}\\n"
         fd = os.open({journal!r}, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         os.write(fd, line.encode()); os.fsync(fd); os.close(fd)
     return write
