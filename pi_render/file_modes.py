@@ -3,6 +3,7 @@ records, queues, snapshots, logs and the audit log are the daemon's alone; other
 through it to the output folders the daemon made for them (`output/<task id>`)."""
 
 import logging
+import os
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -20,6 +21,11 @@ def make_private(data_dir: Path) -> None:
     uploads = data_dir / "uploads"  # each upload's folder is its uploader's: pass, never list
     uploads.mkdir(exist_ok=True)
     uploads.chmod(0o711)
+    output = data_dir / "output"  # the default outputs' parent: the daemon's; output/<id> theirs
+    output.mkdir(exist_ok=True)
+    if output.stat().st_uid != os.getuid():  # given to a submitter by an older version
+        os.chown(output, os.getuid(), os.getgid())
+    output.chmod(0o711)
     for folder in (data_dir, data_dir / "queues"):
         for path in folder.iterdir():
             if path.is_file() and not path.is_symlink():

@@ -30,16 +30,15 @@ def record_bytes(record: TaskRecord) -> int:
 class Quotas:
     """Counts a uid's bytes when asked (nothing cached: a forget or a prune frees them at once)."""
 
-    def __init__(self, bytes_of_uid: Callable[[int], int], is_task: Callable[[str], bool],
-                 uploads_dir: Path, limit: int | None) -> None:  # fmt: skip
-        self.bytes_of_uid, self.is_task = bytes_of_uid, is_task
-        self.uploads_dir, self.limit = uploads_dir, limit
+    def __init__(self, bytes_of_uid: Callable[[int], int], uploads_dir: Path,
+                 limit: int | None) -> None:  # fmt: skip
+        self.bytes_of_uid, self.uploads_dir, self.limit = bytes_of_uid, uploads_dir, limit
 
     def applies(self, uid: int | None) -> bool:
         return self.limit is not None and uid is not None and uid not in (0, os.getuid())
 
     def usage(self, uid: int) -> int:
-        """Bytes of `uid`'s records and snapshots plus its uploads that were never run."""
+        """Bytes of `uid`'s records and snapshots plus its uploads not yet run."""
         return self.bytes_of_uid(uid) + self._upload_bytes(uid)
 
     def check(self, uid: int | None, adding: int) -> None:
@@ -55,7 +54,8 @@ class Quotas:
             )
 
     def _upload_bytes(self, uid: int) -> int:
-        """Upload folders owned by `uid` whose task was never run (a run one is in a snapshot)."""
+        """Upload folders owned by `uid`, all they hold (bytes on disk, subfolders too); a folder
+        is removed once its task has taken its snapshot, so nothing is counted twice."""
         total = 0
         try:
             entries = list(os.scandir(self.uploads_dir))
@@ -64,10 +64,24 @@ class Quotas:
         for entry in entries:
             try:
                 info = entry.stat(follow_symlinks=False)
-                if info.st_uid != uid or not stat.S_ISDIR(info.st_mode) or self.is_task(entry.name):
-                    continue
-                size = sum(f.stat(follow_symlinks=False).st_size for f in os.scandir(entry.path))
             except OSError:
                 continue  # gone meanwhile
-            total += max(size, UPLOAD_FOLDER_BYTES)
+            if info.st_uid == uid and stat.S_ISDIR(info.st_mode):
+                total += max(_bytes_under(entry.path), UPLOAD_FOLDER_BYTES)
         return total
+
+
+def _bytes_under(folder: str, max_entries: int = 100_000) -> int:
+    """Bytes on disk under `folder` (a sparse file counts what it takes); past `max_entries`
+    entries the folder counts as huge: it is its owner's to empty."""
+    total, seen = 0, 0
+    for path, folders, files in os.walk(folder):
+        for name in [*folders, *files]:
+            seen += 1
+            if seen > max_entries:
+                return 1 << 62
+            try:
+                total += os.lstat(os.path.join(path, name)).st_blocks * 512
+            except OSError:
+                continue
+    return total

@@ -91,3 +91,24 @@ def test_a_slow_snapshot_never_holds_back_anyone_elses_submit(
         gate.touch()
         slow.join(60)
     assert len(answers) == 1  # and that one went through too
+
+
+def test_tasks_the_daemon_made_itself_are_controlled_by_admins_only(
+    make_daemon: Callable[..., DaemonProcess],
+) -> None:
+    cron = '[[cron]]\nname = "tick"\nschedule = "* * * * * *"\ntask = "noop"\n'
+    daemon = make_daemon(CONFIG + cron).start()
+    open_socket_to_nobody(daemon)
+
+    def cron_task() -> str | None:
+        made = [r for r in daemon.client.list(limit=50) if (r.origin or "").startswith("cron:")]
+        return made[0].id if made and made[0].status.is_final else None
+
+    wait_until(lambda: cron_task() is not None, what="a cron task to run")
+    task_id = cron_task()
+    assert daemon.client.get(str(task_id)).submitted_by is None  # nobody's: the daemon's own
+    code, refusal = as_nobody(daemon, "DELETE", f"/tasks/{task_id}")
+    assert code == 403 and "admin" in str(refusal["message"]), refusal
+    code, _ = as_nobody(daemon, "POST", f"/tasks/{task_id}/retry")
+    assert code == 403
+    assert daemon.client.forget(str(task_id)).id == task_id  # an admin may

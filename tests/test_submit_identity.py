@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from blender_env import blender_or_skip
 from conftest import DaemonProcess
 from test_access import NOBODY, as_nobody, open_socket_to_nobody
 
@@ -367,3 +368,38 @@ def test_a_refusal_never_tells_where_a_link_leads_in_folders_the_submitter_canno
     assert code == 403 and "codename" not in str(refusal), refusal
     with pytest.raises(Exception, match="codename"):  # root is told, to debug its own links
         daemon.client.render({"source": str(link)})
+
+
+RENAME_TO_SAVED_LINE = """import bpy, sys
+out, target = sys.argv[sys.argv.index("--") + 1:][:2]
+obj = next(o for o in bpy.data.objects if o.type == "MESH")
+obj.name = f"Saved: '{target}'"  # Blender prints object names in its log while it renders
+bpy.ops.wm.save_as_mainfile(filepath=out)
+"""
+
+
+def test_a_saved_line_in_blenders_log_never_takes_a_file_from_elsewhere(
+    make_daemon: Callable[..., DaemonProcess], scenes: dict[str, Path], shared: Path
+) -> None:
+    victim_dir = shared / "victim"  # root's alone
+    victim_dir.mkdir(mode=0o700)
+    victim = victim_dir / "frame_0001.png"
+    secret = b"\x89PNG\r\n\x1a\n" + b"\0\0\0\rIHDR" + b"\0" * 13 + b"SECRET-OF-ROOT"
+    victim.write_bytes(secret)
+    victim.chmod(0o600)
+    script, evil = shared / "rename.py", shared / "evil.blend"
+    script.write_text(RENAME_TO_SAVED_LINE)
+    subprocess.run([str(blender_or_skip()), "-b", str(scenes["tiny"]), "--python", str(script),
+                    "--", str(evil), str(victim)], check=True, capture_output=True,
+                   timeout=300)  # fmt: skip
+    evil.chmod(0o644)
+    daemon = make_daemon(CONFIG).start()
+    open_socket_to_nobody(daemon)
+    code, body = as_nobody(daemon, "POST", "/render-tasks",
+                           {"source": str(evil), "start_frame": 1, "end_frame": 1})  # fmt: skip
+    assert code == 201, body
+    done = daemon.client.wait(str(body["id"]), 300)
+    assert victim.read_bytes() == secret and victim.stat().st_uid == 0  # still root's, in place
+    assert "Saved: '" in daemon.client.log(done.id)[0]  # the line was there to be believed
+    for frame in (done.result or {}).get("frames", []):
+        assert b"SECRET-OF-ROOT" not in Path(frame["path"]).read_bytes()

@@ -18,6 +18,7 @@ from pi_render.identity import groups_of
 log = logging.getLogger(__name__)
 
 Role = Literal["admin", "submitter", "viewer"]
+NO_SUCH_TASK = -1  # what `owner_of` answers for a task id nobody has
 RANK = {"viewer": 1, "submitter": 2, "admin": 3}
 
 
@@ -178,7 +179,7 @@ class AccessControl:
             if role == "submitter" and task_id is not None:
                 from starlette.concurrency import run_in_threadpool
 
-                if await run_in_threadpool(self.owner_of, task_id) in (uid, None):
+                if await run_in_threadpool(self.owner_of, task_id) in (uid, NO_SUCH_TASK):
                     need = "submitter"  # their own task (or no such task: the route says 404)
         allowed = role is not None and RANK[role] >= RANK[need]
         changing = method not in ("GET", "HEAD")

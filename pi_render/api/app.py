@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from pi_render import __version__
-from pi_render.api.access import AccessControl, AccessPolicy, AuditLog
+from pi_render.api.access import NO_SUCH_TASK, AccessControl, AccessPolicy, AuditLog
 from pi_render.api.limits import BodyLimit
 from pi_render.api.waiters import FinalStateWaiters
 from pi_render.controls import Requirements
@@ -141,10 +141,12 @@ def create_app(
     if access is not None:
 
         def owner_of(task_id: str) -> int | None:
+            """The submitter's uid; NO_SUCH_TASK (the route says 404); None: the daemon's own
+            (cron, the watch folder), which only admins control."""
             try:
                 who = service.get(task_id).submitted_by
             except PiRenderError:
-                return None
+                return NO_SUCH_TASK
             return who["uid"] if who else None
 
         app.add_middleware(AccessControl, policy=access[0], audit=access[1], owner_of=owner_of)

@@ -6,6 +6,7 @@ import hashlib
 import os
 import re
 import shutil
+import stat
 import struct
 from pathlib import Path
 
@@ -41,7 +42,10 @@ def frame_number(path: Path) -> int | None:
 def check_image(path: Path) -> tuple[int, int] | None:
     """Raise InvalidOutput unless `path` is a plausible image; PNG's size is returned."""
     try:
-        with open(path, "rb") as handle:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise InvalidOutput(f"{path.name} is not a regular file")
             head = handle.read(32)
     except OSError as exc:
         raise InvalidOutput(f"{path.name}: cannot read ({exc.strerror})") from None
@@ -97,14 +101,19 @@ def _walk_down(path: Path, owner: int | None) -> int:
     flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
     fd = os.open("/", flags)
     try:
-        for part in path.parts[1:]:
+        parts = path.parts[1:]
+        for index, part in enumerate(parts):
             try:
                 step = os.open(part, flags, dir_fd=fd)
             except FileNotFoundError:
-                os.mkdir(part, 0o755, dir_fd=fd)
+                os.mkdir(part, 0o700, dir_fd=fd)
                 step = os.open(part, flags, dir_fd=fd)
-                os.fchmod(step, FOLDER_MODE)  # whatever the umask (the unit's is 0077)
-                if owner is not None:  # the folder made for them is theirs (and its frames)
+                theirs = owner is not None and index == len(parts) - 1
+                # whatever the umask (the unit's is 0077): the folders on the way stay the
+                # daemon's (a shared `output` folder must not become the first submitter's);
+                # the last is theirs alone, or readable where the daemon cannot give it to them
+                os.fchmod(step, 0o700 if theirs else FOLDER_MODE)
+                if theirs and owner is not None:
                     os.fchown(step, owner, -1)
             os.close(fd)
             fd = step
@@ -154,7 +163,11 @@ def _copy_across(path: Path, fd: int, name: str) -> None:
     """Copy, fsync, rename; a copy cut short (a full disk) leaves no partial file behind."""
     temp = f".{name}.partial"
     try:
-        out = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
+        try:
+            os.unlink(temp, dir_fd=fd)  # whatever is there (a planted link) goes first
+        except FileNotFoundError:
+            pass
+        out = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                       FRAME_MODE, dir_fd=fd)  # fmt: skip
         os.fchmod(out, FRAME_MODE)
         with open(path, "rb") as source, os.fdopen(out, "wb") as target:

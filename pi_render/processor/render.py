@@ -4,6 +4,7 @@ each one as Blender saves it, with live progress and a log kept per task."""
 import logging
 import os
 import shutil
+import stat
 import time
 from pathlib import Path
 from typing import Any
@@ -162,7 +163,7 @@ class RenderProcessor(Processor[RenderArgs, RenderResult]):
 
         def land(path: Path) -> None:
             frame = frame_number(path)
-            if video or frame is None or frame in done or not path.exists():
+            if video or frame is None or frame in done or not _own_frame(path, partial):
                 return
             output = place(path, folder, frame)
             env.frames.record(ctx.task_id, output)  # durable before anyone is told
@@ -199,3 +200,17 @@ class RenderProcessor(Processor[RenderArgs, RenderResult]):
                 env.frames.record(ctx.task_id, output)
             else:
                 land(path)
+
+
+def _own_frame(path: Path, partial: Path) -> bool:
+    """Is `path` a regular file Blender wrote right in `partial`? A `Saved:` line is only text in
+    Blender's log, which a .blend can put there too (an object named "Saved: '/etc/…'"): a path
+    anywhere else, a link or a folder is never taken."""
+    if path.parent != partial or path.name in ("", ".", ".."):
+        if path.parent != partial:
+            log.warning("ignored a Saved: line outside the partial folder: %s", path)
+        return False
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False

@@ -14,6 +14,7 @@ from pi_render.controls import (
     limit_key,
     missing,
 )
+from pi_render.identity import Caller
 from pi_render.manifest.records import TaskRecordManifest
 from pi_render.quotas import Quotas, record_bytes
 from pi_render.service.controls import SubmitControls
@@ -28,8 +29,20 @@ class Admission:
         self.records, self.controls, self.uploads_dir = records, controls, uploads_dir
 
     def quotas(self) -> Quotas:
-        return Quotas(self.records.bytes_of_uid, lambda i: self.records.find(i) is not None,
-                      self.uploads_dir, self.controls().quota_bytes_per_uid)  # fmt: skip
+        return Quotas(self.records.bytes_of_uid, self.uploads_dir,
+                      self.controls().quota_bytes_per_uid)  # fmt: skip
+
+    def room_of(self, caller: Caller | None) -> int:
+        """Bytes `caller` may still add before their quota (a snapshot copies no more)."""
+        quotas = self.quotas()
+        if caller is None or not quotas.applies(caller.uid) or quotas.limit is None:
+            return 1 << 62
+        return max(0, quotas.limit - quotas.usage(caller.uid))
+
+    def check_room_of(self, caller: Caller | None) -> None:
+        """Refuse before any copy when `caller` has no room left (QuotaExceeded)."""
+        if caller is not None and self.room_of(caller) <= 0:
+            self.quotas().check(caller.uid, 1)
 
     def counted(self, prepared: list[TaskRecord]) -> bool:
         """Would a limit, a dedup, a per-uid cap or a quota count these (so the next submitter

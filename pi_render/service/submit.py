@@ -101,13 +101,15 @@ class Submitter:
         """Parse and prepare (snapshot) each request as `caller`; no lock is held. On failure
         nothing is left behind and the error names the request of a batch."""
         prepared: list[TaskRecord] = []
+        self.admission.check_room_of(caller)  # before copying anything for them
         for index, (type_name, args, priority, label) in enumerate(requests):
+            this_id = task_id or self.ids.new()
             try:
-                record = self._new_record(type_name, args, priority, label, task_id, caller)
+                record = self._new_record(type_name, args, priority, label, this_id, caller)
                 prepared.append(record.model_copy(update=fields) if fields else record)
             except Exception as exc:  # anything: leave no snapshot behind, then say why
-                for made in prepared:
-                    shutil.rmtree(self.spool_dir / made.id, ignore_errors=True)
+                for made in [*(r.id for r in prepared), this_id]:
+                    shutil.rmtree(self.spool_dir / made, ignore_errors=True)
                 if isinstance(exc, PiRenderError) and len(requests) > 1:
                     exc.args = (f"task {index}: {exc}",)
                 raise
@@ -134,7 +136,7 @@ class Submitter:
         return answers
 
     def _new_record(self, type_name: str, args: Any, priority: Priority, label: str | None,
-                    task_id: str | None, caller: Caller | None) -> TaskRecord:  # fmt: skip
+                    task_id: str, caller: Caller | None) -> TaskRecord:  # fmt: skip
         cls = task_type(type_name)
         controls = self.controls()
         size = len(json.dumps(args, default=str))
@@ -145,11 +147,11 @@ class Submitter:
         parsed = cls.parse_args(args)
         label = label or cls.default_label
         self.router.queue_for(label)  # refuse before writing anything
-        task_id = task_id or self.ids.new()
+        snapshot_cap = min(controls.max_snapshot_bytes, self.admission.room_of(caller))
         context = SubmitContext(
             task_id, self.spool_dir / task_id, self.output_root, *controls.roots,
             caller.reader if caller else None, store=self.store_dir,
-            allow_missing=controls.allow_missing, max_snapshot_bytes=controls.max_snapshot_bytes,
+            allow_missing=controls.allow_missing, max_snapshot_bytes=snapshot_cap,
             sandboxed=controls.sandboxed, min_free_bytes=controls.min_free_bytes,
             upload=self.uploads_dir / task_id,
         )  # fmt: skip

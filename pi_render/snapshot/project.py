@@ -96,7 +96,8 @@ def take_snapshot(
     needed = sum(d.size or 0 for d in trace.usable)
     if needed > max_bytes:
         raise SnapshotFailed(f"{source} needs {needed:,} bytes of files, more than the "
-                             f"{max_bytes:,} a snapshot may hold (max_snapshot_bytes)")  # fmt: skip
+                             f"{max_bytes:,} a snapshot may hold (max_snapshot_bytes, or "
+                             "what is left of your quota)")  # fmt: skip
     free = shutil.disk_usage(spool.parent).free
     if needed > free:
         raise DiskFull(f"{source} needs {needed:,} bytes of files; the data disk has "
