@@ -90,7 +90,10 @@ class Settings(BaseModel):
         "finished tasks included (root and the daemon's user exempt; none: no quota)",
     )
     max_queued_per_uid: int | None = Field(
-        None, ge=1, description="waiting+running tasks one uid may have (root is exempt)"
+        None,
+        ge=1,
+        description="waiting+running tasks one uid may have (root and the "
+        "daemon's user are exempt)",
     )
     blender_env_keep: list[str] = Field(
         default_factory=lambda: ["PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR",
