@@ -39,11 +39,6 @@ class Admission:
             return 1 << 62
         return max(0, quotas.limit - quotas.usage(caller.uid))
 
-    def check_room_of(self, caller: Caller | None) -> None:
-        """Refuse before any copy when `caller` has no room left (QuotaExceeded)."""
-        if caller is not None and self.room_of(caller) <= 0:
-            self.quotas().check(caller.uid, 1)
-
     def counted(self, prepared: list[TaskRecord]) -> bool:
         """Would a limit, a dedup, a per-uid cap or a quota count these (so the next submitter
         must wait until they are written)?"""

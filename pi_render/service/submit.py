@@ -101,11 +101,13 @@ class Submitter:
         """Parse and prepare (snapshot) each request as `caller`; no lock is held. On failure
         nothing is left behind and the error names the request of a batch."""
         prepared: list[TaskRecord] = []
-        self.admission.check_room_of(caller)  # before copying anything for them
+        room = self.admission.room_of(caller)  # summed once: what their snapshots may copy
+        if room <= 0 and caller is not None:
+            self.admission.quotas().check(caller.uid, 1)  # refused before any copy
         for index, (type_name, args, priority, label) in enumerate(requests):
             this_id = task_id or self.ids.new()
             try:
-                record = self._new_record(type_name, args, priority, label, this_id, caller)
+                record = self._new_record(type_name, args, priority, label, this_id, caller, room)
                 prepared.append(record.model_copy(update=fields) if fields else record)
             except Exception as exc:  # anything: leave no snapshot behind, then say why
                 for made in [*(r.id for r in prepared), this_id]:
@@ -136,7 +138,7 @@ class Submitter:
         return answers
 
     def _new_record(self, type_name: str, args: Any, priority: Priority, label: str | None,
-                    task_id: str, caller: Caller | None) -> TaskRecord:  # fmt: skip
+                    task_id: str, caller: Caller | None, room: int) -> TaskRecord:  # fmt: skip
         cls = task_type(type_name)
         controls = self.controls()
         size = len(json.dumps(args, default=str))
@@ -147,7 +149,7 @@ class Submitter:
         parsed = cls.parse_args(args)
         label = label or cls.default_label
         self.router.queue_for(label)  # refuse before writing anything
-        snapshot_cap = min(controls.max_snapshot_bytes, self.admission.room_of(caller))
+        snapshot_cap = min(controls.max_snapshot_bytes, room)
         context = SubmitContext(
             task_id, self.spool_dir / task_id, self.output_root, *controls.roots,
             caller.reader if caller else None, store=self.store_dir,
