@@ -46,7 +46,7 @@ from pi_render.workers.cron_worker import BuiltinJob, CronStore, CronWorker
 from pi_render.workers.failed_task_worker import FailedTaskWorker
 from pi_render.workers.periodic import (
     WatchFolder,
-    forget_task,
+    forget_files,
     maintain_queues,
     prune_old_records,
 )
@@ -199,7 +199,7 @@ class Daemon:
         self.workflow_runs.prune(cutoff, lambda task_id: self.records.find(task_id) is not None)
 
     def _forget_files(self, record: TaskRecord) -> None:
-        forget_task(self.records, self.settings, record, self._forgetters())
+        forget_files(self.settings, record, self._forgetters())
 
     def _forgetters(self) -> list[Callable[[str], None]]:
         """What the other stores keep of a task, dropped when it is forgotten or pruned."""

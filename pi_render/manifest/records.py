@@ -196,6 +196,21 @@ class TaskRecordManifest:
             self._store.delete(task_id)
         self._store.commit()
 
+    def delete_if(self, task_id: str, keep: Change) -> TaskRecord:
+        """Delete the record unless `keep` (given the newest version) raises: a check and a delete
+        no change can come between. Returns what was deleted.
+
+        Raises:
+            TaskNotFound; whatever `keep` raises (then nothing is deleted).
+        """
+        with self.lock:
+            record = self.latest(task_id)
+            keep(record)
+            self._recent.pop(task_id, None)
+            self._store.delete(task_id)
+        self._store.commit()
+        return record
+
     def finished_before(self, when: str, limit: int = 1000) -> list[TaskRecord]:
         """Final records that finished before `when` (ISO time), oldest first."""
         rows = self._store.query(

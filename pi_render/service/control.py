@@ -114,11 +114,18 @@ class TaskControl:
         Raises:
             TaskNotFound; TaskStateConflict while it is pending, running or retrying.
         """
-        record = self.records.latest(task_id)
-        if not record.status.is_final:
-            raise TaskStateConflict(f"task {task_id} is {record.status.value}: cancel it "
-                                    f"first, then forget it")  # fmt: skip
+
+        def only_final(record: TaskRecord) -> None:
+            if not record.status.is_final:
+                raise TaskStateConflict(f"task {task_id} is {record.status.value}: cancel it "
+                                        f"first, then forget it")  # fmt: skip
+            return None
+
+        # the record goes first, checked and deleted as one step (a retry cannot revive it in
+        # between); what it left beside it after (a crash there leaves files that retention's
+        # sweep of folders without a record removes)
+        record = self.records.delete_if(task_id, only_final)
         if self.forget_files is not None:
-            self.forget_files(record)  # a retry can no longer revive it: it is final and gone
+            self.forget_files(record)
         log.info("task forgotten", extra={"task_id": task_id})
         return record

@@ -52,6 +52,14 @@ def forget_task(records: TaskRecordManifest, settings: Settings, record: TaskRec
                 forget: list[Callable[[str], None]], outputs: bool = False) -> None:  # fmt: skip
     """Delete a finished task's log, spool, upload, what the other stores keep of it, and then its
     record (last: a crash halfway leaves a record whose forget can run again)."""
+    forget_files(settings, record, forget, outputs)
+    records.delete(record.id)
+
+
+def forget_files(settings: Settings, record: TaskRecord, forget: list[Callable[[str], None]],
+                 outputs: bool = False) -> None:  # fmt: skip
+    """What a task left beside its record: log, spool, upload, the other stores' entries (and its
+    outputs when asked). Safe to repeat."""
     (settings.data_dir / "logs" / f"{record.id}.log").unlink(missing_ok=True)
     shutil.rmtree(settings.spool_dir / record.id, ignore_errors=True)
     shutil.rmtree(settings.data_dir / "uploads" / record.id, ignore_errors=True)
@@ -59,7 +67,6 @@ def forget_task(records: TaskRecordManifest, settings: Settings, record: TaskRec
         _delete_outputs(record.result)
     for drop in forget:
         drop(record.id)
-    records.delete(record.id)
 
 
 class WatchFolder:
