@@ -1,7 +1,6 @@
 """HTTP/JSON routes over the task service; every error is JSON a person can act on."""
 
 import errno
-import sqlite3
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -19,7 +18,6 @@ from pi_render.controls import Requirements
 from pi_render.errors import PiRenderError
 from pi_render.identity import Caller
 from pi_render.manifest.failed import FailedTask
-from pi_render.manifest.writer import is_disk_full
 from pi_render.service import TaskService
 from pi_render.task.base import task_types
 from pi_render.task.record import Priority, TaskRecord, TaskStatus
@@ -164,12 +162,6 @@ def create_app(
         if exc.errno == errno.ENOSPC:
             return _error(507, "DiskFull", "the disk is full; nothing was changed")
         return _error(500, type(exc).__name__, f"the daemon could not do that: {exc}")
-
-    @app.exception_handler(sqlite3.OperationalError)
-    async def _sqlite_error(request: Request, exc: sqlite3.OperationalError) -> JSONResponse:
-        if is_disk_full(exc):
-            return _error(507, "DiskFull", "the data disk is full; free some space")
-        return _error(503, "StorageError", f"storage is busy or failing: {exc}; try again")
 
     @app.exception_handler(RequestValidationError)
     async def _bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlitedict import SqliteDict
 
-from pi_render.manifest.writer import TicketedWriter
+from pi_render.manifest.writer import TicketedWriter, translated
 from pi_render.task import codec
 
 
@@ -27,6 +27,7 @@ def _encode(value: object) -> str:
 class DurableJsonTable:
     """One sqlitedict table of JSON values, synchronous=FULL, with a read-only side connection."""
 
+    @translated
     def __init__(self, path: Path, table: str) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.table = table
@@ -67,15 +68,18 @@ class DurableJsonTable:
         rows = self.query(f"SELECT value FROM {self.table} WHERE key = ?", (key,))
         return str(rows[0][0]) if rows else None
 
+    @translated
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         with self._reader_lock:
             return self._reader.execute(sql, params).fetchall()
 
+    @translated
     def execute_ddl(self, sql: str) -> None:
         with self._reader_lock:
             self._reader.execute(sql)
             self._reader.commit()
 
+    @translated
     def synchronous(self) -> int:
         """The writer connection's `PRAGMA synchronous` (2 = FULL)."""
         row = self._writer.select_one("PRAGMA synchronous")

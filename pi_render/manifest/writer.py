@@ -11,11 +11,14 @@ COMMIT was on its way), the COMMIT counts as failed: a writer may hear "lost" of
 on disk, never "durable" of one that is not.
 """
 
+import errno
+import functools
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from queue import Queue
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from sqlitedict import _RESPONSE_NO_MORE
 
@@ -23,14 +26,45 @@ from pi_render.errors import DiskFull, StorageError
 
 
 def is_disk_full(exc: BaseException) -> bool:
-    """SQLite says SQLITE_FULL as "database or disk is full"; our own DiskFull says "full" too."""
-    return isinstance(exc, DiskFull) or "full" in str(exc)
+    """By its code: SQLITE_FULL (and its extended codes), ENOSPC, or our own DiskFull. The text
+    is a last resort for errors that lost their code on the way (sqlitedict re-raises some)."""
+    if isinstance(exc, DiskFull):
+        return True
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return bool(code & 0xFF == sqlite3.SQLITE_FULL)
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    return "database or disk is full" in str(exc)
 
 
 def storage_error(exc: BaseException) -> StorageError:
     if is_disk_full(exc):
         return DiskFull(f"the data disk is full ({exc}): free some space; that write was undone")
     return StorageError(f"the data store could not write ({exc}); that write was undone")
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@contextmanager
+def sqlite_errors_translated() -> Iterator[None]:
+    """The backends' promise: above them only StorageError (and DiskFull) is ever seen."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise storage_error(exc) from exc
+
+
+def translated(method: F) -> F:
+    """`sqlite_errors_translated` around a whole backend method."""
+
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with sqlite_errors_translated():
+            return method(*args, **kwargs)
+
+    return cast(F, wrapper)
 
 
 class LostTickets:

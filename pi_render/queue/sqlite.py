@@ -19,6 +19,7 @@ from typing import Any
 import persistqueue
 import persistqueue.serializers.json
 
+from pi_render.manifest.writer import translated
 from pi_render.queue.base import QueueItem
 from pi_render.task.record import Priority
 
@@ -41,6 +42,7 @@ class NormalSyncAckQueue(persistqueue.SQLiteAckQueue):
 class SqliteTaskQueue:
     """A label's durable queue; only one process may open it (the daemon's flock guards that)."""
 
+    @translated
     def __init__(self, path: Path, prune_every: int = 500) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
@@ -70,12 +72,14 @@ class SqliteTaskQueue:
                     self._waiting[row["data"]["id"]] = (lane, row["id"])
         self._prune()
 
+    @translated
     def put(self, task_id: str, priority: Priority) -> None:
         with self._cond:
             row_id = self._lanes[priority].put({"id": task_id})
             self._waiting[task_id] = (priority, int(row_id))
             self._cond.notify()
 
+    @translated
     def get(self, timeout: float | None = None) -> QueueItem | None:
         """The next item, high lane first; None when closed, woken by `wake_all`, or timed out."""
         with self._cond:
@@ -103,6 +107,7 @@ class SqliteTaskQueue:
                 return QueueItem(task_id=task_id, priority=lane, row_id=row_id)
         return None
 
+    @translated
     def ack(self, item: QueueItem) -> None:
         with self._cond:
             self._lanes[item.priority].ack(id=item.row_id)
@@ -111,6 +116,7 @@ class SqliteTaskQueue:
             if self._acks_since_prune >= self._prune_every:
                 self._prune()
 
+    @translated
     def nack(self, item: QueueItem) -> None:
         """Give the item back: it is delivered again, in its original place."""
         with self._cond:
@@ -119,6 +125,7 @@ class SqliteTaskQueue:
             self._waiting[item.task_id] = (item.priority, item.row_id)
             self._cond.notify()
 
+    @translated
     def remove(self, task_id: str) -> bool:
         """Take a waiting task out of the queue; False if it is not waiting (taken or unknown)."""
         with self._cond:
@@ -138,6 +145,7 @@ class SqliteTaskQueue:
         with self._cond:
             return task_id in self._waiting
 
+    @translated
     def depth(self) -> dict[str, int]:
         with self._cond:
             waiting = {lane.value: self._lanes[lane].qsize() for lane in LANES}
@@ -166,6 +174,7 @@ class SqliteTaskQueue:
         self._acks_since_prune = 0
         log.debug("pruned acked rows", extra={"queue": str(self.path)})
 
+    @translated
     def maintain(self) -> None:
         """Prune acked rows and give the space back (VACUUM)."""
         with self._cond:

@@ -4,7 +4,6 @@ then admission and one durable write, one submit at a time; then the queue."""
 import json
 import logging
 import shutil
-import sqlite3
 import threading
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -79,7 +78,7 @@ class Submitter:
                 new = [answer.record for answer in answers if answer.created]
                 try:
                     self.records.create_many(new)
-                except (StorageError, sqlite3.Error) as exc:  # some may be on disk after all
+                except StorageError as exc:  # some may be on disk after all
                     raise self._withdraw(new, exc) from None
         except Exception:
             for record in prepared:
@@ -91,7 +90,7 @@ class Submitter:
                 continue  # waits for its parent
             try:
                 self.router.put(record)
-            except (StorageError, sqlite3.Error) as exc:
+            except StorageError as exc:
                 raise self._withdraw(new, exc) from None
             log.debug("task submitted", extra={"task_id": record.id, "type": record.type})
         return answers
@@ -194,7 +193,7 @@ class Submitter:
                     continue
                 self.running.request_stop(record.id, StopReason.CANCEL)  # if a worker took it
                 self.records.change(record.id, lambda r: lifecycle.cancel(r, now, reason))
-            except (PiRenderError, sqlite3.Error) as failure:
+            except PiRenderError as failure:
                 log.error("could not withdraw a task; it runs after the next start: %s", failure,
                           extra={"task_id": record.id})  # fmt: skip
         kind = DiskFull if is_disk_full(exc) else StorageError

@@ -1,7 +1,6 @@
 """LoopWorker: a thread body made of `run_once()` steps until told to stop."""
 
 import logging
-import sqlite3
 import threading
 from abc import ABC, abstractmethod
 
@@ -10,7 +9,7 @@ from pi_render.errors import StorageError
 log = logging.getLogger(__name__)
 
 STORAGE_RETRY_S = (0.2, 5.0)  # first and longest wait between tries of a write that failed
-STORAGE_ERRORS = (StorageError, sqlite3.Error)  # a full or failing data disk
+STORAGE_ERRORS = (StorageError,)  # a full or failing data disk (backends translate theirs)
 
 
 class LoopWorker(ABC):
