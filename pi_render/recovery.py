@@ -5,8 +5,8 @@ from typing import TYPE_CHECKING
 
 from pi_render.manifest.failed import FailedTaskManifest
 from pi_render.manifest.records import TaskRecordManifest
+from pi_render.queue.base import TaskQueue
 from pi_render.queue.router import Router
-from pi_render.queue.sqlite import SqliteTaskQueue
 from pi_render.task import lifecycle
 from pi_render.task.record import Priority, TaskStatus
 
@@ -27,7 +27,7 @@ def recover(
     records: TaskRecordManifest,
     router: Router,
     failed: FailedTaskManifest,
-    failed_queue: SqliteTaskQueue,
+    failed_queue: TaskQueue,
 ) -> None:
     """Running records resume as pending; pending records whose queue row never got written (or
     was lost in a power cut) are enqueued again, in order; retrying records that never reached

@@ -19,6 +19,7 @@ from pi_render.clock import FakeClock
 from pi_render.config import load_settings
 from pi_render.errors import DiskFull, TaskNotFound
 from pi_render.manifest.records import TaskRecordManifest
+from pi_render.manifest.writer import storage_error
 from pi_render.queue.router import Router
 from pi_render.service import TaskService
 from pi_render.task import lifecycle
@@ -274,10 +275,10 @@ def test_a_batch_whose_queue_row_is_refused_is_withdrawn_whole(tmp_path: Path) -
     queue = router.queue_for("default")
     real_put, puts = queue.put, []
 
-    def put_until_full(task_id: str, priority: Priority) -> None:
+    def put_until_full(task_id: str, priority: Priority, not_before: Any = None) -> None:
         puts.append(task_id)
-        if len(puts) == 2:
-            raise sqlite3.OperationalError("database or disk is full")
+        if len(puts) == 2:  # what the backend raises when SQLite says SQLITE_FULL
+            raise storage_error(sqlite3.OperationalError("database or disk is full"))
         real_put(task_id, priority)
 
     queue.put = put_until_full  # type: ignore[method-assign]

@@ -24,7 +24,7 @@ def test_fifo_with_high_lane_first(tmp_path: Path) -> None:
     queue.put("h1", Priority.HIGH)
     queue.put("n3", Priority.NORMAL)
     queue.put("h2", Priority.HIGH)
-    assert queue.depth() == {"high": 2, "normal": 3, "taken": 0}
+    assert queue.depth() == {"high": 2, "normal": 3, "delayed": 0, "taken": 0}
     assert drain(queue) == ["h1", "h2", "n1", "n2", "n3"]
 
 
@@ -59,7 +59,7 @@ def test_remove_takes_a_waiting_item_out_but_not_a_taken_one(tmp_path: Path) -> 
     assert queue.remove("a") is False
     assert queue.remove("b") is True
     assert queue.remove("b") is False
-    assert queue.depth() == {"high": 0, "normal": 0, "taken": 1}
+    assert queue.depth() == {"high": 0, "normal": 0, "delayed": 0, "taken": 1}
     queue.ack(taken)
     assert queue.get(timeout=0) is None
 

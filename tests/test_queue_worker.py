@@ -88,7 +88,7 @@ def test_outcome_is_written_then_acked(rig: Rig) -> None:
     done = rig.records.get(record.id)
     assert done.status is TaskStatus.COMPLETED and done.result == {"runs": 1}
     assert done.worker == "w-0" and done.attempts == 1
-    assert rig.queue.depth() == {"high": 0, "normal": 0, "taken": 0}
+    assert rig.queue.depth() == {"high": 0, "normal": 0, "delayed": 0, "taken": 0}
     assert not rig.queue.contains(record.id)
 
 

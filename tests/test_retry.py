@@ -147,7 +147,12 @@ def test_fails_twice_then_succeeds_even_with_a_crash_at_each_step(
     assert done.attempts == 3
     assert [e.message for e in done.errors] == ["disk hiccup", "disk hiccup"]
     assert rig.failed.all() == []  # nothing left waiting
-    assert rig.router.queues["default"].depth() == {"high": 0, "normal": 0, "taken": 0}
+    assert rig.router.queues["default"].depth() == {
+        "high": 0,
+        "normal": 0,
+        "delayed": 0,
+        "taken": 0,
+    }
 
 
 def test_a_retrying_task_shows_its_next_attempt(tmp_path: Path) -> None:

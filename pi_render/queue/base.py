@@ -1,37 +1,78 @@
-"""The queue contract the router and workers rely on, whatever stores the items."""
+"""The queue contract: what the router and the workers rely on, whatever stores the items. The
+SQLite backend (`queue/sqlite.py`) and the in-memory one (`queue/memory.py`) both pass the one
+contract suite (`tests/test_queue_contract.py`); a PostgreSQL backend will have to as well."""
 
 from dataclasses import dataclass
-from typing import Protocol
+from datetime import datetime
+from typing import Hashable, Protocol
 
 from pi_render.task.record import Priority
 
 
 @dataclass(frozen=True)
 class QueueItem:
-    """One delivery of a task: which task, from which priority lane, and the row to ack."""
+    """One delivery of a task: which task, from which priority lane, and a receipt that only the
+    queue that made it understands (ack, nack and extend take the delivery back whole)."""
 
     task_id: str
     priority: Priority
-    row_id: int
+    receipt: Hashable
+
+
+Delivery = QueueItem  # the contract's name for it
 
 
 class TaskQueue(Protocol):
-    """A durable FIFO per priority lane with ack; `get` blocks until `put` wakes it."""
+    """A durable queue of task ids, one lane per priority, delivered at least once.
 
-    def put(self, task_id: str, priority: Priority) -> None: ...
+    Guarantees every backend gives:
+    - **Durable when the call returns**: a `put` (or `ack`) that returned survives a killed
+      process; a delivery that was never acked is delivered again after a restart.
+    - **Order**: high before normal; within a lane, the order of `put` (a nacked delivery keeps
+      its place).
+    - **Delayed puts**: a put with `not_before` is not delivered before that (wall) time; it
+      waits durably until then (a retry is a delayed put).
+    - **Leases**: with a lease (`lease_s`), a delivery that is neither acked, nacked nor extended
+      within it is delivered again (to whichever worker asks): a dead worker on another host
+      loses nothing. Without one (None), a delivery is held until ack, nack or restart.
+    - **Paused** queues accept puts and deliver nothing until resumed.
+    - Errors: only StorageError (DiskFull when the disk is full); a failed call changed nothing.
+    """
 
-    def get(self, timeout: float | None = None) -> QueueItem | None: ...
+    def put(self, task_id: str, priority: Priority, not_before: datetime | None = None) -> None:
+        """Queue `task_id`; with `not_before`, not to be delivered before that time."""
 
-    def ack(self, item: QueueItem) -> None: ...
+    def get(self, timeout: float | None = None) -> QueueItem | None:
+        """The next due delivery, waiting up to `timeout` for one (a put wakes the wait); None
+        when none came, the queue is paused or closed, or `wake_all` was called."""
 
-    def nack(self, item: QueueItem) -> None: ...
+    def extend(self, item: QueueItem) -> None:
+        """Renew the delivery's lease (a worker does so with each heartbeat)."""
 
-    def remove(self, task_id: str) -> bool: ...
+    def ack(self, item: QueueItem) -> None:
+        """Done with: never delivered again."""
 
-    def contains(self, task_id: str) -> bool: ...
+    def nack(self, item: QueueItem) -> None:
+        """Given back: delivered again, in its original place."""
 
-    def depth(self) -> dict[str, int]: ...
+    def remove(self, task_id: str) -> bool:
+        """Take a waiting (or delayed) task out; False when none waits (taken, or unknown)."""
 
-    def wake_all(self) -> None: ...
+    def contains(self, task_id: str) -> bool:
+        """Whether the task waits here (delayed included; deliveries out do not count)."""
+
+    def depth(self) -> dict[str, int]:
+        """Waiting per lane, plus `delayed` and `taken` (delivered, not yet acked)."""
+
+    def set_paused(self, paused: bool) -> None: ...
+
+    @property
+    def paused(self) -> bool: ...
+
+    def maintain(self) -> None:
+        """Housekeeping (give space back); safe at any time."""
+
+    def wake_all(self) -> None:
+        """Wake every `get` that waits (each returns None): workers that are told to stop."""
 
     def close(self) -> None: ...

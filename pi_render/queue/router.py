@@ -2,24 +2,32 @@
 
 import json
 import os
+from collections.abc import Callable
 
 from pi_render.config import Settings
 from pi_render.errors import NoConsumer
-from pi_render.queue.sqlite import SqliteTaskQueue
+from pi_render.queue.base import TaskQueue
 from pi_render.task.record import TaskRecord
+
+QueueFactory = Callable[[str], TaskQueue]  # a label → its queue (the backend decides where)
+
+
+def sqlite_queues(settings: Settings) -> QueueFactory:
+    """The embedded default: one SQLite file per label under the data dir."""
+    from pi_render.queue.sqlite import SqliteTaskQueue
+
+    return lambda label: SqliteTaskQueue(settings.queue_dir / f"{label}.db",
+                                         prune_every=settings.prune_acked_every)  # fmt: skip
 
 
 class Router:
     """Owns the label queues; a label without configured workers gets no queue and no tasks."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, queue_factory: QueueFactory | None = None) -> None:
         self._paused_file = settings.data_dir / "paused-labels.json"
-        self.queues: dict[str, SqliteTaskQueue] = {
-            label: SqliteTaskQueue(
-                settings.queue_dir / f"{label}.db", prune_every=settings.prune_acked_every
-            )
-            for label, count in settings.workers.items()
-            if count > 0
+        make = queue_factory or sqlite_queues(settings)
+        self.queues: dict[str, TaskQueue] = {
+            label: make(label) for label, count in settings.workers.items() if count > 0
         }
         for label in self._load_paused():
             if label in self.queues:
@@ -40,7 +48,7 @@ class Router:
             return []
         return [str(label) for label in labels] if isinstance(labels, list) else []
 
-    def queue_for(self, label: str) -> SqliteTaskQueue:
+    def queue_for(self, label: str) -> TaskQueue:
         """Raises NoConsumer when no worker consumes that label."""
         try:
             return self.queues[label]
@@ -60,7 +68,7 @@ class Router:
         queue = self.locate(task_id)
         return queue is not None and queue.remove(task_id)
 
-    def locate(self, task_id: str) -> SqliteTaskQueue | None:
+    def locate(self, task_id: str) -> TaskQueue | None:
         for queue in self.queues.values():
             if queue.contains(task_id):
                 return queue

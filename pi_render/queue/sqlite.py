@@ -8,17 +8,24 @@ files run in WAL with `synchronous=NORMAL`: every commit survives a killed proce
 cut can lose only the newest commits, which the daemon rebuilds at start from the records
 (a pending record without a row is enqueued again; a lost ack redelivers a task whose record is
 final, which is acked without running). That halves the fsyncs on each task's path.
+
+Delayed puts wait in a third table (`delayed`) and move to their lane when due (put, then ack:
+a crash between delivers twice, which the contract allows). Leases are kept in memory: this
+file has one process, and a restart hands back every unacked delivery anyway.
 """
 
+import heapq
 import logging
 import sqlite3
 import threading
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import persistqueue
 import persistqueue.serializers.json
 
+from pi_render.clock import Clock, SystemClock
 from pi_render.manifest.writer import translated
 from pi_render.queue.base import QueueItem
 from pi_render.task.record import Priority
@@ -26,6 +33,7 @@ from pi_render.task.record import Priority
 log = logging.getLogger(__name__)
 
 LANES = (Priority.HIGH, Priority.NORMAL)  # the order in which lanes are served
+DELAYED = "delayed"
 
 
 class NormalSyncAckQueue(persistqueue.SQLiteAckQueue):
@@ -43,75 +51,147 @@ class SqliteTaskQueue:
     """A label's durable queue; only one process may open it (the daemon's flock guards that)."""
 
     @translated
-    def __init__(self, path: Path, prune_every: int = 500) -> None:
+    def __init__(self, path: Path, prune_every: int = 500, clock: Clock | None = None,
+                 lease_s: float | None = None) -> None:  # fmt: skip
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
+        self.path, self.clock, self.lease_s = path, clock or SystemClock(), lease_s
         self._prune_every = prune_every
         self._acks_since_prune = 0
         self._cond = threading.Condition()
         self._closed = False
         self.paused = False  # accepting, but not handing out
-        self._lanes: dict[Priority, Any] = {
-            lane: NormalSyncAckQueue(
+        self._lanes: dict[str, Any] = {
+            name: NormalSyncAckQueue(
                 str(path.parent),
-                name=lane.value,
+                name=name,
                 db_file_name=path.name,
                 multithreading=True,
                 auto_resume=True,  # unacked rows of a dead daemon become ready again, in order
                 serializer=persistqueue.serializers.json,
             )
-            for lane in LANES
+            for name in (*(lane.value for lane in LANES), DELAYED)
         }
-        # waiting rows by task id (cancel and reconciliation look here), and rows handed out
-        # but not yet acked: a task being retried can have one of each for a moment
+        # waiting rows by task id (cancel and reconciliation look here), rows handed out but not
+        # yet acked (with their lease's end), and delayed rows by due time
         self._waiting: dict[str, tuple[Priority, int]] = {}
-        self._taken: dict[tuple[Priority, int], str] = {}
-        for lane, queue in self._lanes.items():
-            for row in queue.queue():
+        self._taken: dict[tuple[Priority, int], tuple[str, float | None]] = {}
+        self._delayed: dict[str, tuple[float, int, Priority]] = {}
+        self._due: list[tuple[float, int, str]] = []  # heap of (due, row, task id)
+        for lane in LANES:
+            for row in self._lanes[lane.value].queue():
                 if int(row["status"]) < 5:  # not acked, not ack_failed
                     self._waiting[row["data"]["id"]] = (lane, row["id"])
+        for row in self._lanes[DELAYED].queue():
+            if int(row["status"]) < 5:
+                data = row["data"]
+                self._remember_delayed(data["id"], float(data["due"]), row["id"],
+                                       Priority(data["priority"]))  # fmt: skip
         self._prune()
 
     @translated
-    def put(self, task_id: str, priority: Priority) -> None:
+    def put(self, task_id: str, priority: Priority, not_before: datetime | None = None) -> None:
         with self._cond:
-            row_id = self._lanes[priority].put({"id": task_id})
-            self._waiting[task_id] = (priority, int(row_id))
+            due = not_before.timestamp() if not_before is not None else None
+            if due is not None and due > self.clock.now().timestamp():
+                data = {"id": task_id, "priority": priority.value, "due": due}
+                self._remember_delayed(task_id, due, int(self._lanes[DELAYED].put(data)), priority)
+            else:
+                row_id = self._lanes[priority.value].put({"id": task_id})
+                self._waiting[task_id] = (priority, int(row_id))
             self._cond.notify()
+
+    def _remember_delayed(self, task_id: str, due: float, row_id: int, lane: Priority) -> None:
+        self._delayed[task_id] = (due, row_id, lane)
+        heapq.heappush(self._due, (due, row_id, task_id))
 
     @translated
     def get(self, timeout: float | None = None) -> QueueItem | None:
-        """The next item, high lane first; None when closed, woken by `wake_all`, or timed out."""
+        """The next due item, high lane first; None when closed, woken by `wake_all`, or timed
+        out. A delayed item falling due within `timeout` ends the wait for it."""
         with self._cond:
             item = self._pop()
             if item is None and not self._closed:
-                self._cond.wait(timeout)
+                self._cond.wait(self._wait_for(timeout))
                 item = self._pop()
             return item
+
+    def _wait_for(self, timeout: float | None) -> float | None:
+        if not self._due:
+            return timeout
+        until_due = max(0.0, self._due[0][0] - self.clock.now().timestamp())
+        return until_due if timeout is None else min(timeout, until_due)
 
     def _pop(self) -> QueueItem | None:
         if self._closed or self.paused:
             return None
+        self._promote_due()
+        self._expire_leases()
         for lane in LANES:
-            if not self._lanes[lane].qsize():
+            queue = self._lanes[lane.value]
+            if not queue.qsize():
                 continue
             try:
-                row = self._lanes[lane].get(block=False, raw=True)
+                row = queue.get(block=False, raw=True)
             except persistqueue.Empty:
                 continue
             if row is not None:
                 task_id, row_id = row["data"]["id"], int(row["pqid"])
                 if self._waiting.get(task_id) == (lane, row_id):
                     del self._waiting[task_id]
-                self._taken[(lane, row_id)] = task_id
-                return QueueItem(task_id=task_id, priority=lane, row_id=row_id)
+                self._taken[(lane, row_id)] = (task_id, self._lease_end())
+                return QueueItem(task_id=task_id, priority=lane, receipt=(lane, row_id))
         return None
+
+    def _lease_end(self) -> float | None:
+        return None if self.lease_s is None else self.clock.monotonic() + self.lease_s
+
+    def _promote_due(self) -> None:
+        """Delayed rows whose time has come join their lane (put, then ack: at least once)."""
+        now = self.clock.now().timestamp()
+        while self._due and self._due[0][0] <= now:
+            due, row_id, task_id = heapq.heappop(self._due)
+            if self._delayed.get(task_id, (None, None))[1] != row_id:
+                continue  # removed, or put again later
+            _, _, lane = self._delayed.pop(task_id)
+            new_row = self._lanes[lane.value].put({"id": task_id})
+            self._waiting[task_id] = (lane, int(new_row))
+            self._drop_row(DELAYED, row_id)
+
+    def _expire_leases(self) -> None:
+        """Deliveries whose lease ran out are given back, in their place."""
+        now = self.clock.monotonic()
+        for (lane, row_id), (task_id, end) in list(self._taken.items()):
+            if end is not None and end <= now:
+                log.warning("a delivery's lease ran out; it is delivered again",
+                            extra={"task_id": task_id})  # fmt: skip
+                self._give_back(QueueItem(task_id, lane, (lane, row_id)))
+
+    def _drop_row(self, lane: str, row_id: int) -> None:
+        try:
+            self._lanes[lane].get(block=False, id=row_id)  # marks it taken, keeps counts right
+        except persistqueue.Empty:
+            return  # already pruned: nothing left to take
+        self._lanes[lane].ack(id=row_id)
+
+    @translated
+    def extend(self, item: QueueItem) -> None:
+        with self._cond:
+            key = self._key(item)
+            if key in self._taken:
+                self._taken[key] = (item.task_id, self._lease_end())
+
+    @staticmethod
+    def _key(item: QueueItem) -> tuple[Priority, int]:
+        lane, row_id = cast(tuple[Priority, int], item.receipt)  # ours: made by _pop
+        return Priority(lane), int(row_id)
 
     @translated
     def ack(self, item: QueueItem) -> None:
         with self._cond:
-            self._lanes[item.priority].ack(id=item.row_id)
-            self._taken.pop((item.priority, item.row_id), None)
+            lane, row_id = self._key(item)
+            if self._taken.pop((lane, row_id), None) is None:
+                return  # its lease ran out and it went back: the new delivery acks it
+            self._lanes[lane.value].ack(id=row_id)
             self._acks_since_prune += 1
             if self._acks_since_prune >= self._prune_every:
                 self._prune()
@@ -120,36 +200,40 @@ class SqliteTaskQueue:
     def nack(self, item: QueueItem) -> None:
         """Give the item back: it is delivered again, in its original place."""
         with self._cond:
-            self._lanes[item.priority].nack(id=item.row_id)
-            self._taken.pop((item.priority, item.row_id), None)
-            self._waiting[item.task_id] = (item.priority, item.row_id)
+            if self._key(item) in self._taken:
+                self._give_back(item)
             self._cond.notify()
+
+    def _give_back(self, item: QueueItem) -> None:
+        lane, row_id = self._key(item)
+        self._lanes[lane.value].nack(id=row_id)
+        self._taken.pop((lane, row_id), None)
+        self._waiting[item.task_id] = (lane, row_id)
 
     @translated
     def remove(self, task_id: str) -> bool:
-        """Take a waiting task out of the queue; False if it is not waiting (taken or unknown)."""
+        """Take a waiting (or delayed) task out; False if none waits (taken or unknown)."""
         with self._cond:
+            if task_id in self._delayed:
+                _, row_id, _ = self._delayed.pop(task_id)
+                self._drop_row(DELAYED, row_id)
+                return True
             if task_id not in self._waiting:
                 return False
             lane, row_id = self._waiting.pop(task_id)
-            try:
-                self._lanes[lane].get(block=False, id=row_id)  # marks it taken, keeps counts right
-            except persistqueue.Empty:
-                pass  # already pruned: nothing left to take
-            else:
-                self._lanes[lane].ack(id=row_id)
+            self._drop_row(lane.value, row_id)
             return True
 
     def contains(self, task_id: str) -> bool:
         """Whether the task has a row waiting (rows already handed out do not count)."""
         with self._cond:
-            return task_id in self._waiting
+            return task_id in self._waiting or task_id in self._delayed
 
     @translated
     def depth(self) -> dict[str, int]:
         with self._cond:
-            waiting = {lane.value: self._lanes[lane].qsize() for lane in LANES}
-            return {**waiting, "taken": len(self._taken)}
+            waiting = {lane.value: self._lanes[lane.value].qsize() for lane in LANES}
+            return {**waiting, "delayed": len(self._delayed), "taken": len(self._taken)}
 
     def set_paused(self, paused: bool) -> None:
         with self._cond:

@@ -11,8 +11,8 @@ from pi_render.clock import Clock
 from pi_render.errors import PiRenderError, TaskNotFound
 from pi_render.manifest.failed import FailedTask, FailedTaskManifest
 from pi_render.manifest.records import TaskRecordManifest
+from pi_render.queue.base import TaskQueue
 from pi_render.queue.router import Router
-from pi_render.queue.sqlite import SqliteTaskQueue
 from pi_render.task import lifecycle
 from pi_render.task.record import TaskStatus
 from pi_render.workers.base import STORAGE_ERRORS, LoopWorker
@@ -27,7 +27,7 @@ class FailedTaskWorker(LoopWorker):
 
     def __init__(
         self,
-        failed_queue: SqliteTaskQueue,
+        failed_queue: TaskQueue,
         manifest: FailedTaskManifest,
         records: TaskRecordManifest,
         router: Router,

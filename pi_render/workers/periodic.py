@@ -12,7 +12,7 @@ from pi_render.clock import Clock
 from pi_render.config import Settings
 from pi_render.errors import PiRenderError
 from pi_render.manifest.records import TaskRecordManifest
-from pi_render.queue.sqlite import SqliteTaskQueue
+from pi_render.queue.base import TaskQueue
 from pi_render.service import TaskService
 from pi_render.snapshot.store import ContentStore
 from pi_render.task.record import TaskRecord
@@ -20,7 +20,7 @@ from pi_render.task.record import TaskRecord
 log = logging.getLogger(__name__)
 
 
-def maintain_queues(queues: list[SqliteTaskQueue]) -> None:
+def maintain_queues(queues: list[TaskQueue]) -> None:
     for queue in queues:
         queue.maintain()
     log.info("queues maintained", extra={"queues": len(queues)})

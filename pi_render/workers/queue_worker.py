@@ -133,7 +133,7 @@ class QueueWorker(LoopWorker):
         started = self.clock.monotonic()
         limit = record.timeout_s or self.timeouts.get(record.type)
         watch = self._watch.watching(
-            lambda: self._beat(record.id),
+            lambda: self._beat(record.id, item),
             limit,
             lambda: ctx.request_stop(StopReason.TIMEOUT),
             ctx.paused_s,
@@ -185,7 +185,8 @@ class QueueWorker(LoopWorker):
             failed_queue = self.failed_queue
             self._durably(lambda: failed_queue.put(record.id, Priority.NORMAL))
 
-    def _beat(self, task_id: str) -> None:
+    def _beat(self, task_id: str, item: QueueItem) -> None:
+        self.queue.extend(item)  # first: the lease must not run out while the record is written
         self.records.change(task_id, lambda r: lifecycle.heartbeat(r, self.clock.now()))
 
     def _on_progress(
