@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from pi_render.errors import PiRenderError
-from pi_render.manifest.records import TaskRecordManifest
+from pi_render.manifest.contract import RecordStore
 from pi_render.task.record import TaskRecord, TaskStatus
 
 LIVE = (TaskStatus.PENDING, TaskStatus.RUNNING, TaskStatus.RETRYING)
@@ -71,7 +71,7 @@ def limit_key(limit: Limit, record: TaskRecord, content_key: str | None) -> str:
     return f"{limit.key}={record.args.get(limit.key)!r}"
 
 
-def check_limit(records: TaskRecordManifest, limit: Limit, record: TaskRecord, key: str,
+def check_limit(records: RecordStore, limit: Limit, record: TaskRecord, key: str,
                 batch: list[TaskRecord]) -> None:  # fmt: skip
     """Raises TaskLimitReached naming a blocking task (already there, or earlier in `batch`)."""
     live = [r for r in [*records.live_of_type(record.type, LIVE), *batch]
@@ -84,7 +84,7 @@ def check_limit(records: TaskRecordManifest, limit: Limit, record: TaskRecord, k
         )
 
 
-def find_duplicate(records: TaskRecordManifest, record: TaskRecord) -> TaskRecord | None:
+def find_duplicate(records: RecordStore, record: TaskRecord) -> TaskRecord | None:
     """A live or completed render of the same content and settings by the same submitter (one
     user is never answered with another's task, which they could not control)."""
     if record.content_key is None:

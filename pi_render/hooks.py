@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pi_render.clock import Clock
 from pi_render.errors import TaskNotFound
 from pi_render.manifest.base import DurableJsonTable
-from pi_render.manifest.records import TaskRecordManifest
+from pi_render.manifest.contract import RecordStore
 from pi_render.task.record import TaskRecord, TaskStatus
 from pi_render.workers.base import LoopWorker
 
@@ -133,7 +133,7 @@ class HookOutbox:
 class HookWorker(LoopWorker):
     """Delivers what the outbox owes, retrying with backoff; wakes on new entries."""
 
-    def __init__(self, outbox: HookOutbox, records: TaskRecordManifest, clock: Clock) -> None:
+    def __init__(self, outbox: HookOutbox, records: RecordStore, clock: Clock) -> None:
         super().__init__("hooks")
         self.outbox, self.records, self.clock = outbox, records, clock
 

@@ -3,8 +3,8 @@
 import logging
 from typing import TYPE_CHECKING
 
+from pi_render.manifest.contract import RecordStore
 from pi_render.manifest.failed import FailedTaskManifest
-from pi_render.manifest.records import TaskRecordManifest
 from pi_render.queue.base import TaskQueue
 from pi_render.queue.router import Router
 from pi_render.task import lifecycle
@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def release_waiting(records: TaskRecordManifest, service: "TaskService") -> None:
+def release_waiting(records: RecordStore, service: "TaskService") -> None:
     """Children whose parent ended while the daemon was down (or in a crash) go on now."""
     for record in records.with_status(TaskStatus.PENDING):
         if record.parent is not None and record.parent_result is None:
@@ -24,7 +24,7 @@ def release_waiting(records: TaskRecordManifest, service: "TaskService") -> None
 
 
 def recover(
-    records: TaskRecordManifest,
+    records: RecordStore,
     router: Router,
     failed: FailedTaskManifest,
     failed_queue: TaskQueue,

@@ -108,6 +108,7 @@ class TaskRecordManifest:
                 new = change(old)
                 if new is None:
                     return None
+                new = new.model_copy(update={"version": old.version + 1})
                 if new.status.is_final and not old.status.is_final:
                     for listener in self._before_final:
                         listener(new)

@@ -8,8 +8,9 @@ from typing import Any
 
 from pi_render.clock import Clock
 from pi_render.identity import Caller
+from pi_render.manifest.contract import RecordStore
 from pi_render.manifest.failed import FailedTask, FailedTaskManifest
-from pi_render.manifest.records import TaskIdGenerator, TaskRecordManifest
+from pi_render.manifest.records import TaskIdGenerator
 from pi_render.queue.router import Router
 from pi_render.service.children import Children
 from pi_render.service.control import TaskControl
@@ -27,7 +28,7 @@ __all__ = ["Caller", "SubmitControls", "Submitted", "TaskService"]
 class TaskService:
     """Submit, look up, list, control. The record is durable before the queue sees the task."""
 
-    def __init__(self, records: TaskRecordManifest, router: Router, running: RunningTasks,
+    def __init__(self, records: RecordStore, router: Router, running: RunningTasks,
                  clock: Clock, spool_dir: Path, output_root: Path, *,
                  controls: SubmitControls | None = None, failed: FailedTaskManifest | None = None,
                  workflow_runs: WorkflowRuns | None = None,

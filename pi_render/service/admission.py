@@ -15,7 +15,7 @@ from pi_render.controls import (
     missing,
 )
 from pi_render.identity import Caller
-from pi_render.manifest.records import TaskRecordManifest
+from pi_render.manifest.contract import RecordStore
 from pi_render.quotas import Quotas, record_bytes
 from pi_render.service.controls import SubmitControls
 from pi_render.task.record import TaskRecord
@@ -24,7 +24,7 @@ from pi_render.task.record import TaskRecord
 class Admission:
     """Decides whether prepared tasks may be written, against what the records hold now."""
 
-    def __init__(self, records: TaskRecordManifest, controls: Callable[[], SubmitControls],
+    def __init__(self, records: RecordStore, controls: Callable[[], SubmitControls],
                  uploads_dir: Path) -> None:  # fmt: skip
         self.records, self.controls, self.uploads_dir = records, controls, uploads_dir
 

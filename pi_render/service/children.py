@@ -5,7 +5,7 @@ import logging
 
 from pi_render.clock import Clock
 from pi_render.errors import PiRenderError
-from pi_render.manifest.records import TaskRecordManifest
+from pi_render.manifest.contract import RecordStore
 from pi_render.queue.router import Router
 from pi_render.task import lifecycle
 from pi_render.task.record import TaskRecord, TaskStatus
@@ -14,7 +14,7 @@ log = logging.getLogger(__name__)
 
 
 class Children:
-    def __init__(self, records: TaskRecordManifest, router: Router, clock: Clock) -> None:
+    def __init__(self, records: RecordStore, router: Router, clock: Clock) -> None:
         self.records, self.router, self.clock = records, router, clock
 
     def release(self, child: TaskRecord) -> bool:

@@ -6,8 +6,8 @@ from collections.abc import Callable
 
 from pi_render.clock import Clock
 from pi_render.errors import TaskStateConflict
+from pi_render.manifest.contract import RecordStore
 from pi_render.manifest.failed import FailedTaskManifest
-from pi_render.manifest.records import TaskRecordManifest
 from pi_render.processor.context import StopReason
 from pi_render.queue.router import Router
 from pi_render.task import lifecycle
@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 
 class TaskControl:
-    def __init__(self, records: TaskRecordManifest, router: Router, running: RunningTasks,
+    def __init__(self, records: RecordStore, router: Router, running: RunningTasks,
                  clock: Clock, failed: FailedTaskManifest | None = None,
                  forget_files: Callable[[TaskRecord], None] | None = None) -> None:  # fmt: skip
         self.records, self.router, self.running, self.clock = records, router, running, clock

@@ -19,7 +19,8 @@ from pi_render.errors import (
     TaskStateConflict,
 )
 from pi_render.identity import Caller
-from pi_render.manifest.records import TaskIdGenerator, TaskRecordManifest
+from pi_render.manifest.contract import RecordStore
+from pi_render.manifest.records import TaskIdGenerator
 from pi_render.manifest.writer import is_disk_full
 from pi_render.processor.context import StopReason
 from pi_render.queue.router import Router
@@ -46,7 +47,7 @@ class Submitted(NamedTuple):
 class Submitter:
     """All or nothing: every request is validated before any is written; one commit."""
 
-    def __init__(self, records: TaskRecordManifest, router: Router, running: RunningTasks,
+    def __init__(self, records: RecordStore, router: Router, running: RunningTasks,
                  clock: Clock, ids: TaskIdGenerator, paths: tuple[Path, Path, Path, Path],
                  controls: Callable[[], SubmitControls], children: Children) -> None:  # fmt: skip
         self.records, self.router, self.running, self.clock = records, router, running, clock

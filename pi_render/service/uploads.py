@@ -8,7 +8,8 @@ from typing import Any
 
 from pi_render.errors import TaskStateConflict
 from pi_render.identity import Caller
-from pi_render.manifest.records import TaskIdGenerator, TaskRecordManifest
+from pi_render.manifest.contract import RecordStore
+from pi_render.manifest.records import TaskIdGenerator
 from pi_render.quotas import UPLOAD_FOLDER_BYTES
 from pi_render.service.submit import Submitted, Submitter
 from pi_render.task.record import Priority
@@ -16,7 +17,7 @@ from pi_render.uploads import make_upload_folder, uploaded_file
 
 
 class Uploads:
-    def __init__(self, records: TaskRecordManifest, submitter: Submitter,
+    def __init__(self, records: RecordStore, submitter: Submitter,
                  ids: TaskIdGenerator) -> None:  # fmt: skip
         self.records, self.submitter, self.ids = records, submitter, ids
         self.folder = submitter.uploads_dir

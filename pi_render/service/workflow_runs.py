@@ -7,7 +7,8 @@ from typing import Any
 
 from pi_render.errors import PiRenderError, TaskNotFound
 from pi_render.identity import Caller
-from pi_render.manifest.records import TaskIdGenerator, TaskRecordManifest
+from pi_render.manifest.contract import RecordStore
+from pi_render.manifest.records import TaskIdGenerator
 from pi_render.service.submit import Submitter
 from pi_render.task.record import Priority, TaskRecord
 from pi_render.workflows import Workflow, WorkflowRun, WorkflowRuns, aggregate, fill
@@ -16,7 +17,7 @@ log = logging.getLogger(__name__)
 
 
 class WorkflowService:
-    def __init__(self, records: TaskRecordManifest, submitter: Submitter,
+    def __init__(self, records: RecordStore, submitter: Submitter,
                  ids: TaskIdGenerator, runs: WorkflowRuns | None,
                  cancel: Callable[[str], TaskRecord]) -> None:  # fmt: skip
         self.records, self.submitter, self.ids = records, submitter, ids

@@ -72,3 +72,4 @@ class TaskRecord(BaseModel):
     content_key: str | None = None  # a render's content + settings hash (dedup)
     requires: dict[str, Any] | None = None  # capabilities its pool must have
     submitted_by: dict[str, int] | None = None  # the peer's uid, gid and pid
+    version: int = 0  # the store's: one more with every change (compare-and-set)

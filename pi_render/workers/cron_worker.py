@@ -16,7 +16,7 @@ from pydantic import BaseModel
 from pi_render.clock import Clock
 from pi_render.cron import CronJob, next_fire
 from pi_render.manifest.base import DurableJsonTable
-from pi_render.manifest.records import TaskRecordManifest
+from pi_render.manifest.contract import RecordStore
 from pi_render.service import TaskService
 from pi_render.task.record import Priority
 from pi_render.workers.base import LoopWorker
@@ -68,7 +68,7 @@ class CronWorker(LoopWorker):
         builtins: list[BuiltinJob],
         store: CronStore,
         service: TaskService,
-        records: TaskRecordManifest,
+        records: RecordStore,
         clock: Clock,
     ) -> None:
         super().__init__("cron")

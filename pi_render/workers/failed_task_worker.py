@@ -9,8 +9,8 @@ from collections.abc import Callable
 
 from pi_render.clock import Clock
 from pi_render.errors import PiRenderError, TaskNotFound
+from pi_render.manifest.contract import RecordStore
 from pi_render.manifest.failed import FailedTask, FailedTaskManifest
-from pi_render.manifest.records import TaskRecordManifest
 from pi_render.queue.base import TaskQueue
 from pi_render.queue.router import Router
 from pi_render.task import lifecycle
@@ -29,7 +29,7 @@ class FailedTaskWorker(LoopWorker):
         self,
         failed_queue: TaskQueue,
         manifest: FailedTaskManifest,
-        records: TaskRecordManifest,
+        records: RecordStore,
         router: Router,
         clock: Clock,
         idle_wait_s: float = 60.0,

@@ -11,7 +11,7 @@ from pathlib import Path
 from pi_render.clock import Clock
 from pi_render.config import Settings
 from pi_render.errors import PiRenderError
-from pi_render.manifest.records import TaskRecordManifest
+from pi_render.manifest.contract import RecordStore
 from pi_render.queue.base import TaskQueue
 from pi_render.service import TaskService
 from pi_render.snapshot.store import ContentStore
@@ -27,7 +27,7 @@ def maintain_queues(queues: list[TaskQueue]) -> None:
 
 
 def prune_old_records(
-    records: TaskRecordManifest,
+    records: RecordStore,
     settings: Settings,
     now: datetime,
     forget: list[Callable[[str], None]] | None = None,
@@ -48,7 +48,7 @@ def prune_old_records(
     return pruned
 
 
-def forget_task(records: TaskRecordManifest, settings: Settings, record: TaskRecord,
+def forget_task(records: RecordStore, settings: Settings, record: TaskRecord,
                 forget: list[Callable[[str], None]], outputs: bool = False) -> None:  # fmt: skip
     """Delete a finished task's log, spool, upload, what the other stores keep of it, and then its
     record (last: a crash halfway leaves a record whose forget can run again)."""
@@ -73,7 +73,7 @@ class WatchFolder:
     """Renders each .blend or .zip dropped into the inbox, once it has stopped changing; moves it
     to `submitted/` (or `rejected/` with a .txt saying why). Never submits a file twice."""
 
-    def __init__(self, inbox: Path, service: TaskService, records: TaskRecordManifest,
+    def __init__(self, inbox: Path, service: TaskService, records: RecordStore,
                  clock: Clock, settle_s: float) -> None:  # fmt: skip
         self.inbox, self.service, self.records = inbox, service, records
         self.clock, self.settle_s = clock, settle_s
@@ -121,7 +121,7 @@ class WatchFolder:
         _move(path, self.inbox / "submitted")
 
 
-def _prune_abandoned_uploads(records: TaskRecordManifest, settings: Settings,
+def _prune_abandoned_uploads(records: RecordStore, settings: Settings,
                              now: datetime) -> None:  # fmt: skip
     """Upload (and spool) folders of tasks that were never run, once they are old."""
     cutoff = (now - timedelta(days=settings.retention_days)).timestamp()

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 from pi_render.clock import Clock
 from pi_render.errors import TaskNotFound, TaskTimedOut
-from pi_render.manifest.records import TaskRecordManifest
+from pi_render.manifest.contract import RecordStore
 from pi_render.processor.base import ProcessorEnv, processor_for
 from pi_render.processor.context import StopReason, TaskContext, TaskStopped
 from pi_render.queue.base import QueueItem, TaskQueue
@@ -33,7 +33,7 @@ class QueueWorker(LoopWorker):
         self,
         name: str,
         queue: TaskQueue,
-        records: TaskRecordManifest,
+        records: RecordStore,
         running: RunningTasks,
         clock: Clock,
         idle_wait_s: float = 60.0,

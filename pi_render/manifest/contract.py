@@ -1,0 +1,89 @@
+"""The records contract: what the service, the workers and recovery rely on, whatever stores the
+task records. The SQLite backend (`manifest/records.py`) and the in-memory one
+(`manifest/memory.py`) pass the one contract suite (`tests/test_records_contract.py`)."""
+
+from collections.abc import Callable, Iterator
+from typing import Protocol
+
+from pi_render.task.record import TaskRecord, TaskStatus
+
+Listener = Callable[[TaskRecord], None]
+Change = Callable[[TaskRecord], TaskRecord | None]
+
+
+class RecordStore(Protocol):
+    """Task records by id (ids sort by submission time).
+
+    Guarantees every backend gives:
+    - **Durable when the call returns**: a create, change or delete that returned survives a
+      killed process (and, for the SQLite backend, a power cut: synchronous=FULL).
+    - **Compare-and-set**: `change(id, fn)` applies `fn` to the newest version and writes the
+      result only if no other change came between (else `fn` runs again on the newer one);
+      each write gives the record `version + 1`. No caller holds a backend lock.
+    - **Listeners**: `add_before_final` listeners run before a move to a final state is
+      written (an outbox can stage its hook in the same commit); `add_listener` ones after
+      every committed change, in the writer's thread.
+    - Errors: TaskNotFound for an unknown id; otherwise only StorageError (DiskFull when the
+      disk is full), and a failed call changed nothing.
+    """
+
+    def create_many(self, records: list[TaskRecord]) -> None:
+        """Write new records; one commit covers them all."""
+
+    def create(self, record: TaskRecord) -> TaskRecord: ...
+
+    def get(self, task_id: str) -> TaskRecord:
+        """The last committed version."""
+
+    def latest(self, task_id: str) -> TaskRecord:
+        """The newest version (committed, or being committed by a change in flight)."""
+
+    def find(self, task_id: str) -> TaskRecord | None: ...
+
+    def change(self, task_id: str, change: Change) -> TaskRecord | None:
+        """Compare-and-set; returns what was written (on disk), or None when `change` left it."""
+
+    def delete(self, task_id: str) -> None: ...
+
+    def delete_if(self, task_id: str, keep: Change) -> TaskRecord:
+        """Delete unless `keep` raises, with no change in between; returns what was deleted."""
+
+    def query(self, status: TaskStatus | None = None, type_name: str | None = None,
+              limit: int = 50, offset: int = 0) -> list[TaskRecord]:  # fmt: skip
+        """Newest first, filtered by status and/or type."""
+
+    def with_status(self, status: TaskStatus) -> Iterator[TaskRecord]:
+        """Oldest first."""
+
+    def unfinished(self) -> Iterator[TaskRecord]:
+        """Pending, then running records, oldest first (recovery)."""
+
+    def children(self, parent_id: str) -> list[TaskRecord]: ...
+
+    def find_origin(self, origin: str) -> TaskRecord | None: ...
+
+    def with_content_key(self, key: str) -> list[TaskRecord]:
+        """Newest first."""
+
+    def live_of_type(self, type_name: str, statuses: tuple[TaskStatus, ...]) -> list[TaskRecord]:
+        """Oldest first."""
+
+    def live_count_of_uid(self, uid: int) -> int:
+        """Pending, running and retrying tasks of one submitter."""
+
+    def bytes_of_uid(self, uid: int) -> int:
+        """Their records' JSON and snapshot bytes (quotas)."""
+
+    def finished_before(self, when: str, limit: int = 1000) -> list[TaskRecord]:
+        """Final records that finished before `when` (ISO time)."""
+
+    def count_by_status(self) -> dict[str, int]: ...
+
+    def add_listener(self, listener: Listener) -> None: ...
+
+    def add_before_final(self, listener: Listener) -> None: ...
+
+    def synchronous(self) -> int:
+        """How durably it writes (SQLite's `PRAGMA synchronous`; 2 = FULL)."""
+
+    def close(self) -> None: ...
