@@ -18,6 +18,7 @@ from typing import Literal
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from pi_render.backoff import Backoff
 from pi_render.clock import Clock
 from pi_render.errors import TaskNotFound
 from pi_render.manifest.base import DurableJsonTable
@@ -193,7 +194,7 @@ class HookWorker(LoopWorker):
                                       headers={"content-type": "application/json"})  # fmt: skip
                 response.raise_for_status()
         except Exception as exc:  # any failure is retried later
-            delay = min(3600.0, hook.retry_s * 2 ** (entry.attempts - 1))
+            delay = Backoff(hook.retry_s, 3600.0).delay(entry.attempts)
             entry.last_error = f"{type(exc).__name__}: {exc}"
             entry.next_attempt_at = self.clock.now() + timedelta(seconds=delay)
             self.outbox.save(entry)

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from pi_render.backoff import Backoff
 from pi_render.blend.errors import BlendFileError
 
 
@@ -23,8 +24,8 @@ class RetryPolicy(BaseModel):
 
     def delay_s(self, attempt: int, rand: Callable[[], float] = random.random) -> float:
         """The wait after failed attempt number `attempt` (1-based)."""
-        base = min(self.max_delay_s, self.base_delay_s * self.factor ** (attempt - 1))
-        return max(0.0, base * (1 + self.jitter * (2 * rand() - 1)))
+        backoff = Backoff(self.base_delay_s, self.max_delay_s, self.factor, self.jitter)
+        return backoff.delay(attempt, rand)
 
 
 def is_retryable(exc: BaseException) -> bool:

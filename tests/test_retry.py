@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import DaemonProcess, wait_until
 
+from pi_render.backoff import Backoff
 from pi_render.blend.errors import CorruptBlendFile
 from pi_render.clock import FakeClock
 from pi_render.config import load_settings
@@ -221,3 +222,16 @@ def test_dead_tasks_are_listed_and_can_be_retried_by_hand(
     done = daemon.client.wait(record.id, 60)
     assert done.status == "completed" and done.attempts == 1  # a fresh budget
     assert daemon.client.failed() == []
+
+
+def test_one_backoff_doubles_to_its_cap_and_starts_over_after_a_success() -> None:
+    backoff = Backoff(0.2, 5.0)
+    assert [backoff.delay(n) for n in range(1, 7)] == [0.2, 0.4, 0.8, 1.6, 3.2, 5.0]
+    assert backoff.delay(10_000) == 5.0  # no overflow however long the disk stays full
+    tries = backoff.counter()
+    assert [tries.failed() for _ in range(3)] == [0.2, 0.4, 0.8]
+    tries.succeeded()
+    assert tries.failed() == 0.2
+    jittered = Backoff(10.0, 100.0, jitter=0.1)
+    assert jittered.delay(1, rand=lambda: 0.0) == 9.0
+    assert jittered.delay(1, rand=lambda: 1.0) == 11.0

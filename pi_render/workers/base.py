@@ -4,11 +4,12 @@ import logging
 import threading
 from abc import ABC, abstractmethod
 
+from pi_render.backoff import Backoff
 from pi_render.errors import StorageError
 
 log = logging.getLogger(__name__)
 
-STORAGE_RETRY_S = (0.2, 5.0)  # first and longest wait between tries of a write that failed
+STORAGE_BACKOFF = Backoff(0.2, 5.0)  # between tries of a write the disk refused
 STORAGE_ERRORS = (StorageError,)  # a full or failing data disk (backends translate theirs)
 
 
@@ -31,17 +32,17 @@ class LoopWorker(ABC):
     def run(self) -> None:
         """Steps until stopped; a full or failing disk pauses the loop (with backoff) instead of
         killing the thread: the step is tried again once the disk takes writes."""
-        wait = STORAGE_RETRY_S[0]
+        tries = STORAGE_BACKOFF.counter()
         while not self.stop_event.is_set():
             try:
                 self.run_once()
             except STORAGE_ERRORS as exc:
+                wait = tries.failed()
                 log.error("the data disk refuses a write; trying again in %.1fs: %s", wait, exc,
                           extra={"worker": self.name})  # fmt: skip
                 self.stop_event.wait(wait)
-                wait = min(wait * 2, STORAGE_RETRY_S[1])
             else:
-                wait = STORAGE_RETRY_S[0]
+                tries.succeeded()
 
     def stop(self) -> None:
         self.stop_event.set()

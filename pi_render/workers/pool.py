@@ -7,11 +7,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from pi_render.backoff import Backoff
 from pi_render.processor.context import StopReason
 from pi_render.workers.base import LoopWorker
 from pi_render.workers.running import RunningTasks
 
 log = logging.getLogger(__name__)
+RESTART_BACKOFF = Backoff(0.1, 60.0)  # a worker that keeps dying restarts ever more slowly
 
 
 @dataclass
@@ -81,7 +83,7 @@ class WorkerPool:
                     "restarting worker", extra={"worker": slot.label, "restarts": slot.restarts}
                 )
                 # a worker that keeps dying is restarted ever more slowly (at most once a minute)
-                if self._stop_wait(min(60.0, 0.1 * 2 ** min(slot.restarts - 1, 10))):
+                if self._stop_wait(RESTART_BACKOFF.delay(slot.restarts)):
                     return
                 try:
                     self._launch(slot)

@@ -17,7 +17,7 @@ from pi_render.queue.base import QueueItem, TaskQueue
 from pi_render.retry import RetryPolicies
 from pi_render.task import lifecycle
 from pi_render.task.record import Priority, TaskRecord
-from pi_render.workers.base import STORAGE_ERRORS, STORAGE_RETRY_S, LoopWorker
+from pi_render.workers.base import STORAGE_BACKOFF, STORAGE_ERRORS, LoopWorker
 from pi_render.workers.running import RunningTasks
 
 log = logging.getLogger(__name__)
@@ -116,16 +116,16 @@ class QueueWorker(LoopWorker):
         """Do `write` (an outcome, an ack) until the data disk takes it: a full disk holds the
         worker, never loses what its task did. Gives up only when the daemon stops (the record
         then still says running, and the next start runs the task again)."""
-        wait = STORAGE_RETRY_S[0]
+        tries = STORAGE_BACKOFF.counter()
         while True:
             try:
                 return write()
             except STORAGE_ERRORS as exc:
+                wait = tries.failed()
                 log.error("the data disk refuses a write; trying again in %.1fs: %s", wait, exc,
                           extra={"worker": self.name})  # fmt: skip
                 if self.stop_event.wait(wait):
                     raise
-                wait = min(wait * 2, STORAGE_RETRY_S[1])
 
     def _run(self, record: TaskRecord, ctx: TaskContext, item: QueueItem) -> bool:
         extra = {"task_id": record.id, "type": record.type, "attempt": record.attempts}
