@@ -18,6 +18,7 @@ from rich.table import Column, Table
 
 from pi_render import __version__
 from pi_render.api.client import ApiError, Client
+from pi_render.clock import SYSTEM
 from pi_render.config import load_settings
 from pi_render.errors import ConfigError, DaemonAlreadyRunning, DaemonUnreachable, PiRenderError
 from pi_render.task.record import Priority, TaskRecord, TaskStatus
@@ -98,14 +99,12 @@ def follow(client: Client, task_id: str, timeout: float | None,
            show: Callable[[TaskRecord], None]) -> TaskRecord:  # fmt: skip
     """Long-poll in chunks of a second so each state can be shown; the end is still seen at
     once. Returns the last record (final, or whatever it was when `timeout` ran out)."""
-    import time
-
-    deadline = None if timeout is None else time.monotonic() + timeout
+    deadline = None if timeout is None else SYSTEM.monotonic() + timeout
     while True:
-        left = 1.0 if deadline is None else min(1.0, max(0.0, deadline - time.monotonic()))
+        left = 1.0 if deadline is None else min(1.0, max(0.0, deadline - SYSTEM.monotonic()))
         record = client.wait(task_id, left)
         show(record)
-        if record.status.is_final or (deadline is not None and time.monotonic() >= deadline):
+        if record.status.is_final or (deadline is not None and SYSTEM.monotonic() >= deadline):
             return record
 
 

@@ -6,7 +6,6 @@ import os
 import shutil
 import signal
 import threading
-import time
 from collections.abc import Callable
 from datetime import timedelta
 from functools import partial
@@ -85,7 +84,7 @@ class Daemon:
         self.settings = settings
         self.clock = clock or SystemClock()
         self.lock = DataDirLock(settings.lock_path)
-        self.started_at = time.monotonic()
+        self.started_at = self.clock.monotonic()
         self._stopping = threading.Event()
         self._reload_lock = threading.Lock()
         self._server: SocketServer | None = None
@@ -333,7 +332,7 @@ class Daemon:
             "stopping": self._stopping.is_set(),
             "version": __version__,
             "pid": os.getpid(),
-            "uptime_s": round(time.monotonic() - self.started_at, 3),
+            "uptime_s": round(self.clock.monotonic() - self.started_at, 3),
             "data_dir": str(self.settings.data_dir),
             "socket": str(self.settings.socket),
             "workers": workers,

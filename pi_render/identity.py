@@ -3,9 +3,10 @@ groups, resolved once per request and handed to the service, which never looks t
 
 import os
 import pwd
-import time
 from dataclasses import dataclass
 from typing import Any
+
+from pi_render.clock import SYSTEM
 
 GROUPS_TTL_S = 10.0  # how long a uid's groups are trusted (NSS lookups on every request cost)
 _groups_seen: dict[tuple[int, int], tuple[float, frozenset[int]]] = {}
@@ -13,7 +14,7 @@ _groups_seen: dict[tuple[int, int], tuple[float, frozenset[int]]] = {}
 
 def groups_of(uid: int, gid: int) -> frozenset[int]:
     """The uid's primary and supplementary groups (looked up at most every GROUPS_TTL_S)."""
-    now = time.monotonic()
+    now = SYSTEM.monotonic()
     seen = _groups_seen.get((uid, gid))
     if seen is not None and now - seen[0] < GROUPS_TTL_S:
         return seen[1]

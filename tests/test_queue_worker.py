@@ -1,14 +1,18 @@
 """QueueWorker and WorkerPool in-process, on real SQLite queue and record files and a FakeClock."""
 
+import os
+import sys
 import threading
 from pathlib import Path
 
 import pytest
+from conftest import wait_until
 from pydantic import BaseModel
 
 from pi_render.clock import FakeClock
 from pi_render.manifest.records import TaskIdGenerator, TaskRecordManifest
 from pi_render.processor.base import Processor
+from pi_render.processor.blender_run import BlenderProcess, RenderStalled, RenderTimeout
 from pi_render.processor.context import StopReason, TaskContext
 from pi_render.queue.sqlite import SqliteTaskQueue
 from pi_render.task.base import TaskBase
@@ -162,3 +166,63 @@ def test_pool_restarts_a_worker_that_dies(rig: Rig) -> None:
     assert status["last_death"] == "RuntimeError: worker bug"
     pool.stop(grace_s=5)
     assert pool.status()["default"]["alive"] == 0
+
+
+def test_time_limits_and_heartbeats_run_on_the_workers_clock(rig: Rig) -> None:
+    """No sleeping: the fake clock is moved, and the watch acts on it alone."""
+    record = rig.submit({"block": True})
+    rig.records.change(record.id, lambda r: r.model_copy(update={"timeout_s": 30.0}))
+    thread = threading.Thread(target=rig.worker.run_once)
+    thread.start()
+    try:
+        assert StepProcessor.started.wait(10)
+        wait_until(lambda: rig.clock.waiting() > 0, what="the watch to wait on the clock")
+        rig.clock.advance(5.0)  # one heartbeat period
+        beat = rig.clock.now()
+        wait_until(lambda: rig.records.get(record.id).heartbeat_at == beat, what="a heartbeat")
+        assert rig.records.get(record.id).status is TaskStatus.RUNNING  # 5 s of its 30
+        wait_until(lambda: rig.clock.waiting() > 0, what="the watch to wait again")
+        rig.clock.advance(25.0)
+        thread.join(10)
+        assert not thread.is_alive()
+    finally:
+        rig.running.stop_all(StopReason.SHUTDOWN)
+        thread.join(10)
+    ended = rig.records.get(record.id)
+    assert [e.type for e in ended.errors] == ["TaskTimedOut"] and "30s limit" in ended.errors[
+        0
+    ].message
+
+
+def test_blenders_hang_watchdog_and_time_limit_run_on_the_tasks_clock(tmp_path: Path) -> None:
+    """The fake Blender that hangs (prints its banner, then nothing): the fake clock is moved
+    past the watchdog and the render is stopped, with no sleep in the test."""
+    fake = Path(__file__).parent / "fakes" / "fake_blender.py"
+    for timeout_s, stall_s, expected in (
+        (None, 600.0, RenderStalled),
+        (60.0, 600.0, RenderTimeout),
+    ):
+        clock = FakeClock()
+        ctx = TaskContext("t", 1, lambda f, m, d: None, clock=clock)
+        log = open(tmp_path / "log.txt", "w")
+        argv = [sys.executable, str(fake), "-b", "-o", str(tmp_path / "f_####"), "-f", "1"]
+        process = BlenderProcess(argv, log, ctx, lambda e: None,
+                                 timeout_s, stall_s, 5.0, tmp_path / "pid",
+                                 env={**os.environ, "FAKE_BLENDER": "hang"})  # fmt: skip
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                process.run()
+            except BaseException as exc:  # noqa: B036  (the test reads it)
+                failure.append(exc)
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        banner = "Blender 9.9.9 (fake)"  # read: the wait that follows it is the last
+        wait_until(lambda: banner in (tmp_path / "log.txt").read_text(), what="the banner")
+        wait_until(lambda: clock.waiting() > 0, what="the watchdog to wait on the clock")
+        clock.advance(min(stall_s, timeout_s or stall_s))
+        thread.join(30)
+        log.close()
+        assert not thread.is_alive() and [type(f) for f in failure] == [expected]

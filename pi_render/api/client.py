@@ -1,12 +1,12 @@
 """A typed client for the daemon's socket API (httpx over a Unix socket)."""
 
 import builtins
-import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from pi_render.clock import SYSTEM
 from pi_render.errors import DaemonUnreachable, PiRenderError
 from pi_render.task.record import TaskRecord
 
@@ -137,16 +137,17 @@ class Client:
 
     def wait(self, task_id: str, timeout: float | None = None) -> TaskRecord:
         """Long-poll until the task ends or `timeout` passes (None: forever); returns the record."""
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = None if timeout is None else SYSTEM.monotonic() + timeout
         while True:
-            left = LONG_POLL_CHUNK_S if deadline is None else max(0.0, deadline - time.monotonic())
+            left = (LONG_POLL_CHUNK_S if deadline is None
+                    else max(0.0, deadline - SYSTEM.monotonic()))  # fmt: skip
             chunk = min(LONG_POLL_CHUNK_S, left)
             record = TaskRecord.model_validate(
                 self._call(
                     "GET", f"/tasks/{task_id}/wait", params={"timeout": chunk}, timeout=chunk + 30
                 )
             )
-            if record.status.is_final or (deadline is not None and time.monotonic() >= deadline):
+            if record.status.is_final or (deadline is not None and SYSTEM.monotonic() >= deadline):
                 return record
 
     def retry(self, task_id: str) -> TaskRecord:

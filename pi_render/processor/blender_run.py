@@ -9,11 +9,11 @@ import shutil
 import signal
 import subprocess
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
+from pi_render.clock import Clock
 from pi_render.errors import PiRenderError
 from pi_render.processor.blender import BlenderEvent, parse_line
 from pi_render.processor.context import StopReason, TaskContext, TaskStopped
@@ -78,6 +78,15 @@ _CLASSES = [
 _STOP, _PAUSE, _RESUME = object(), object(), object()
 
 
+def _next(lines: "queue.Queue[object]", clock: Clock, timeout: float) -> object:
+    """The next line, waiting up to `timeout` of `clock`'s time (a fake clock drives the stall
+    and time-limit watchdogs); raises queue.Empty."""
+    with lines.not_empty:
+        # the caller holds the queue's own (non-reentrant) mutex here: look at its deque directly
+        clock.wait_for(lines.not_empty, lambda: len(lines.queue) > 0, timeout)
+    return lines.get_nowait()
+
+
 class BlenderProcess:
     """Runs `argv` in its own process group, feeding each output line to `on_event`."""
 
@@ -119,18 +128,19 @@ class BlenderProcess:
             lines.put(_PAUSE if paused else _RESUME)
 
         self.ctx.on_pause(pause)
-        started = last_output = time.monotonic()
+        clock = self.ctx.clock
+        started = last_output = clock.monotonic()
         paused_at: float | None = None
         try:
             while True:
-                now = time.monotonic()
+                now = clock.monotonic()
                 limits = [last_output + self.stall_s]
                 if self.timeout_s is not None:
                     limits.append(started + self.timeout_s)
                 if paused_at is not None:  # not stalled nor timing out, but not for ever either
                     limits = [paused_at + self.max_pause_s]
                 try:
-                    item = lines.get(timeout=max(0.0, min(limits) - now))
+                    item = _next(lines, clock, max(0.0, min(limits) - now))
                 except queue.Empty:
                     if paused_at is not None:
                         os.killpg(proc.pid, signal.SIGCONT)  # a stopped process ignores SIGTERM
@@ -140,7 +150,7 @@ class BlenderProcess:
                             "it held its worker; resume sooner, or raise max_pause_s"
                         ) from None
                     self._kill(proc)
-                    if self.timeout_s is not None and time.monotonic() >= started + self.timeout_s:
+                    if self.timeout_s is not None and clock.monotonic() >= started + self.timeout_s:
                         raise RenderTimeout(f"the render ran past its {self.timeout_s:g}s limit")
                     raise RenderStalled(
                         f"Blender printed nothing for {self.stall_s:g}s (hang watchdog)"
@@ -151,11 +161,11 @@ class BlenderProcess:
                     self._kill(proc)
                     raise TaskStopped(self.ctx.stop_reason or StopReason.CANCEL)
                 if item is _PAUSE and paused_at is None:
-                    paused_at = time.monotonic()
+                    paused_at = clock.monotonic()
                     self.log.write("=== pi-render: paused (SIGSTOP)\n")
                     continue
                 if item is _RESUME and paused_at is not None:
-                    held = time.monotonic() - paused_at
+                    held = clock.monotonic() - paused_at
                     started, last_output, paused_at = started + held, last_output + held, None
                     self.log.write("=== pi-render: resumed (SIGCONT)\n")
                     continue
@@ -163,7 +173,7 @@ class BlenderProcess:
                     continue
                 if item is None:
                     break
-                last_output = time.monotonic()
+                last_output = clock.monotonic()
                 self._handle(str(item))
         finally:
             self.ctx.on_pause(None)

@@ -1,10 +1,11 @@
 """What a running processor may see and do: its id, a stop signal, and a way to report progress."""
 
 import threading
-import time
 from collections.abc import Callable
 from enum import StrEnum
 from typing import Any
+
+from pi_render.clock import SYSTEM, Clock
 
 
 class StopReason(StrEnum):
@@ -35,7 +36,9 @@ class TaskContext:
         attempt: int,
         on_progress: ProgressSink,
         parent_result: dict[str, Any] | None = None,
+        clock: Clock = SYSTEM,
     ) -> None:
+        self.clock = clock  # what its time limits, pauses and progress are timed by
         self.task_id = task_id
         self.attempt = attempt
         self.parent_result = parent_result  # what the parent task returned (chaining)
@@ -85,7 +88,7 @@ class TaskContext:
             return False
         callback(paused)
         with self._lock:
-            now = time.monotonic()
+            now = self.clock.monotonic()
             if paused and self._paused_since is None:
                 self._paused_since = now
             elif not paused and self._paused_since is not None:
@@ -96,7 +99,8 @@ class TaskContext:
     def paused_s(self) -> float:
         """How long the work has been paused in all (a time limit does not count it)."""
         with self._lock:
-            ongoing = 0.0 if self._paused_since is None else time.monotonic() - self._paused_since
+            since = self._paused_since
+            ongoing = 0.0 if since is None else self.clock.monotonic() - since
             return self._paused_total + ongoing
 
     def sleep(self, seconds: float) -> None:

@@ -5,7 +5,6 @@ import logging
 import os
 import shutil
 import stat
-import time
 from pathlib import Path
 from typing import Any
 
@@ -52,18 +51,19 @@ class FrameProgress:
     def __init__(self, ctx: TaskContext, total: int, done: int) -> None:
         self.ctx, self.total, self.done = ctx, total, done
         self.current: int | None = None
-        self.started = time.monotonic()
+        self.clock = ctx.clock
+        self.started = self.clock.monotonic()
         self.rendered = 0
         self.last_frame_s: float | None = None
         self._frame_started: float | None = None
 
     def frame_started(self, frame: int) -> None:
         if frame != self.current:
-            self.current, self._frame_started = frame, time.monotonic()
+            self.current, self._frame_started = frame, self.clock.monotonic()
             self.report()
 
     def frame_done(self) -> None:
-        now = time.monotonic()
+        now = self.clock.monotonic()
         self.done += 1
         self.rendered += 1
         if self._frame_started is not None:
@@ -71,7 +71,8 @@ class FrameProgress:
         self.report()
 
     def report(self) -> None:
-        per_frame = (time.monotonic() - self.started) / self.rendered if self.rendered else None
+        spent = self.clock.monotonic() - self.started
+        per_frame = spent / self.rendered if self.rendered else None
         left = self.total - self.done
         detail: dict[str, Any] = {
             "frames_done": self.done, "frames_total": self.total, "current_frame": self.current,

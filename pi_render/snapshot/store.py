@@ -8,10 +8,10 @@ import errno
 import hashlib
 import logging
 import os
-import time
 import uuid
 from pathlib import Path
 
+from pi_render.clock import SYSTEM
 from pi_render.fsync import fsync_path
 
 log = logging.getLogger(__name__)
@@ -109,7 +109,7 @@ class ContentStore:
     def collect_garbage(self, min_age_s: float = 3600.0, now: float | None = None) -> int:
         """Delete objects no snapshot links any more (and old temp files); returns how many.
         Young objects are left alone: a submit may be about to link them."""
-        now = time.time() if now is None else now
+        now = SYSTEM.now().timestamp() if now is None else now
         removed = 0
         if not self.root.is_dir():
             return 0

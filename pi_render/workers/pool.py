@@ -2,12 +2,12 @@
 
 import logging
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from pi_render.backoff import Backoff
+from pi_render.clock import SYSTEM
 from pi_render.processor.context import StopReason
 from pi_render.workers.base import LoopWorker
 from pi_render.workers.running import RunningTasks
@@ -129,10 +129,10 @@ class WorkerPool:
         self._join_all(force_s)
 
     def _join_all(self, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
+        deadline = SYSTEM.monotonic() + timeout_s
         for slot in self.slots:
             if slot.thread is not None:
-                slot.thread.join(max(0.0, deadline - time.monotonic()))
+                slot.thread.join(max(0.0, deadline - SYSTEM.monotonic()))
 
     def status(self) -> dict[str, dict[str, Any]]:
         """Per label: configured and live workers, restarts, and the last death seen."""

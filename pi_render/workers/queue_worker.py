@@ -2,7 +2,6 @@
 
 import logging
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
@@ -47,7 +46,7 @@ class QueueWorker(LoopWorker):
         self.env = env
         self.timeouts = timeouts if timeouts is not None else {}
         self.heartbeat_s = heartbeat_s
-        self._watch = _Watch(heartbeat_s)
+        self._watch = _Watch(heartbeat_s, clock)
         self.retry = retry or RetryPolicies({})
         self.failed_queue = failed_queue
         self.queue = queue
@@ -76,7 +75,8 @@ class QueueWorker(LoopWorker):
         return True
 
     def _deliver(self, item: QueueItem) -> None:
-        ctx = TaskContext(item.task_id, 0, partial(self._on_progress, item.task_id))
+        ctx = TaskContext(item.task_id, 0, partial(self._on_progress, item.task_id),
+                          clock=self.clock)  # fmt: skip
         self.running.add(ctx)  # before the record says running, so a cancel always finds it
         finished = started = False
         try:
@@ -208,8 +208,8 @@ class _Watch:
     heartbeat every `every_s` and a stop once its limit has passed (paused time not counted).
     A thread started and joined per task cost more than a short task itself."""
 
-    def __init__(self, every_s: float) -> None:
-        self.every_s = every_s
+    def __init__(self, every_s: float, clock: Clock) -> None:
+        self.every_s, self.clock = every_s, clock
         self._cond = threading.Condition()
         self._task: tuple[Callable[[], None], float | None, Callable[[], None],
                           Callable[[], float]] | None = None  # fmt: skip
@@ -245,14 +245,16 @@ class _Watch:
 
     def _watch(self, generation: int, beat: Callable[[], None], limit_s: float | None,
                expire: Callable[[], None], paused_s: Callable[[], float]) -> None:  # fmt: skip
-        deadline = None if limit_s is None else time.monotonic() + limit_s
+        deadline = None if limit_s is None else self.clock.monotonic() + limit_s
         while True:
-            counted = time.monotonic() - paused_s()  # paused time does not count
+            counted = self.clock.monotonic() - paused_s()  # paused time does not count
             wait = self.every_s if deadline is None else min(self.every_s, deadline - counted)
             with self._cond:
-                if self._cond.wait_for(lambda: self._generation != generation, max(0.0, wait)):
+                ended = self.clock.wait_for(self._cond, lambda: self._generation != generation,
+                                            max(0.0, wait))  # fmt: skip
+                if ended:
                     return  # the task ended
-            if deadline is not None and time.monotonic() - paused_s() >= deadline:
+            if deadline is not None and self.clock.monotonic() - paused_s() >= deadline:
                 expire()
                 deadline = None  # asked once; the processor stops when it can
                 continue
