@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pi_render.api.access import Roles
 from pi_render.controls import Capabilities, Limit, Requirements
 from pi_render.cron import CronJob
+from pi_render.data_dir import DataDir
 from pi_render.errors import ConfigError
 from pi_render.hooks import Hook
 from pi_render.retry import RetryPolicy
@@ -44,9 +45,10 @@ class WatchSettings(BaseModel):
 
 
 class Settings(BaseModel):
-    """Everything the daemon can be told; unknown keys are refused so typos do not pass silently."""
+    """Everything the daemon can be told; unknown keys are refused so typos do not pass silently.
+    Frozen: a reload builds a new one and swaps it in."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     data_dir: Path
     socket: Path
@@ -168,32 +170,13 @@ class Settings(BaseModel):
         return value
 
     @property
-    def queue_dir(self) -> Path:
-        return self.data_dir / "queues"
-
-    @property
-    def records_path(self) -> Path:
-        return self.data_dir / "records.sqlite"
-
-    @property
-    def spool_dir(self) -> Path:
-        return self.data_dir / "spool"
-
-    @property
-    def store_dir(self) -> Path:
-        return self.data_dir / "store"
-
-    @property
-    def frames_path(self) -> Path:
-        return self.data_dir / "frames.sqlite"
+    def paths(self) -> DataDir:
+        """Every path under the data dir."""
+        return DataDir(self.data_dir)
 
     @property
     def outputs(self) -> Path:
-        return self.output_root or self.data_dir / "output"
-
-    @property
-    def lock_path(self) -> Path:
-        return self.data_dir / "daemon.lock"
+        return self.output_root or self.paths.output
 
 
 def _describe(exc: ValidationError, source: str) -> str:

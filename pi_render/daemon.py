@@ -83,7 +83,7 @@ class Daemon:
         self.config_path = config_path
         self.settings = settings
         self.clock = clock or SystemClock()
-        self.lock = DataDirLock(settings.lock_path)
+        self.lock = DataDirLock(settings.paths.lock)
         self.started_at = self.clock.monotonic()
         self._stopping = threading.Event()
         self._reload_lock = threading.Lock()
@@ -100,15 +100,15 @@ class Daemon:
         self.lock.acquire(settings.socket)
         try:
             import_task_modules(settings.task_modules)
-            self.records = TaskRecordManifest(settings.records_path)
+            self.records = TaskRecordManifest(settings.paths.records)
             self.router = Router(settings)
             self.running = RunningTasks()
-            self.frames = FrameLedger(settings.frames_path)
-            self.failed = FailedTaskManifest(settings.data_dir / "failed.sqlite")
-            self.failed_queue = SqliteTaskQueue(settings.queue_dir / "_failed.db")
-            self.cron_store = CronStore(settings.data_dir / "cron.sqlite")
-            self.outbox = HookOutbox(settings.data_dir / "outbox.sqlite", settings.hooks)
-            self.workflow_runs = WorkflowRuns(settings.data_dir / "workflows.sqlite")
+            self.frames = FrameLedger(settings.paths.frames)
+            self.failed = FailedTaskManifest(settings.paths.failed)
+            self.failed_queue = SqliteTaskQueue(settings.paths.failed_queue)
+            self.cron_store = CronStore(settings.paths.cron)
+            self.outbox = HookOutbox(settings.paths.outbox, settings.hooks)
+            self.workflow_runs = WorkflowRuns(settings.paths.workflows)
             self.records.add_before_final(self.outbox.before_final)
             self.records.add_listener(self.outbox.after_commit)
             self.retry = RetryPolicies(settings.retry)
@@ -121,7 +121,7 @@ class Daemon:
             sandbox = find_sandbox(settings.sandbox, settings.render_user)
             self.env = ProcessorEnv(settings, find_blender(settings.blender), self.frames, sandbox)
             self.service = TaskService(
-                self.records, self.router, self.running, self.clock, settings.spool_dir,
+                self.records, self.router, self.running, self.clock, settings.paths,
                 settings.outputs, controls=self._controls(settings), failed=self.failed,
                 workflow_runs=self.workflow_runs, forget_files=self._forget_files,
             )  # fmt: skip
@@ -182,7 +182,7 @@ class Daemon:
                 name = f"{label}-{index}"
                 make = partial(QueueWorker, name, queue, self.records, self.running, self.clock,
                                env=self.env, retry=self.retry,
-                               failed_queue=self.failed_queue, timeouts=self.settings.timeouts,
+                               failed_queue=self.failed_queue, timeouts=self._timeouts,
                                heartbeat_s=self.settings.heartbeat_s)  # fmt: skip
                 pool.add(label, make)
         pool.add("failures", partial(FailedTaskWorker, self.failed_queue, self.failed,
@@ -196,6 +196,9 @@ class Daemon:
         prune_old_records(self.records, self.settings, now, self._forgetters())
         cutoff = now - timedelta(days=self.settings.retention_days)
         self.workflow_runs.prune(cutoff, lambda task_id: self.records.find(task_id) is not None)
+
+    def _timeouts(self) -> dict[str, float]:
+        return self.settings.timeouts
 
     def _forget_files(self, record: TaskRecord) -> None:
         forget_files(self.settings, record, self._forgetters())
@@ -247,7 +250,7 @@ class Daemon:
 
     def _access(self, sock_gid: int) -> tuple[AccessPolicy, AuditLog]:
         self.access_policy = AccessPolicy(self.settings.roles, sock_gid)
-        self.audit = AuditLog(self.settings.data_dir / "audit.jsonl")
+        self.audit = AuditLog(self.settings.paths.audit)
         return self.access_policy, self.audit
 
     def _on_sighup(self, signum: int, frame: FrameType | None) -> None:
@@ -268,14 +271,14 @@ class Daemon:
             log.error("reload refused, keeping the running config: %s", exc)
             sd_notify("READY=1")
             return
-        timeouts = self.settings.timeouts  # workers hold this dict: change it in place
-        for name in self.RELOADABLE:
-            setattr(self.settings, name, getattr(new, name))
-        timeouts.clear()
-        timeouts.update(new.timeouts)
-        self.settings.timeouts = timeouts
         fixed = [n for n in ("data_dir", "socket", "workers") if getattr(new, n) != getattr(
             self.settings, n)]  # fmt: skip
+        # a new Settings, swapped in whole: a worker reads either the old one or the new one,
+        # never a mix (nothing changes a Settings in place: the model is frozen)
+        self.settings = self.settings.model_copy(
+            update={name: getattr(new, name) for name in self.RELOADABLE}
+        )
+        self.env.settings = self.settings
         if fixed:
             log.warning("reload: %s change only with a restart", ", ".join(fixed))
         self.retry.update(new.retry)

@@ -6,6 +6,8 @@ import logging
 import os
 from pathlib import Path
 
+from pi_render.data_dir import DataDir
+
 log = logging.getLogger(__name__)
 
 PRIVATE_DIRS = ("queues", "spool", "logs", "store")
@@ -18,15 +20,16 @@ def make_private(data_dir: Path) -> None:
         folder = data_dir / name
         folder.mkdir(exist_ok=True)
         folder.chmod(0o700)
-    uploads = data_dir / "uploads"  # each upload's folder is its uploader's: pass, never list
+    paths = DataDir(data_dir)
+    uploads = paths.uploads  # each upload's folder is its uploader's: pass, never list
     uploads.mkdir(exist_ok=True)
     uploads.chmod(0o711)
-    output = data_dir / "output"  # the default outputs' parent: the daemon's; output/<id> theirs
+    output = paths.output  # the default outputs' parent: the daemon's; output/<id> theirs
     output.mkdir(exist_ok=True)
     if output.stat().st_uid != os.getuid():  # given to a submitter by an older version
         os.chown(output, os.getuid(), os.getgid())
     output.chmod(0o711)
-    for folder in (data_dir, data_dir / "queues"):
+    for folder in (data_dir, paths.queues):
         for path in folder.iterdir():
             if path.is_file() and not path.is_symlink():
                 path.chmod(0o600)

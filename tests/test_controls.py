@@ -83,8 +83,8 @@ def test_pausing_a_label_keeps_accepting_but_takes_nothing(daemon: DaemonProcess
 def test_stale_heartbeats_are_listed(tmp_path: Path) -> None:
     clock = FakeClock()
     settings = load_settings(env={"PI_RENDER_DATA_DIR": str(tmp_path), "HOME": str(tmp_path)})
-    records = TaskRecordManifest(settings.records_path)
-    service = TaskService(records, Router(settings), RunningTasks(), clock, settings.spool_dir,
+    records = TaskRecordManifest(settings.paths.records)
+    service = TaskService(records, Router(settings), RunningTasks(), clock, settings.paths,
                           settings.outputs)  # fmt: skip
     record = service.submit("noop", {}).record
     records.change(record.id, lambda r: lifecycle.start(r, clock.now(), "w"))
@@ -268,9 +268,9 @@ def test_a_batch_whose_queue_row_is_refused_is_withdrawn_whole(tmp_path: Path) -
     each record says why, and the caller hears 507."""
     clock = FakeClock()
     settings = load_settings(env={"PI_RENDER_DATA_DIR": str(tmp_path), "HOME": str(tmp_path)})
-    records = TaskRecordManifest(settings.records_path)
+    records = TaskRecordManifest(settings.paths.records)
     router = Router(settings)
-    service = TaskService(records, router, RunningTasks(), clock, settings.spool_dir,
+    service = TaskService(records, router, RunningTasks(), clock, settings.paths,
                           settings.outputs)  # fmt: skip
     queue = router.queue_for("default")
     real_put, puts = queue.put, []

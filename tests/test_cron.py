@@ -66,10 +66,10 @@ class Rig:
         settings = load_settings(env={"PI_RENDER_DATA_DIR": str(folder), "HOME": str(folder)})
         self.settings = settings
         self.clock = clock
-        self.records = TaskRecordManifest(settings.records_path)
+        self.records = TaskRecordManifest(settings.paths.records)
         self.router = Router(settings)
         self.service = TaskService(self.records, self.router, RunningTasks(), clock,
-                                   settings.spool_dir, settings.outputs)  # fmt: skip
+                                   settings.paths, settings.outputs)  # fmt: skip
         self.store = CronStore(folder / "cron.sqlite")
 
     def worker(self, **job: object) -> CronWorker:
@@ -128,7 +128,7 @@ def test_retention_prunes_old_records_and_their_logs_but_not_outputs(tmp_path: P
     rig.records.change(old.id, lambda r: lifecycle.complete(r, clock.now(), {"output_dir": str(
         tmp_path / "out")}))  # fmt: skip
     (tmp_path / "out").mkdir()
-    log = rig.settings.data_dir / "logs" / f"{old.id}.log"
+    log = rig.settings.paths.logs / f"{old.id}.log"
     log.parent.mkdir(parents=True)
     log.write_text("blender said things")
     clock.advance(40 * 86400)

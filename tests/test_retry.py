@@ -88,7 +88,7 @@ class Rig:
 
     def open(self, crash_at: str | None = None) -> None:
         settings = load_settings(env={"PI_RENDER_DATA_DIR": str(self.folder), "HOME": "/tmp"})
-        settings.workers = {"default": 1}
+        settings = settings.model_copy(update={"workers": {"default": 1}})
         self.records = TaskRecordManifest(self.folder / "records.sqlite")
         self.router = Router(settings)
         self.failed = FailedTaskManifest(self.folder / "failed.sqlite")

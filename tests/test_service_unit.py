@@ -96,3 +96,20 @@ def test_the_unit_sees_who_connects_and_gives_the_socket_a_group_of_its_own() ->
     (socket_group,) = values["SupplementaryGroups"]
     assert f"PI_RENDER_SOCKET_GROUP={socket_group}" in values["Environment"]
     assert socket_group != group  # members of the socket's group get nothing of the data dir
+
+
+def test_a_reload_swaps_the_settings_workers_read(
+    make_daemon: Callable[..., DaemonProcess],
+) -> None:
+    config = "[timeouts]\nnoop = 3600\n[retry.noop]\nmax_attempts = 1\n"
+    daemon = make_daemon(config).start()
+    text = daemon.config_path.read_text().replace("noop = 3600", "noop = 0.5")
+    daemon.config_path.write_text(text + '[[cron]]\nname = "marker"\nschedule = "0 3 * * *"\n'
+                                  'task = "noop"\n')  # fmt: skip
+    assert daemon.proc is not None
+    daemon.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: "marker" in {j["name"] for j in daemon.client.cron()}, what="the reload")
+    record = daemon.client.submit("noop", {"sleep_s": 60})
+    done = daemon.client.wait(record.id, timeout=60)
+    assert done.status == "failed" and done.error is not None
+    assert done.error.type == "TaskTimedOut"  # the running worker read the new limit

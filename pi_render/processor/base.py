@@ -35,10 +35,13 @@ class ProcessorEnv:
 
     @property
     def logs(self) -> Path:
-        return self.settings.data_dir / "logs"
+        return self.settings.paths.logs
+
+    def log_of(self, task_id: str) -> Path:
+        return self.settings.paths.log_of(task_id)
 
     def spool(self, task_id: str) -> Path:
-        return self.settings.spool_dir / task_id
+        return self.settings.paths.spool_of(task_id)
 
 
 class Processor(ABC, Generic[ArgsT, ResultT]):

@@ -180,7 +180,7 @@ class RenderProcessor(Processor[RenderArgs, RenderResult]):
                 logged.append(event.value)
 
         env.logs.mkdir(parents=True, exist_ok=True)
-        with open(env.logs / f"{ctx.task_id}.log", "a", encoding="utf-8") as task_log:
+        with open(env.log_of(ctx.task_id), "a", encoding="utf-8") as task_log:
             argv = self._sandboxed(command.argv(env.blender), args, ctx, partial)
             task_log.write(f"=== pi-render attempt {ctx.attempt}: {len(frames)} frame(s) "
                            f"{frame_list(frames)}\n$ {' '.join(argv)}\n")  # fmt: skip

@@ -16,7 +16,7 @@ def sqlite_queues(settings: Settings) -> QueueFactory:
     """The embedded default: one SQLite file per label under the data dir."""
     from pi_render.queue.sqlite import SqliteTaskQueue
 
-    return lambda label: SqliteTaskQueue(settings.queue_dir / f"{label}.db",
+    return lambda label: SqliteTaskQueue(settings.paths.queue(label),
                                          prune_every=settings.prune_acked_every)  # fmt: skip
 
 
@@ -24,7 +24,7 @@ class Router:
     """Owns the label queues; a label without configured workers gets no queue and no tasks."""
 
     def __init__(self, settings: Settings, queue_factory: QueueFactory | None = None) -> None:
-        self._paused_file = settings.data_dir / "paused-labels.json"
+        self._paused_file = settings.paths.paused_labels
         make = queue_factory or sqlite_queues(settings)
         self.queues: dict[str, TaskQueue] = {
             label: make(label) for label, count in settings.workers.items() if count > 0

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from pi_render.clock import Clock
+from pi_render.data_dir import DataDir
 from pi_render.identity import Caller
 from pi_render.manifest.contract import RecordStore
 from pi_render.manifest.failed import FailedTask, FailedTaskManifest
@@ -29,18 +30,17 @@ class TaskService:
     """Submit, look up, list, control. The record is durable before the queue sees the task."""
 
     def __init__(self, records: RecordStore, router: Router, running: RunningTasks,
-                 clock: Clock, spool_dir: Path, output_root: Path, *,
+                 clock: Clock, paths: DataDir, output_root: Path, *,
                  controls: SubmitControls | None = None, failed: FailedTaskManifest | None = None,
                  workflow_runs: WorkflowRuns | None = None,
                  forget_files: Callable[[TaskRecord], None] | None = None) -> None:  # fmt: skip
         self.records, self.router, self.clock = records, router, clock
-        self.spool_dir = spool_dir
+        self.paths = paths
         self._controls = controls or no_controls()
         self.failed = failed
         ids = TaskIdGenerator(clock)
         self.children = Children(records, router, clock)
-        paths = (spool_dir, spool_dir.parent / "uploads", spool_dir.parent / "store", output_root)
-        self.submitter = Submitter(records, router, running, clock, ids, paths,
+        self.submitter = Submitter(records, router, running, clock, ids, paths, output_root,
                                    lambda: self._controls, self.children)  # fmt: skip
         self.control = TaskControl(records, router, running, clock, failed, forget_files)
         self.uploads = Uploads(records, self.submitter, ids)
@@ -77,7 +77,7 @@ class TaskService:
     def log(self, task_id: str, offset: int = 0, limit: int = 1 << 20) -> tuple[str, int]:
         """Up to `limit` bytes of the task's log from `offset`, and the log's size."""
         self.records.get(task_id)  # 404 for an unknown task
-        path = self.spool_dir.parent / "logs" / f"{task_id}.log"
+        path = self.paths.log_of(task_id)
         try:
             with open(path, "rb") as handle:
                 size = os.fstat(handle.fileno()).st_size

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from pi_render.clock import Clock
+from pi_render.data_dir import DataDir
 from pi_render.errors import (
     DiskFull,
     InvalidTaskArgs,
@@ -48,11 +49,12 @@ class Submitter:
     """All or nothing: every request is validated before any is written; one commit."""
 
     def __init__(self, records: RecordStore, router: Router, running: RunningTasks,
-                 clock: Clock, ids: TaskIdGenerator, paths: tuple[Path, Path, Path, Path],
+                 clock: Clock, ids: TaskIdGenerator, paths: DataDir, output_root: Path,
                  controls: Callable[[], SubmitControls], children: Children) -> None:  # fmt: skip
         self.records, self.router, self.running, self.clock = records, router, running, clock
         self.ids, self.controls, self.children = ids, controls, children
-        self.spool_dir, self.uploads_dir, self.store_dir, self.output_root = paths
+        self.paths, self.output_root = paths, output_root
+        self.spool_dir, self.uploads_dir, self.store_dir = paths.spool, paths.uploads, paths.store
         self.admission = Admission(records, controls, self.uploads_dir)
         self._lock = threading.Lock()  # admission counts what is there: one at a time
 
@@ -173,7 +175,7 @@ class Submitter:
         need = self.controls().min_free_bytes
         if need <= 0:
             return
-        free = shutil.disk_usage(self.spool_dir.parent).free
+        free = shutil.disk_usage(self.paths.root).free
         if free < need:
             raise DiskFull(
                 f"the data disk has {free // (1 << 20)} MiB free, less than min_free_bytes "

@@ -13,6 +13,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pi_render.blend import BlendFileError, read_blend_info
+from pi_render.data_dir import DataDir
 from pi_render.errors import PiRenderError
 from pi_render.manifest.frames import FrameOutput
 from pi_render.paths import PathNotAllowed, absolute_path, confined, readable_by, writable_by
@@ -218,7 +219,7 @@ def _snapshot(source: Path, data_type: BlenderDataType, blend: str | None, ctx: 
         unpacked = ctx.spool / "project"
         source = _unpack(source, blend, ctx, SubmitterAccess(roots, reader, ctx.spool / "traced"))
         roots, reader = (unpacked,), None
-    store = ContentStore(ctx.store or ctx.spool.parent.parent / "store")
+    store = ContentStore(ctx.store or DataDir(ctx.spool.parent.parent).store)
     access = SubmitterAccess(roots, reader, ctx.spool / "traced")
     try:
         return take_snapshot(source, ctx.spool, store, access, allow_missing,

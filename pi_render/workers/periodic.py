@@ -42,7 +42,7 @@ def prune_old_records(
             pruned += 1
     _prune_abandoned_uploads(records, settings, now)
     # files no snapshot links any more (their tasks' spools are gone)
-    ContentStore(settings.store_dir).collect_garbage(now=now.timestamp())
+    ContentStore(settings.paths.store).collect_garbage(now=now.timestamp())
     if pruned:
         log.info("pruned old records", extra={"count": pruned})
     return pruned
@@ -60,9 +60,9 @@ def forget_files(settings: Settings, record: TaskRecord, forget: list[Callable[[
                  outputs: bool = False) -> None:  # fmt: skip
     """What a task left beside its record: log, spool, upload, the other stores' entries (and its
     outputs when asked). Safe to repeat."""
-    (settings.data_dir / "logs" / f"{record.id}.log").unlink(missing_ok=True)
-    shutil.rmtree(settings.spool_dir / record.id, ignore_errors=True)
-    shutil.rmtree(settings.data_dir / "uploads" / record.id, ignore_errors=True)
+    (settings.paths.log_of(record.id)).unlink(missing_ok=True)
+    shutil.rmtree(settings.paths.spool / record.id, ignore_errors=True)
+    shutil.rmtree(settings.paths.upload_of(record.id), ignore_errors=True)
     if outputs and record.result:
         _delete_outputs(record.result)
     for drop in forget:
@@ -125,7 +125,7 @@ def _prune_abandoned_uploads(records: RecordStore, settings: Settings,
                              now: datetime) -> None:  # fmt: skip
     """Upload (and spool) folders of tasks that were never run, once they are old."""
     cutoff = (now - timedelta(days=settings.retention_days)).timestamp()
-    folders = [p for base in (settings.spool_dir, settings.data_dir / "uploads") if base.is_dir()
+    folders = [p for base in (settings.paths.spool, settings.paths.uploads) if base.is_dir()
                for p in base.iterdir()]  # fmt: skip
     for folder in folders:
         try:

@@ -39,12 +39,12 @@ class QueueWorker(LoopWorker):
         env: ProcessorEnv | None = None,
         retry: RetryPolicies | None = None,
         failed_queue: TaskQueue | None = None,
-        timeouts: dict[str, float] | None = None,
+        timeouts: Callable[[], dict[str, float]] | None = None,
         heartbeat_s: float = 5.0,
     ) -> None:
         super().__init__(name)
         self.env = env
-        self.timeouts = timeouts if timeouts is not None else {}
+        self.timeouts = timeouts or dict  # read per task: a reload swaps the settings whole
         self.heartbeat_s = heartbeat_s
         self._watch = _Watch(heartbeat_s, clock)
         self.retry = retry or RetryPolicies({})
@@ -131,7 +131,7 @@ class QueueWorker(LoopWorker):
         extra = {"task_id": record.id, "type": record.type, "attempt": record.attempts}
         log.info("task started", extra={**extra, "worker": self.name})
         started = self.clock.monotonic()
-        limit = record.timeout_s or self.timeouts.get(record.type)
+        limit = record.timeout_s or self.timeouts().get(record.type)
         watch = self._watch.watching(
             lambda: self._beat(record.id, item),
             limit,
