@@ -26,6 +26,7 @@ from pi_render.errors import ConfigError, PiRenderError
 from pi_render.file_modes import make_private
 from pi_render.hooks import HookOutbox, HookWorker
 from pi_render.lock import DataDirLock
+from pi_render.manifest.contract import TaskData
 from pi_render.manifest.failed import FailedTaskManifest
 from pi_render.manifest.frames import FrameLedger
 from pi_render.manifest.records import TaskRecordManifest
@@ -205,7 +206,8 @@ class Daemon:
 
     def _forgetters(self) -> list[Callable[[str], None]]:
         """What the other stores keep of a task, dropped when it is forgotten or pruned."""
-        return [self.frames.forget, self.outbox.forget, self.failed.remove]
+        stores: tuple[TaskData, ...] = (self.frames, self.outbox, self.failed)
+        return [store.forget_task for store in stores]
 
     def _make_cron(self) -> CronWorker:
         settings = self.settings

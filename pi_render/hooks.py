@@ -115,15 +115,15 @@ class HookOutbox:
     def hook(self, hook_id: str) -> Hook | None:
         return next((h for h in self.hooks if h.hook_id == hook_id), None)
 
-    def save(self, entry: Delivery) -> None:
+    def put(self, entry: Delivery) -> None:
         self._store.stage(entry.key, entry.model_dump_json())
         self._store.commit()
 
-    def drop(self, entry: Delivery) -> None:
+    def delete(self, entry: Delivery) -> None:
         self._store.delete(entry.key)
         self._store.commit()
 
-    def forget(self, task_id: str) -> None:
+    def forget_task(self, task_id: str) -> None:
         self._store.delete_prefix(f"{task_id}/")
         self._store.commit()
 
@@ -162,14 +162,14 @@ class HookWorker(LoopWorker):
             try:
                 record = self.records.get(entry.task_id)
             except TaskNotFound:
-                self.outbox.drop(entry)
+                self.outbox.delete(entry)
                 continue
             if not record.status.is_final:  # committed after the entry (or running again): later
                 entry.next_attempt_at = now + timedelta(seconds=5)
-                self.outbox.save(entry)
+                self.outbox.put(entry)
                 continue
             if record.status is not TaskStatus(entry.status):
-                self.outbox.drop(entry)  # it ended otherwise (a crash in between, then a rerun)
+                self.outbox.delete(entry)  # it ended otherwise (a crash in between, then a rerun)
                 continue
             delivered += self._deliver(entry, record)
         return delivered
@@ -178,7 +178,7 @@ class HookWorker(LoopWorker):
         hook = self.outbox.hook(entry.hook)
         if hook is None:  # removed from the config by a reload
             log.warning("dropping a delivery: its hook is gone", extra={"task_id": entry.task_id})
-            self.outbox.drop(entry)
+            self.outbox.delete(entry)
             return 0
         body = record.model_dump_json()
         entry.attempts += 1
@@ -197,11 +197,11 @@ class HookWorker(LoopWorker):
             delay = Backoff(hook.retry_s, 3600.0).delay(entry.attempts)
             entry.last_error = f"{type(exc).__name__}: {exc}"
             entry.next_attempt_at = self.clock.now() + timedelta(seconds=delay)
-            self.outbox.save(entry)
+            self.outbox.put(entry)
             log.warning("hook delivery failed, retrying in %.1fs: %s", delay, entry.last_error,
                         extra={"task_id": entry.task_id})  # fmt: skip
             return 0
         entry.delivered_at, entry.last_error = self.clock.now(), None
-        self.outbox.save(entry)
+        self.outbox.put(entry)
         log.info("hook delivered", extra={"task_id": entry.task_id, "hook": entry.hook})
         return 1

@@ -69,7 +69,7 @@ class WorkflowRuns:
     def __init__(self, path: Path) -> None:
         self._store = DurableJsonTable(path, "workflow_runs")
 
-    def add(self, run: WorkflowRun) -> None:
+    def put(self, run: WorkflowRun) -> None:
         self._store.stage(run.run_id, run.model_dump_json())
         self._store.commit()
 

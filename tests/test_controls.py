@@ -252,8 +252,8 @@ def test_retention_forgets_old_workflow_runs_whose_records_are_gone(tmp_path: Pa
     runs = WorkflowRuns(tmp_path / "workflows.sqlite")
     made = datetime(2026, 1, 1, tzinfo=timezone.utc)
     for run_id, tasks in (("old-done", ["t1", "t2"]), ("old-live", ["t3", "t4"])):
-        runs.add(WorkflowRun(run_id=run_id, name="w", file="f", tasks=tasks, created_at=made))
-    runs.add(WorkflowRun(run_id="new", name="w", file="f", tasks=["t5"],
+        runs.put(WorkflowRun(run_id=run_id, name="w", file="f", tasks=tasks, created_at=made))
+    runs.put(WorkflowRun(run_id="new", name="w", file="f", tasks=["t5"],
                          created_at=made + timedelta(days=40)))  # fmt: skip
     known = {"t4", "t5"}  # t1-t3 were pruned by retention
     assert runs.prune(made + timedelta(days=30), known.__contains__) == 1

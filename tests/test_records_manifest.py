@@ -116,11 +116,11 @@ def test_the_frame_ledger_forgets_one_task_only(tmp_path: Path) -> None:
     ledger = FrameLedger(tmp_path / "frames.sqlite")
     for task in ("aaa", "aab"):
         for frame in (-1, 1, 10):
-            ledger.record(task, FrameOutput(frame=frame, path=f"/{task}/{frame}", size=1,
-                                            sha256="0"))  # fmt: skip
-    assert [f.frame for f in ledger.frames("aaa")] == [-1, 1, 10]
-    ledger.forget("aaa")
-    assert ledger.frames("aaa") == [] and len(ledger.frames("aab")) == 3
+            ledger.put(task, FrameOutput(frame=frame, path=f"/{task}/{frame}", size=1,
+                                         sha256="0"))  # fmt: skip
+    assert [f.frame for f in ledger.get("aaa")] == [-1, 1, 10]
+    ledger.forget_task("aaa")
+    assert ledger.get("aaa") == [] and len(ledger.get("aab")) == 3
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to mount a small file system")

@@ -87,3 +87,13 @@ class RecordStore(Protocol):
         """How durably it writes (SQLite's `PRAGMA synchronous`; 2 = FULL)."""
 
     def close(self) -> None: ...
+
+
+class TaskData(Protocol):
+    """A store that keeps something per task beside its record (failed tasks, the frame ledger,
+    the hook outbox): the same verbs everywhere (`put`, `get`, `delete`, `forget_task`), and
+    `forget_task` drops all it keeps of one task when the record is forgotten or pruned."""
+
+    def forget_task(self, task_id: str) -> None: ...
+
+    def close(self) -> None: ...

@@ -46,7 +46,7 @@ class FailedTaskManifest:
         self._store.stage(entry.task_id, entry.model_dump_json())
         self._store.commit()
 
-    def remove(self, task_id: str) -> None:
+    def delete(self, task_id: str) -> None:
         self._store.delete(task_id)
         self._store.commit()
 
@@ -60,6 +60,9 @@ class FailedTaskManifest:
 
     def waiting(self) -> list[FailedTask]:
         return [e for e in self.all() if e.state == "waiting"]
+
+    def forget_task(self, task_id: str) -> None:
+        self.delete(task_id)
 
     def close(self) -> None:
         self._store.close()

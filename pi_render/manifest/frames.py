@@ -28,18 +28,18 @@ class FrameLedger:
     def __init__(self, path: Path) -> None:
         self._store = DurableJsonTable(path, TABLE)
 
-    def record(self, task_id: str, output: FrameOutput) -> None:
+    def put(self, task_id: str, output: FrameOutput) -> None:
         self._store.stage(f"{task_id}/{output.frame + 2**31:010d}", output.model_dump_json())
         self._store.commit()
 
-    def frames(self, task_id: str) -> list[FrameOutput]:
+    def get(self, task_id: str) -> list[FrameOutput]:
         rows = self._store.query(
             f"SELECT value FROM {TABLE} WHERE key >= ? AND key < ? ORDER BY key",
             (f"{task_id}/", f"{task_id}0"),  # "0" sorts right after "/"
         )
         return [FrameOutput.model_validate_json(row[0]) for row in rows]
 
-    def forget(self, task_id: str) -> None:
+    def forget_task(self, task_id: str) -> None:
         self._store.delete_prefix(f"{task_id}/")
         self._store.commit()
 

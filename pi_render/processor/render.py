@@ -99,7 +99,7 @@ class RenderProcessor(Processor[RenderArgs, RenderResult]):
         video = args.output_type is RenderOutputType.FFMPEG
         done: dict[int, FrameOutput] = {}
         if not video:  # a video cannot be resumed frame by frame: it is rendered whole
-            done = {f.frame: f for f in ledger.frames(ctx.task_id)
+            done = {f.frame: f for f in ledger.get(ctx.task_id)
                     if f.frame in expected and still_there(f)}  # fmt: skip
         missing = [f for f in expected if f not in done]
         progress = FrameProgress(ctx, len(expected), len(done))
@@ -167,7 +167,7 @@ class RenderProcessor(Processor[RenderArgs, RenderResult]):
             if video or frame is None or frame in done or not _own_frame(path, partial):
                 return
             output = place(path, folder, frame)
-            env.frames.record(ctx.task_id, output)  # durable before anyone is told
+            env.frames.put(ctx.task_id, output)  # durable before anyone is told
             done[frame] = output
             progress.frame_done()
 
@@ -198,7 +198,7 @@ class RenderProcessor(Processor[RenderArgs, RenderResult]):
                 output = place(path, folder, args.start_frame or 0)
                 for frame in frames:
                     done[frame] = output
-                env.frames.record(ctx.task_id, output)
+                env.frames.put(ctx.task_id, output)
             else:
                 land(path)
 

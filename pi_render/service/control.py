@@ -64,7 +64,7 @@ class TaskControl:
         if self.router.locate(task_id) is None:
             self.router.put(record)
         if self.failed is not None:
-            self.failed.remove(task_id)
+            self.failed.delete(task_id)
         log.info("task retried by hand", extra={"task_id": task_id})
         return record
 

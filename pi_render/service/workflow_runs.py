@@ -43,7 +43,7 @@ class WorkflowService:
             raise
         run = WorkflowRun(run_id=run_id, name=workflow.name, file=file, tasks=[r.id for r in made],
                           created_at=self.submitter.clock.now())  # fmt: skip
-        self.runs.add(run)
+        self.runs.put(run)
         log.info("workflow started", extra={"workflow": workflow.name, "run": run_id})
         return run
 

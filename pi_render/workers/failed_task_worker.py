@@ -83,7 +83,7 @@ class FailedTaskWorker(LoopWorker):
                     entry.task_id
                 )
             except TaskNotFound:
-                self.manifest.remove(entry.task_id)
+                self.manifest.delete(entry.task_id)
                 continue
             self.checkpoint("due")
             if record.status is TaskStatus.PENDING and self.router.locate(record.id) is None:
@@ -100,5 +100,5 @@ class FailedTaskWorker(LoopWorker):
             if record.status is TaskStatus.FAILED:  # failed again meanwhile: list it as dead
                 self.manifest.put(FailedTask.of(record))
             elif record.status is not TaskStatus.RETRYING:
-                self.manifest.remove(entry.task_id)
+                self.manifest.delete(entry.task_id)
         return count
