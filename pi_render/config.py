@@ -10,10 +10,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from pi_render.api.access import Roles
 from pi_render.controls import Capabilities, Limit, Requirements
-from pi_render.cron import CronJob
+from pi_render.cron.schedule import CronJob
 from pi_render.data_dir import DataDir
 from pi_render.errors import ConfigError
-from pi_render.hooks import Hook
+from pi_render.hooks.outbox import Hook
 from pi_render.retry import RetryPolicy
 from pi_render.workflows import Workflow
 

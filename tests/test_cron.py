@@ -14,12 +14,13 @@ from conftest import DaemonProcess, wait_until
 
 from pi_render.clock import FakeClock
 from pi_render.config import load_settings
-from pi_render.cron import CronJob, next_fire
+from pi_render.cron.schedule import CronJob, next_fire
+from pi_render.cron.store import CronStore
 from pi_render.manifest.records import TaskRecordManifest
 from pi_render.queue.router import Router
 from pi_render.service import TaskService
 from pi_render.task import lifecycle
-from pi_render.workers.cron_worker import CronStore, CronWorker
+from pi_render.workers.cron_worker import CronWorker
 from pi_render.workers.periodic import prune_old_records
 from pi_render.workers.running import RunningTasks
 

@@ -14,6 +14,7 @@ from pi_render.backoff import Backoff
 from pi_render.blend.errors import CorruptBlendFile
 from pi_render.clock import FakeClock
 from pi_render.config import load_settings
+from pi_render.daemon.recovery import recover
 from pi_render.errors import InvalidTaskArgs
 from pi_render.manifest.failed import FailedTaskManifest
 from pi_render.manifest.records import TaskIdGenerator, TaskRecordManifest
@@ -21,7 +22,6 @@ from pi_render.processor.base import Processor
 from pi_render.processor.context import TaskContext
 from pi_render.queue.router import Router
 from pi_render.queue.sqlite import SqliteTaskQueue
-from pi_render.recovery import recover
 from pi_render.retry import RetryPolicies, RetryPolicy
 from pi_render.task.base import TaskBase
 from pi_render.task.noop import NoopArgs, NoopResult

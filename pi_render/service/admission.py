@@ -16,8 +16,8 @@ from pi_render.controls import (
 )
 from pi_render.identity import Caller
 from pi_render.manifest.contract import RecordStore
-from pi_render.quotas import Quotas, record_bytes
 from pi_render.service.controls import SubmitControls
+from pi_render.service.quotas import Quotas, record_bytes
 from pi_render.task.record import TaskRecord
 
 

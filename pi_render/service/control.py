@@ -31,12 +31,14 @@ class TaskControl:
             TaskNotFound; TaskStateConflict when the task has already ended.
         """
         now = self.clock.now()
+        running: list[TaskRecord] = []
 
         def decide(record: TaskRecord) -> TaskRecord | None:
             if record.status.is_final:
                 raise TaskStateConflict(f"task {task_id} has already ended "
                                         f"({record.status.value}); nothing to cancel")  # fmt: skip
             if record.status is TaskStatus.RUNNING:
+                running.append(record)
                 return None  # its worker ends it
             return lifecycle.cancel(record, now, "cancelled before it started")
 
@@ -44,7 +46,7 @@ class TaskControl:
         if cancelled is None:
             self.running.request_stop(task_id, StopReason.CANCEL)
             log.info("cancel requested for running task", extra={"task_id": task_id})
-            return self.records.latest(task_id)
+            return running[-1]  # as it was when asked: the answer is 202, "stopping"
         self.router.remove(task_id)  # if a worker took it meanwhile, it sees the final record
         log.info("pending task cancelled", extra={"task_id": task_id})
         return cancelled

@@ -10,10 +10,10 @@ from pi_render.errors import TaskStateConflict
 from pi_render.identity import Caller
 from pi_render.manifest.contract import RecordStore
 from pi_render.manifest.records import TaskIdGenerator
-from pi_render.quotas import UPLOAD_FOLDER_BYTES
+from pi_render.service.quotas import UPLOAD_FOLDER_BYTES
 from pi_render.service.submit import Submitted, Submitter
+from pi_render.service.upload_folders import make_upload_folder, uploaded_file
 from pi_render.task.record import Priority
-from pi_render.uploads import make_upload_folder, uploaded_file
 
 
 class Uploads:

@@ -9,13 +9,10 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
-
-from pydantic import BaseModel
 
 from pi_render.clock import Clock
-from pi_render.cron import CronJob, next_fire
-from pi_render.manifest.base import DurableJsonTable
+from pi_render.cron.schedule import CronJob, next_fire
+from pi_render.cron.store import CronState, CronStore
 from pi_render.manifest.contract import RecordStore
 from pi_render.service import TaskService
 from pi_render.task.record import Priority
@@ -26,14 +23,6 @@ log = logging.getLogger(__name__)
 MISSED_AFTER = timedelta(seconds=60)  # a fire this late at start is still run, not "missed"
 
 
-class CronState(BaseModel):
-    name: str
-    schedule: str
-    last_fire: datetime | None = None
-    next_fire: datetime | None = None
-    firing: datetime | None = None  # marked before the task is submitted
-
-
 @dataclass
 class BuiltinJob:
     """A periodic job of the daemon's own (maintenance, retention, the watch folder)."""
@@ -41,22 +30,6 @@ class BuiltinJob:
     name: str
     schedule: str
     run: Callable[[], object]
-
-
-class CronStore:
-    def __init__(self, path: Path) -> None:
-        self._store = DurableJsonTable(path, "cron")
-
-    def get(self, name: str) -> CronState | None:
-        text = self._store.text(name)
-        return None if text is None else CronState.model_validate_json(text)
-
-    def put(self, state: CronState) -> None:
-        self._store.stage(state.name, state.model_dump_json())
-        self._store.commit()
-
-    def close(self) -> None:
-        self._store.close()
 
 
 class CronWorker(LoopWorker):

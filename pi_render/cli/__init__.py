@@ -119,7 +119,7 @@ def wait_with_progress(client: Client, task_id: str, timeout: float | None) -> T
 @app.command()
 def serve(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     """Run the daemon in the foreground (logs as JSON lines with --json)."""
-    from pi_render.daemon import Daemon
+    from pi_render.daemon.core import Daemon
     from pi_render.logs import setup_logging
 
     try:
@@ -332,4 +332,4 @@ def main() -> None:
     app()
 
 
-from pi_render import cli_blend, cli_daemon, cli_render  # noqa: E402,F401  (register commands)
+from pi_render.cli import blend, daemon, render  # noqa: E402,F401  (register commands)

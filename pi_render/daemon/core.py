@@ -22,10 +22,14 @@ from pi_render.api.waiters import FinalStateWaiters
 from pi_render.clock import Clock, SystemClock
 from pi_render.config import Settings, load_settings
 from pi_render.controls import pool_capabilities
+from pi_render.cron.store import CronStore
+from pi_render.daemon.file_modes import make_private
+from pi_render.daemon.lock import DataDirLock
+from pi_render.daemon.recovery import recover, release_waiting
+from pi_render.daemon.sdnotify import sd_notify, watchdog_interval_s
 from pi_render.errors import ConfigError, PiRenderError
-from pi_render.file_modes import make_private
-from pi_render.hooks import HookOutbox, HookWorker
-from pi_render.lock import DataDirLock
+from pi_render.hooks.outbox import HookOutbox
+from pi_render.hooks.worker import HookWorker
 from pi_render.manifest.contract import TaskData
 from pi_render.manifest.failed import FailedTaskManifest
 from pi_render.manifest.frames import FrameLedger
@@ -36,13 +40,11 @@ from pi_render.processor.context import StopReason
 from pi_render.processor.sandbox import find_sandbox
 from pi_render.queue.router import Router
 from pi_render.queue.sqlite import SqliteTaskQueue
-from pi_render.recovery import recover, release_waiting
 from pi_render.retry import RetryPolicies
-from pi_render.sdnotify import sd_notify, watchdog_interval_s
 from pi_render.service import SubmitControls, TaskService
 from pi_render.task.base import task_type
 from pi_render.task.record import TaskRecord
-from pi_render.workers.cron_worker import BuiltinJob, CronStore, CronWorker
+from pi_render.workers.cron_worker import BuiltinJob, CronWorker
 from pi_render.workers.failed_task_worker import FailedTaskWorker
 from pi_render.workers.periodic import (
     WatchFolder,
