@@ -11,6 +11,16 @@ Listener = Callable[[TaskRecord], None]
 Change = Callable[[TaskRecord], TaskRecord | None]
 
 
+def next_version(old: TaskRecord, new: TaskRecord, before_final: list[Listener]) -> TaskRecord:
+    """What every backend's `change` writes: `new` one version on from `old`, after telling the
+    before-final listeners when it moves the record to a final state."""
+    new = new.model_copy(update={"version": old.version + 1})
+    if new.status.is_final and not old.status.is_final:
+        for listener in before_final:
+            listener(new)
+    return new
+
+
 class RecordStore(Protocol):
     """Task records by id (ids sort by submission time).
 

@@ -5,7 +5,7 @@ import threading
 from collections.abc import Iterator
 
 from pi_render.errors import TaskNotFound
-from pi_render.manifest.contract import Change, Listener
+from pi_render.manifest.contract import Change, Listener, next_version
 from pi_render.task.record import TaskRecord, TaskStatus
 
 LIVE = (TaskStatus.PENDING, TaskStatus.RUNNING, TaskStatus.RETRYING)
@@ -48,10 +48,7 @@ class MemoryRecordStore:
             new = change(old)
             if new is None:
                 return None
-            new = new.model_copy(update={"version": old.version + 1})
-            if new.status.is_final and not old.status.is_final:
-                for listener in self._before_final:
-                    listener(new)
+            new = next_version(old, new, self._before_final)
             with self._lock:
                 if self._records.get(task_id) is not old:
                     continue  # another change came between: run `change` on the newer one

@@ -8,19 +8,18 @@ and memory-flat however many records pile up.
 import secrets
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from pi_render.clock import Clock
 from pi_render.errors import StorageError, TaskNotFound
 from pi_render.manifest.base import DurableJsonTable
+from pi_render.manifest.contract import Change, Listener, next_version
 from pi_render.task.record import TaskRecord, TaskStatus
 
 TABLE = "tasks"
 RECENT_CACHE = 4096  # records kept in memory for read-modify-write (running tasks and more)
-Listener = Callable[[TaskRecord], None]
-Change = Callable[[TaskRecord], TaskRecord | None]
 
 
 class TaskIdGenerator:
@@ -108,10 +107,7 @@ class TaskRecordManifest:
                 new = change(old)
                 if new is None:
                     return None
-                new = new.model_copy(update={"version": old.version + 1})
-                if new.status.is_final and not old.status.is_final:
-                    for listener in self._before_final:
-                        listener(new)
+                new = next_version(old, new, self._before_final)
                 self._stage(new)
             self._commit(new)
         return new
