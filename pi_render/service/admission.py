@@ -53,9 +53,11 @@ class Admission:
         cap = self.controls().max_queued_per_uid
         return cap is not None and who is not None and who["uid"] not in (0, os.getuid())
 
-    def admit(self, record: TaskRecord, batch: list[TaskRecord], force: bool) -> TaskRecord | None:
-        """Raises what refuses `record` (given the `batch` admitted before it); returns an
-        identical task that is already there (a dedup), or None when it is new."""
+    def admit(self, record: TaskRecord, batch: list[TaskRecord], force: bool,
+              batch_bytes: int = 0) -> TaskRecord | None:  # fmt: skip
+        """Raises what refuses `record` (given the `batch` admitted before it, whose tasks of the
+        same submitter keep `batch_bytes`); returns an identical task that is already there (a
+        dedup), or None when it is new."""
         controls = self.controls()
         needs = {**controls.requires.get(record.type, Requirements()).model_dump(),
                  **{k: v for k, v in (record.requires or {}).items() if v}}  # fmt: skip
@@ -68,15 +70,16 @@ class Admission:
             if existing is not None:
                 return existing
         who = record.submitted_by
-        if who is not None:
-            mine = [e for e in batch if (e.submitted_by or {}).get("uid") == who["uid"]]
-            if self._uid_capped(record):
-                cap = controls.max_queued_per_uid or 0
-                queued = self.records.live_count_of_uid(who["uid"]) + len(mine)
-                if queued >= cap:
-                    raise TooManyQueued(f"uid {who['uid']} already has {queued} tasks waiting "
-                                        f"or running (max_queued_per_uid = {cap})")  # fmt: skip
-            self.quotas().check(who["uid"], sum(map(record_bytes, [*mine, record])))
+        if who is not None and self._uid_capped(record):
+            mine = sum(1 for e in batch if (e.submitted_by or {}).get("uid") == who["uid"])
+            cap = controls.max_queued_per_uid or 0
+            queued = self.records.live_count_of_uid(who["uid"]) + mine
+            if queued >= cap:
+                raise TooManyQueued(f"uid {who['uid']} already has {queued} tasks waiting "
+                                    f"or running (max_queued_per_uid = {cap})")  # fmt: skip
+        quotas = self.quotas()
+        if who is not None and quotas.applies(who["uid"]):
+            quotas.check(who["uid"], batch_bytes + record_bytes(record))
         limit = controls.limits.get(record.type)
         if limit is not None:
             record.limit_key = limit_key(limit, record, record.content_key)

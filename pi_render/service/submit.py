@@ -28,6 +28,7 @@ from pi_render.queue.router import Router
 from pi_render.service.admission import Admission
 from pi_render.service.children import Children
 from pi_render.service.controls import SubmitControls
+from pi_render.service.quotas import record_bytes
 from pi_render.task import lifecycle
 from pi_render.task.base import SubmitContext, task_type
 from pi_render.task.record import Priority, TaskRecord, TaskStatus
@@ -123,10 +124,13 @@ class Submitter:
                    batch: bool) -> list[Submitted]:  # fmt: skip
         """Duplicates answer with the task already there and leave no snapshot of their own."""
         answers: list[Submitted] = []
+        new: list[TaskRecord] = []
+        quotas = self.admission.quotas()
+        kept: dict[int, int] = {}  # bytes of each submitter's new tasks so far (quotas only)
         for index, record in enumerate(prepared):
-            new = [answer.record for answer in answers if answer.created]
+            uid = (record.submitted_by or {}).get("uid")
             try:
-                existing = self.admission.admit(record, new, force)
+                existing = self.admission.admit(record, new, force, kept.get(uid or 0, 0))
             except PiRenderError as exc:
                 if batch:
                     exc.args = (f"task {index}: {exc}",)
@@ -137,6 +141,9 @@ class Submitter:
                 log.info("identical render already there", extra={"task_id": existing.id})
             else:
                 answers.append(Submitted(record, True))
+                new.append(record)
+                if uid is not None and quotas.applies(uid):
+                    kept[uid] = kept.get(uid, 0) + record_bytes(record)
         return answers
 
     def _new_record(self, type_name: str, args: Any, priority: Priority, label: str | None,
