@@ -14,7 +14,9 @@ Change = Callable[[TaskRecord], TaskRecord | None]
 def next_version(old: TaskRecord, new: TaskRecord, before_final: list[Listener]) -> TaskRecord:
     """What every backend's `change` writes: `new` one version on from `old`, after telling the
     before-final listeners when it moves the record to a final state."""
-    new = new.model_copy(update={"version": old.version + 1})
+    if new is old:  # a change that hands back the record it was given: never alter that one
+        new = old.model_copy()
+    new.version = old.version + 1  # in place: `new` is the change's own fresh copy (hot path)
     if new.status.is_final and not old.status.is_final:
         for listener in before_final:
             listener(new)
