@@ -19,10 +19,6 @@ class DataDir:
         return self.root / "frames.sqlite"
 
     @property
-    def failed(self) -> Path:
-        return self.root / "failed.sqlite"
-
-    @property
     def cron(self) -> Path:
         return self.root / "cron.sqlite"
 
@@ -40,10 +36,6 @@ class DataDir:
 
     def queue(self, label: str) -> Path:
         return self.queues / f"{label}.db"
-
-    @property
-    def failed_queue(self) -> Path:
-        return self.queues / "_failed.db"
 
     @property
     def paused_labels(self) -> Path:

@@ -16,17 +16,14 @@ from pi_render.clock import FakeClock
 from pi_render.config import load_settings
 from pi_render.daemon.recovery import recover
 from pi_render.errors import InvalidTaskArgs
-from pi_render.manifest.failed import FailedTaskManifest
 from pi_render.manifest.records import TaskIdGenerator, TaskRecordManifest
 from pi_render.processor.base import Processor
 from pi_render.processor.context import TaskContext
 from pi_render.queue.router import Router
-from pi_render.queue.sqlite import SqliteTaskQueue
 from pi_render.retry import RetryPolicies, RetryPolicy
 from pi_render.task.base import TaskBase
 from pi_render.task.noop import NoopArgs, NoopResult
 from pi_render.task.record import TaskRecord, TaskStatus
-from pi_render.workers.failed_task_worker import FailedTaskWorker
 from pi_render.workers.queue_worker import QueueWorker
 from pi_render.workers.running import RunningTasks
 
@@ -90,29 +87,23 @@ class Rig:
         settings = load_settings(env={"PI_RENDER_DATA_DIR": str(self.folder), "HOME": "/tmp"})
         settings = settings.model_copy(update={"workers": {"default": 1}})
         self.records = TaskRecordManifest(self.folder / "records.sqlite")
-        self.router = Router(settings)
-        self.failed = FailedTaskManifest(self.folder / "failed.sqlite")
-        self.failed_queue = SqliteTaskQueue(self.folder / "queues" / "_failed.db")
+        self.router = Router(settings, clock=self.clock)
         policies = RetryPolicies({"default": RetryPolicy(max_attempts=5, base_delay_s=10,
                                                          jitter=0)})  # fmt: skip
-        self.worker = QueueWorker("w", self.router.queues["default"], self.records,
-                                  RunningTasks(), self.clock, 0.01, retry=policies,
-                                  failed_queue=self.failed_queue)  # fmt: skip
 
         def checkpoint(step: str) -> None:
             if step == crash_at:
                 raise SimulatedCrash(step)
 
-        self.failures = FailedTaskWorker(self.failed_queue, self.failed, self.records,
-                                         self.router, self.clock, 0.01, checkpoint)  # fmt: skip
+        self.worker = QueueWorker("w", self.router.queues["default"], self.records,
+                                  RunningTasks(), self.clock, 0.01, retry=policies,
+                                  checkpoint=checkpoint)  # fmt: skip
 
     def restart(self) -> None:
-        for queue in [*self.router.queues.values(), self.failed_queue]:
-            queue.close()
+        self.router.close()
         self.records.close()
-        self.failed.close()
         self.open()
-        recover(self.records, self.router, self.failed, self.failed_queue)
+        recover(self.records, self.router)
 
     def drive(self, record: TaskRecord, crash_at: str | None) -> None:
         """Work until the task ends, crashing once at `crash_at`."""
@@ -120,9 +111,7 @@ class Rig:
         for _ in range(20):
             try:
                 self.worker.run_once()
-                self.failures.run_once()
-                self.clock.advance(11)
-                self.failures.run_once()
+                self.clock.advance(11)  # past the next attempt's time (10 s)
             except SimulatedCrash:
                 self.crashes += 1
                 self.restart()
@@ -130,10 +119,12 @@ class Rig:
                 return
 
 
-@pytest.mark.parametrize("crash_at", [None, "filed", "due", "requeued"])
+@pytest.mark.parametrize("crash_at", [None, "retrying", "queued"])
 def test_fails_twice_then_succeeds_even_with_a_crash_at_each_step(
     tmp_path: Path, crash_at: str | None
 ) -> None:
+    """A retry is a delayed put on the task's own queue: a crash after the record says
+    retrying (before the put) or after the put (before the ack) still ends in one success."""
     clock = FakeClock()
     rig = Rig(tmp_path, clock)
     record = TaskRecord(id=TaskIdGenerator(clock).new(), type="test-sometimes", label="default",
@@ -147,7 +138,6 @@ def test_fails_twice_then_succeeds_even_with_a_crash_at_each_step(
     assert done.status is TaskStatus.COMPLETED and done.result == {"payload": 7}
     assert done.attempts == 3
     assert [e.message for e in done.errors] == ["disk hiccup", "disk hiccup"]
-    assert rig.failed.all() == []  # nothing left waiting
     assert rig.router.queues["default"].depth() == {
         "high": 0,
         "normal": 0,
@@ -168,14 +158,14 @@ def test_a_retrying_task_shows_its_next_attempt(tmp_path: Path) -> None:
     assert waiting.status is TaskStatus.RETRYING
     assert waiting.next_attempt_at is not None
     assert (waiting.next_attempt_at - clock.now()).total_seconds() == 10
-    rig.failures.run_once()
-    (entry,) = rig.failed.all()
-    assert entry.state == "waiting" and entry.attempts == 1
-    assert entry.last_error is not None and entry.last_error.type == "OSError"
-    assert rig.failures.requeue_due() == 0  # not due yet: nothing moves
+    queue = rig.router.queues["default"]
+    assert queue.depth()["delayed"] == 1  # held by its queue until then
+    assert rig.worker.run_once() is False  # not due yet: nothing is delivered
+    assert rig.records.get("t1").status is TaskStatus.RETRYING
     clock.advance(10)
-    assert rig.failures.requeue_due() == 1
-    assert rig.records.get("t1").status is TaskStatus.PENDING
+    assert rig.worker.run_once() is True
+    done = rig.records.get("t1")
+    assert done.status is TaskStatus.COMPLETED and done.attempts == 2
 
 
 FLAKY = "[retry.flaky]\nmax_attempts = 4\nbase_delay_s = 0.3\njitter = 0\n"

@@ -31,7 +31,6 @@ from pi_render.errors import ConfigError, PiRenderError
 from pi_render.hooks.outbox import HookOutbox
 from pi_render.hooks.worker import HookWorker
 from pi_render.manifest.contract import TaskData
-from pi_render.manifest.failed import FailedTaskManifest
 from pi_render.manifest.frames import FrameLedger
 from pi_render.manifest.records import TaskRecordManifest
 from pi_render.processor.base import ProcessorEnv
@@ -39,13 +38,11 @@ from pi_render.processor.blender import find_blender
 from pi_render.processor.context import StopReason
 from pi_render.processor.sandbox import find_sandbox
 from pi_render.queue.router import Router
-from pi_render.queue.sqlite import SqliteTaskQueue
 from pi_render.retry import RetryPolicies
 from pi_render.service import SubmitControls, TaskService
 from pi_render.task.base import task_type
 from pi_render.task.record import TaskRecord
 from pi_render.workers.cron_worker import BuiltinJob, CronWorker
-from pi_render.workers.failed_task_worker import FailedTaskWorker
 from pi_render.workers.periodic import (
     WatchFolder,
     forget_files,
@@ -104,11 +101,9 @@ class Daemon:
         try:
             import_task_modules(settings.task_modules)
             self.records = TaskRecordManifest(settings.paths.records)
-            self.router = Router(settings)
+            self.router = Router(settings, clock=self.clock)
             self.running = RunningTasks()
             self.frames = FrameLedger(settings.paths.frames)
-            self.failed = FailedTaskManifest(settings.paths.failed)
-            self.failed_queue = SqliteTaskQueue(settings.paths.failed_queue)
             self.cron_store = CronStore(settings.paths.cron)
             self.outbox = HookOutbox(settings.paths.outbox, settings.hooks)
             self.workflow_runs = WorkflowRuns(settings.paths.workflows)
@@ -125,7 +120,7 @@ class Daemon:
             self.env = ProcessorEnv(settings, find_blender(settings.blender), self.frames, sandbox)
             self.service = TaskService(
                 self.records, self.router, self.running, self.clock, settings.paths,
-                settings.outputs, controls=self._controls(settings), failed=self.failed,
+                settings.outputs, controls=self._controls(settings),
                 workflow_runs=self.workflow_runs, forget_files=self._forget_files,
             )  # fmt: skip
             waiters = FinalStateWaiters()
@@ -160,10 +155,8 @@ class Daemon:
             if not self._stopping.is_set():  # the server ended by itself: still drain
                 self.pool.stop(settings.shutdown_grace_s)
             self.router.close()
-            self.failed_queue.close()
             self.records.close()
             self.frames.close()
-            self.failed.close()
             self.cron_store.close()
             self.outbox.close()
             self.workflow_runs.close()
@@ -175,7 +168,7 @@ class Daemon:
         return 0
 
     def recover(self) -> None:
-        recover(self.records, self.router, self.failed, self.failed_queue)
+        recover(self.records, self.router)
         release_waiting(self.records, self.service)
 
     def _build_pool(self) -> WorkerPool:
@@ -185,11 +178,9 @@ class Daemon:
                 name = f"{label}-{index}"
                 make = partial(QueueWorker, name, queue, self.records, self.running, self.clock,
                                env=self.env, retry=self.retry,
-                               failed_queue=self.failed_queue, timeouts=self._timeouts,
+                               timeouts=self._timeouts,
                                heartbeat_s=self.settings.heartbeat_s)  # fmt: skip
                 pool.add(label, make)
-        pool.add("failures", partial(FailedTaskWorker, self.failed_queue, self.failed,
-                                     self.records, self.router, self.clock))  # fmt: skip
         pool.add("cron", self._make_cron)
         pool.add("hooks", partial(HookWorker, self.outbox, self.records, self.clock))
         return pool
@@ -208,12 +199,12 @@ class Daemon:
 
     def _forgetters(self) -> list[Callable[[str], None]]:
         """What the other stores keep of a task, dropped when it is forgotten or pruned."""
-        stores: tuple[TaskData, ...] = (self.frames, self.outbox, self.failed)
+        stores: tuple[TaskData, ...] = (self.frames, self.outbox)
         return [store.forget_task for store in stores]
 
     def _make_cron(self) -> CronWorker:
         settings = self.settings
-        queues = [*self.router.queues.values(), self.failed_queue]
+        queues = list(self.router.queues.values())
         builtins = [
             BuiltinJob("maintenance", settings.maintenance_schedule,
                        lambda: maintain_queues(queues)),

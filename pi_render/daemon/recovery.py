@@ -4,11 +4,9 @@ import logging
 from typing import TYPE_CHECKING
 
 from pi_render.manifest.contract import RecordStore
-from pi_render.manifest.failed import FailedTaskManifest
-from pi_render.queue.base import TaskQueue
 from pi_render.queue.router import Router
 from pi_render.task import lifecycle
-from pi_render.task.record import Priority, TaskStatus
+from pi_render.task.record import TaskStatus
 
 if TYPE_CHECKING:
     from pi_render.service import TaskService
@@ -23,18 +21,14 @@ def release_waiting(records: RecordStore, service: "TaskService") -> None:
             service.on_record(records.latest(record.parent))
 
 
-def recover(
-    records: RecordStore,
-    router: Router,
-    failed: FailedTaskManifest,
-    failed_queue: TaskQueue,
-) -> None:
+def recover(records: RecordStore, router: Router) -> None:
     """Running records resume as pending; pending records whose queue row never got written (or
-    was lost in a power cut) are enqueued again, in order; retrying records that never reached
-    the failure worker are handed to it again."""
+    was lost in a power cut) are enqueued again, in order; retrying records whose delayed put
+    never got written are put again, for their next attempt's time."""
     for record in records.with_status(TaskStatus.RETRYING):
-        if failed.get(record.id) is None and not failed_queue.contains(record.id):
-            failed_queue.put(record.id, Priority.NORMAL)
+        if router.locate(record.id) is None and record.label in router.queues:
+            router.put(record, not_before=record.next_attempt_at)
+            log.info("re-queued a retry missing from its queue", extra={"task_id": record.id})
     for record in records.unfinished():
         if record.status is TaskStatus.RUNNING:
             records.change(record.id, lifecycle.requeue)

@@ -3,7 +3,9 @@
 import json
 import os
 from collections.abc import Callable
+from datetime import datetime
 
+from pi_render.clock import Clock
 from pi_render.config import Settings
 from pi_render.errors import NoConsumer
 from pi_render.queue.base import TaskQueue
@@ -12,20 +14,21 @@ from pi_render.task.record import TaskRecord
 QueueFactory = Callable[[str], TaskQueue]  # a label → its queue (the backend decides where)
 
 
-def sqlite_queues(settings: Settings) -> QueueFactory:
+def sqlite_queues(settings: Settings, clock: Clock | None = None) -> QueueFactory:
     """The embedded default: one SQLite file per label under the data dir."""
     from pi_render.queue.sqlite import SqliteTaskQueue
 
-    return lambda label: SqliteTaskQueue(settings.paths.queue(label),
+    return lambda label: SqliteTaskQueue(settings.paths.queue(label), clock=clock,
                                          prune_every=settings.prune_acked_every)  # fmt: skip
 
 
 class Router:
     """Owns the label queues; a label without configured workers gets no queue and no tasks."""
 
-    def __init__(self, settings: Settings, queue_factory: QueueFactory | None = None) -> None:
+    def __init__(self, settings: Settings, queue_factory: QueueFactory | None = None,
+                 clock: Clock | None = None) -> None:  # fmt: skip
         self._paused_file = settings.paths.paused_labels
-        make = queue_factory or sqlite_queues(settings)
+        make = queue_factory or sqlite_queues(settings, clock)
         self.queues: dict[str, TaskQueue] = {
             label: make(label) for label, count in settings.workers.items() if count > 0
         }
@@ -59,8 +62,8 @@ class Router:
                 f"add it under [workers] in the config"
             ) from None
 
-    def put(self, record: TaskRecord) -> None:
-        self.queue_for(record.label).put(record.id, record.priority)
+    def put(self, record: TaskRecord, not_before: datetime | None = None) -> None:
+        self.queue_for(record.label).put(record.id, record.priority, not_before)
 
     def remove(self, task_id: str) -> bool:
         """Take a waiting task off whichever queue holds it; False when none does (a worker has

@@ -10,7 +10,7 @@ from pi_render.clock import Clock
 from pi_render.data_dir import DataDir
 from pi_render.identity import Caller
 from pi_render.manifest.contract import RecordStore
-from pi_render.manifest.failed import FailedTask, FailedTaskManifest
+from pi_render.manifest.failed import FailedTask
 from pi_render.manifest.records import TaskIdGenerator
 from pi_render.queue.router import Router
 from pi_render.service.children import Children
@@ -31,18 +31,17 @@ class TaskService:
 
     def __init__(self, records: RecordStore, router: Router, running: RunningTasks,
                  clock: Clock, paths: DataDir, output_root: Path, *,
-                 controls: SubmitControls | None = None, failed: FailedTaskManifest | None = None,
+                 controls: SubmitControls | None = None,
                  workflow_runs: WorkflowRuns | None = None,
                  forget_files: Callable[[TaskRecord], None] | None = None) -> None:  # fmt: skip
         self.records, self.router, self.clock = records, router, clock
         self.paths = paths
         self._controls = controls or no_controls()
-        self.failed = failed
         ids = TaskIdGenerator(clock)
         self.children = Children(records, router, clock)
         self.submitter = Submitter(records, router, running, clock, ids, paths, output_root,
                                    lambda: self._controls, self.children)  # fmt: skip
-        self.control = TaskControl(records, router, running, clock, failed, forget_files)
+        self.control = TaskControl(records, router, running, clock, forget_files)
         self.uploads = Uploads(records, self.submitter, ids)
         self.workflows = WorkflowService(records, self.submitter, ids, workflow_runs,
                                          self.control.cancel)  # fmt: skip
@@ -72,7 +71,10 @@ class TaskService:
         return self.records.get(task_id)
 
     def failed_tasks(self) -> list[FailedTask]:
-        return self.failed.all() if self.failed is not None else []
+        """Tasks waiting for their next attempt and dead ones, newest first: their records say."""
+        failing = [*self.records.with_status(TaskStatus.RETRYING),
+                   *self.records.with_status(TaskStatus.FAILED)]  # fmt: skip
+        return [FailedTask.of(r) for r in sorted(failing, key=lambda r: r.id, reverse=True)]
 
     def log(self, task_id: str, offset: int = 0, limit: int = 1 << 20) -> tuple[str, int]:
         """Up to `limit` bytes of the task's log from `offset`, and the log's size."""

@@ -7,7 +7,6 @@ from collections.abc import Callable
 from pi_render.clock import Clock
 from pi_render.errors import TaskStateConflict
 from pi_render.manifest.contract import RecordStore
-from pi_render.manifest.failed import FailedTaskManifest
 from pi_render.processor.context import StopReason
 from pi_render.queue.router import Router
 from pi_render.task import lifecycle
@@ -19,10 +18,10 @@ log = logging.getLogger(__name__)
 
 class TaskControl:
     def __init__(self, records: RecordStore, router: Router, running: RunningTasks,
-                 clock: Clock, failed: FailedTaskManifest | None = None,
+                 clock: Clock,
                  forget_files: Callable[[TaskRecord], None] | None = None) -> None:  # fmt: skip
         self.records, self.router, self.running, self.clock = records, router, running, clock
-        self.failed, self.forget_files = failed, forget_files
+        self.forget_files = forget_files
 
     def cancel(self, task_id: str) -> TaskRecord:
         """A pending task is cancelled and leaves its queue; a running one is asked to stop.
@@ -63,10 +62,8 @@ class TaskControl:
             raise TaskStateConflict(
                 f"task {task_id} is {status}; only failed or retrying tasks can be retried"
             )
-        if self.router.locate(task_id) is None:
-            self.router.put(record)
-        if self.failed is not None:
-            self.failed.delete(task_id)
+        self.router.remove(task_id)  # a retry waiting for its time (a delayed put) goes now
+        self.router.put(record)
         log.info("task retried by hand", extra={"task_id": task_id})
         return record
 

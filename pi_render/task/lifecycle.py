@@ -11,10 +11,13 @@ from pi_render.task.record import ErrorInfo, TaskRecord, TaskStatus
 
 
 def start(record: TaskRecord, now: datetime, worker: str) -> TaskRecord | None:
-    """pending → running. A final record is never run again; a retrying one waits for the
-    failure worker; a running one is not started twice (after a crash, recovery has made it
+    """pending (or retrying, once its next attempt is due) → running. A final record is never
+    run again; a retrying one delivered early (a delivery handed back by a crash) waits for its
+    delayed one; a running one is not started twice (after a crash, recovery has made it
     pending again before any worker runs)."""
-    if record.status is not TaskStatus.PENDING:
+    due = record.status is TaskStatus.RETRYING and (
+        record.next_attempt_at is None or record.next_attempt_at <= now)  # fmt: skip
+    if record.status is not TaskStatus.PENDING and not due:
         return None
     return record.model_copy(
         update={
@@ -26,6 +29,7 @@ def start(record: TaskRecord, now: datetime, worker: str) -> TaskRecord | None:
             "progress_message": None,
             "heartbeat_at": now,
             "paused": False,
+            "next_attempt_at": None,
         }
     )
 

@@ -15,7 +15,7 @@ from pi_render.processor.context import StopReason, TaskContext, TaskStopped
 from pi_render.queue.base import QueueItem, TaskQueue
 from pi_render.retry import RetryPolicies
 from pi_render.task import lifecycle
-from pi_render.task.record import Priority, TaskRecord
+from pi_render.task.record import TaskRecord, TaskStatus
 from pi_render.workers.base import STORAGE_BACKOFF, STORAGE_ERRORS, LoopWorker
 from pi_render.workers.running import RunningTasks
 
@@ -38,7 +38,7 @@ class QueueWorker(LoopWorker):
         idle_wait_s: float = 60.0,
         env: ProcessorEnv | None = None,
         retry: RetryPolicies | None = None,
-        failed_queue: TaskQueue | None = None,
+        checkpoint: Callable[[str], None] = lambda step: None,
         timeouts: Callable[[], dict[str, float]] | None = None,
         heartbeat_s: float = 5.0,
     ) -> None:
@@ -48,7 +48,7 @@ class QueueWorker(LoopWorker):
         self.heartbeat_s = heartbeat_s
         self._watch = _Watch(heartbeat_s, clock)
         self.retry = retry or RetryPolicies({})
-        self.failed_queue = failed_queue
+        self.checkpoint = checkpoint  # tests crash here to show each step of a failure is safe
         self.queue = queue
         self.records = records
         self.running = running
@@ -97,6 +97,7 @@ class QueueWorker(LoopWorker):
                 raise  # LoopWorker.run logs it and backs off before the next try
             started = record is not None
             if record is None:  # final already (done before a crash, or cancelled): never rerun
+                self._keep_retry(item.task_id)
                 self._durably(lambda: self.queue.ack(item))
                 finished = True
                 return
@@ -111,6 +112,16 @@ class QueueWorker(LoopWorker):
                 if started:
                     self.records.change(item.task_id, lifecycle.requeue)
                 self.queue.nack(item)
+
+    def _keep_retry(self, task_id: str) -> None:
+        """A retrying task delivered before its time (its old row, handed back by a crash before
+        its ack) waits for that time on a delayed put: one is made unless its queue has it."""
+        current = self.records.find(task_id)
+        if current is None or current.status is not TaskStatus.RETRYING:
+            return
+        if not self.queue.contains(task_id):
+            self._durably(lambda: self.queue.put(task_id, current.priority,
+                                                 not_before=current.next_attempt_at))  # fmt: skip
 
     def _durably(self, write: Callable[[], T]) -> T:
         """Do `write` (an outcome, an ack) until the data disk takes it: a full disk holds the
@@ -168,7 +179,7 @@ class QueueWorker(LoopWorker):
         return True
 
     def _failed(self, record: TaskRecord, exc: Exception, extra: dict[str, Any]) -> None:
-        """Retry later (backoff) or dead; either way the failed queue hears of it before the ack."""
+        """Retry later (backoff: a delayed put on its own queue) or dead; before the ack."""
         error = lifecycle.error_info(exc)
         now = self.clock.now()
         at = self.retry.next_attempt(record.type, record.attempts, exc, now)
@@ -179,11 +190,13 @@ class QueueWorker(LoopWorker):
         else:
             self._durably(lambda: self.records.change(
                 record.id, lambda r: lifecycle.retry_later(r, error, at)))  # fmt: skip
+            self.checkpoint("retrying")
+            # a retry is a delayed put: the queue holds it until `at` (a crash before this line
+            # leaves a retrying record without one, which recovery queues again at start)
+            self._durably(lambda: self.queue.put(record.id, record.priority, not_before=at))
+            self.checkpoint("queued")
             log.warning("task failed, retrying at %s: %s", at.isoformat(), error.message,
                         extra=extra)  # fmt: skip
-        if self.failed_queue is not None:
-            failed_queue = self.failed_queue
-            self._durably(lambda: failed_queue.put(record.id, Priority.NORMAL))
 
     def _beat(self, task_id: str, item: QueueItem) -> None:
         self.queue.extend(item)  # first: the lease must not run out while the record is written
