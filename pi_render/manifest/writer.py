@@ -15,8 +15,7 @@ import errno
 import functools
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from queue import Queue
 from typing import Any, TypeVar, cast
 
@@ -47,22 +46,15 @@ def storage_error(exc: BaseException) -> StorageError:
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-@contextmanager
-def sqlite_errors_translated() -> Iterator[None]:
-    """The backends' promise: above them only StorageError (and DiskFull) is ever seen."""
-    try:
-        yield
-    except sqlite3.Error as exc:
-        raise storage_error(exc) from exc
-
-
 def translated(method: F) -> F:
-    """`sqlite_errors_translated` around a whole backend method."""
+    """The backends' promise: above them only StorageError (and DiskFull) is ever seen."""
 
     @functools.wraps(method)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        with sqlite_errors_translated():
+        try:  # not the context manager: this wraps every queue call on the workers' hot path
             return method(*args, **kwargs)
+        except sqlite3.Error as exc:
+            raise storage_error(exc) from exc
 
     return cast(F, wrapper)
 

@@ -159,6 +159,8 @@ class SqliteTaskQueue:
 
     def _expire_leases(self) -> None:
         """Deliveries whose lease ran out are given back, in their place."""
+        if self.lease_s is None:
+            return  # no leases: nothing runs out
         now = self.clock.monotonic()
         for (lane, row_id), (task_id, end) in list(self._taken.items()):
             if end is not None and end <= now:
@@ -182,8 +184,7 @@ class SqliteTaskQueue:
 
     @staticmethod
     def _key(item: QueueItem) -> tuple[Priority, int]:
-        lane, row_id = cast(tuple[Priority, int], item.receipt)  # ours: made by _pop
-        return Priority(lane), int(row_id)
+        return cast(tuple[Priority, int], item.receipt)  # ours: made by _pop
 
     @translated
     def ack(self, item: QueueItem) -> None:
