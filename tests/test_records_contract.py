@@ -1,14 +1,16 @@
 """The records contract (`pi_render/manifest/contract.py`), one suite run against every backend:
 SQLite (a real file) and memory."""
 
+import os
 import threading
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from conftest import fill, small_disk
 
-from pi_render.errors import TaskNotFound, TaskStateConflict
+from pi_render.errors import DiskFull, TaskNotFound, TaskStateConflict
 from pi_render.manifest.contract import RecordStore
 from pi_render.manifest.memory import MemoryRecordStore
 from pi_render.manifest.records import TaskRecordManifest
@@ -134,3 +136,23 @@ def test_what_was_written_survives_reopening(tmp_path: Path) -> None:
         assert got.status == "running" and got.version == 1 and again.synchronous() == 2
     finally:
         again.close()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to mount a small file system")
+def test_a_full_disk_is_a_disk_full_error_and_the_record_stays_as_it_was(tmp_path: Path) -> None:
+    """SQLite only: the backend's own error never leaks, and a refused change changed nothing."""
+    with small_disk(tmp_path / "disk", "2M") as disk:
+        store = TaskRecordManifest(disk / "records.sqlite")
+        try:
+            store.create(record(1))
+            fill(disk)
+            with pytest.raises(DiskFull):
+                for n in range(2, 10_000):  # until a page is needed that the disk cannot give
+                    store.create(record(n, args={"pad": "x" * 2000}))
+            with pytest.raises(DiskFull):
+                store.change(
+                    record(1).id, lambda r: r.model_copy(update={"args": {"pad": "y" * 8000}})
+                )
+            assert store.get(record(1).id).version == 0 and store.get(record(1).id).args == {}
+        finally:
+            store.close()
