@@ -44,7 +44,7 @@ class FakeClock:
         self._now = start or datetime(2026, 1, 1, tzinfo=timezone.utc)
         self._mono = 0.0
         self._lock = threading.Lock()
-        self._waiting: set[threading.Condition] = set()
+        self._waiting: dict[threading.Condition, int] = {}  # waits on each condition
 
     def now(self) -> datetime:
         with self._lock:
@@ -60,7 +60,7 @@ class FakeClock:
         woken by the condition's own notifications and by every `advance`."""
         deadline = None if timeout is None else self.monotonic() + timeout
         with self._lock:
-            self._waiting.add(cond)
+            self._waiting[cond] = self._waiting.get(cond, 0) + 1
         try:
             while not predicate():
                 if deadline is not None and self.monotonic() >= deadline:
@@ -69,13 +69,16 @@ class FakeClock:
             return True
         finally:
             with self._lock:
-                self._waiting.discard(cond)
+                if self._waiting[cond] == 1:
+                    del self._waiting[cond]
+                else:
+                    self._waiting[cond] -= 1
 
     def waiting(self) -> int:
         """How many waits this clock is timing now: a test moves the clock once they wait, so
         that no deadline is computed after the move it was meant to see."""
         with self._lock:
-            return len(self._waiting)
+            return sum(self._waiting.values())
 
     def advance(self, seconds: float) -> None:
         with self._lock:

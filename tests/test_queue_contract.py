@@ -69,6 +69,18 @@ def test_a_delayed_put_waits_for_its_time_then_comes(make: Make) -> None:
     assert ids(queue, 1) == ["later"] and queue.depth()["delayed"] == 0
 
 
+def test_a_delayed_task_put_again_comes_once_at_its_new_time(make: Make) -> None:
+    clock = FakeClock()
+    queue = make(clock)
+    queue.put("t", NORMAL, not_before=clock.now() + timedelta(seconds=30))
+    queue.put("t", NORMAL, not_before=clock.now() + timedelta(seconds=5))
+    assert queue.depth()["delayed"] == 1
+    clock.advance(5)
+    assert ids(queue, 2) == ["t"]
+    clock.advance(30)
+    assert queue.get(timeout=0) is None and queue.depth()["delayed"] == 0
+
+
 def test_a_delayed_task_can_be_removed_before_its_time(make: Make) -> None:
     clock = FakeClock()
     queue = make(clock)
@@ -92,6 +104,10 @@ def test_a_lease_that_runs_out_delivers_again_and_extend_keeps_it(make: Make) ->
     again = queue.get(timeout=0)
     assert again is not None and again.task_id == "a"  # a ran out, b did not
     assert queue.get(timeout=0) is None
+    queue.ack(a)  # the dead worker's late ack names its own delivery, not the new one
+    queue.nack(a)
+    queue.extend(a)
+    assert queue.depth()["taken"] == 2 and queue.get(timeout=0) is None
     queue.ack(b)
     queue.ack(again)
     assert queue.depth()["taken"] == 0 and queue.get(timeout=0) is None

@@ -26,9 +26,14 @@ def recover(records: RecordStore, router: Router) -> None:
     was lost in a power cut) are enqueued again, in order; retrying records whose delayed put
     never got written are put again, for their next attempt's time."""
     for record in records.with_status(TaskStatus.RETRYING):
-        if router.locate(record.id) is None and record.label in router.queues:
-            router.put(record, not_before=record.next_attempt_at)
-            log.info("re-queued a retry missing from its queue", extra={"task_id": record.id})
+        if router.locate(record.id) is not None:
+            continue
+        if record.label not in router.queues:
+            log.error("retrying task's label has no workers; it waits until one is configured",
+                      extra={"task_id": record.id, "label": record.label})  # fmt: skip
+            continue
+        router.put(record, not_before=record.next_attempt_at)
+        log.info("re-queued a retry missing from its queue", extra={"task_id": record.id})
     for record in records.unfinished():
         if record.status is TaskStatus.RUNNING:
             records.change(record.id, lifecycle.requeue)

@@ -48,10 +48,10 @@ class MemoryRecordStore:
             new = change(old)
             if new is None:
                 return None
-            new = next_version(old, new, self._before_final)
-            with self._lock:
+            with self._lock:  # the check, the before-final listeners and the write as one
                 if self._records.get(task_id) is not old:
                     continue  # another change came between: run `change` on the newer one
+                new = next_version(old, new, self._before_final)
                 self._records[task_id] = new
             self._tell(new)
             return new

@@ -188,10 +188,10 @@ class TaskRecordManifest:
             return None
 
     def delete(self, task_id: str) -> None:
-        with self.lock:
+        with self.lock:  # through the commit: a change meanwhile would read the old row back
             self._recent.pop(task_id, None)
             self._store.delete(task_id)
-        self._store.commit()
+            self._store.commit()
 
     def delete_if(self, task_id: str, keep: Change) -> TaskRecord:
         """Delete the record unless `keep` (given the newest version) raises: a check and a delete
@@ -200,12 +200,12 @@ class TaskRecordManifest:
         Raises:
             TaskNotFound; whatever `keep` raises (then nothing is deleted).
         """
-        with self.lock:
+        with self.lock:  # through the commit (deletes are rare): no change can read it back
             record = self.latest(task_id)
             keep(record)
             self._recent.pop(task_id, None)
             self._store.delete(task_id)
-        self._store.commit()
+            self._store.commit()
         return record
 
     def finished_before(self, when: str, limit: int = 1000) -> list[TaskRecord]:

@@ -22,7 +22,8 @@ class MemoryTaskQueue:
         self._seq = itertools.count()  # a put's place in its lane (a nack keeps it)
         self._lanes: dict[Priority, list[tuple[int, str]]] = {lane: [] for lane in LANES}
         self._delayed: dict[str, tuple[float, int, Priority]] = {}
-        self._taken: dict[int, tuple[str, Priority, float | None]] = {}
+        self._taken: dict[int, tuple[str, Priority, float | None, int]] = {}
+        self._deliveries = itertools.count(1)
         self._closed = False
         self.paused = False
 
@@ -41,7 +42,7 @@ class MemoryTaskQueue:
             item = self._pop()
             if item is None and not self._closed:
                 wait = timeout
-                if self._delayed:
+                if self._delayed and not self.paused:  # paused: `set_paused` wakes us
                     due = min(d for d, _, _ in self._delayed.values())
                     until = max(0.0, due - self.clock.now().timestamp())
                     wait = until if wait is None else min(wait, until)
@@ -58,36 +59,45 @@ class MemoryTaskQueue:
                 del self._delayed[task_id]
                 heapq.heappush(self._lanes[lane], (seq, task_id))
         mono = self.clock.monotonic()
-        for seq, (task_id, lane, end) in list(self._taken.items()):
+        for seq, (task_id, lane, end, _) in list(self._taken.items()):
             if end is not None and end <= mono:
                 self._give_back(seq)
         for lane in LANES:
             if self._lanes[lane]:
                 seq, task_id = heapq.heappop(self._lanes[lane])
                 end = None if self.lease_s is None else mono + self.lease_s
-                self._taken[seq] = (task_id, lane, end)
-                return QueueItem(task_id=task_id, priority=lane, receipt=seq)
+                number = next(self._deliveries)
+                self._taken[seq] = (task_id, lane, end, number)
+                return QueueItem(task_id=task_id, priority=lane, receipt=(seq, number))
         return None
 
     def _give_back(self, seq: int) -> None:
-        task_id, lane, _ = self._taken.pop(seq)
+        task_id, lane, _, _ = self._taken.pop(seq)
         heapq.heappush(self._lanes[lane], (seq, task_id))
+
+    def _current(self, item: QueueItem) -> int | None:
+        """This delivery's place, while it is still out (a receipt names one delivery)."""
+        seq, number = cast(tuple[int, int], item.receipt)  # ours: made by _pop
+        taken = self._taken.get(seq)
+        return seq if taken is not None and taken[3] == number else None
 
     def extend(self, item: QueueItem) -> None:
         with self._cond:
-            seq = cast(int, item.receipt)  # ours: made by _pop
-            if seq in self._taken and self.lease_s is not None:
-                task_id, lane, _ = self._taken[seq]
-                self._taken[seq] = (task_id, lane, self.clock.monotonic() + self.lease_s)
+            seq = self._current(item)
+            if seq is not None and self.lease_s is not None:
+                task_id, lane, _, number = self._taken[seq]
+                self._taken[seq] = (task_id, lane, self.clock.monotonic() + self.lease_s, number)
 
     def ack(self, item: QueueItem) -> None:
         with self._cond:
-            self._taken.pop(cast(int, item.receipt), None)
+            seq = self._current(item)
+            if seq is not None:
+                del self._taken[seq]
 
     def nack(self, item: QueueItem) -> None:
         with self._cond:
-            seq = cast(int, item.receipt)
-            if seq in self._taken:
+            seq = self._current(item)
+            if seq is not None:
                 self._give_back(seq)
             self._cond.notify()
 

@@ -74,7 +74,10 @@ class SqliteTaskQueue:
         # waiting rows by task id (cancel and reconciliation look here), rows handed out but not
         # yet acked (with their lease's end), and delayed rows by due time
         self._waiting: dict[str, tuple[Priority, int]] = {}
-        self._taken: dict[tuple[Priority, int], tuple[str, float | None]] = {}
+        # row → (task id, lease end, delivery number): a receipt names one delivery, so a worker
+        # whose lease ran out cannot ack, nack or extend the row's next delivery
+        self._taken: dict[tuple[Priority, int], tuple[str, float | None, int]] = {}
+        self._deliveries = 0
         self._delayed: dict[str, tuple[float, int, Priority]] = {}
         self._due: list[tuple[float, int, str]] = []  # heap of (due, row, task id)
         for lane in LANES:
@@ -94,7 +97,11 @@ class SqliteTaskQueue:
             due = not_before.timestamp() if not_before is not None else None
             if due is not None and due > self.clock.now().timestamp():
                 data = {"id": task_id, "priority": priority.value, "due": due}
-                self._remember_delayed(task_id, due, int(self._lanes[DELAYED].put(data)), priority)
+                row_id = int(self._lanes[DELAYED].put(data))
+                earlier = self._delayed.get(task_id)
+                self._remember_delayed(task_id, due, row_id, priority)
+                if earlier is not None:  # put again before its time: the new time stands
+                    self._drop_row(DELAYED, earlier[1])
             else:
                 row_id = self._lanes[priority.value].put({"id": task_id})
                 self._waiting[task_id] = (priority, int(row_id))
@@ -116,7 +123,7 @@ class SqliteTaskQueue:
             return item
 
     def _wait_for(self, timeout: float | None) -> float | None:
-        if not self._due:
+        if not self._due or self.paused:  # paused: due rows wait too (`set_paused` wakes us)
             return timeout
         until_due = max(0.0, self._due[0][0] - self.clock.now().timestamp())
         return until_due if timeout is None else min(timeout, until_due)
@@ -138,8 +145,10 @@ class SqliteTaskQueue:
                 task_id, row_id = row["data"]["id"], int(row["pqid"])
                 if self._waiting.get(task_id) == (lane, row_id):
                     del self._waiting[task_id]
-                self._taken[(lane, row_id)] = (task_id, self._lease_end())
-                return QueueItem(task_id=task_id, priority=lane, receipt=(lane, row_id))
+                self._deliveries += 1
+                self._taken[(lane, row_id)] = (task_id, self._lease_end(), self._deliveries)
+                receipt = (lane, row_id, self._deliveries)
+                return QueueItem(task_id=task_id, priority=lane, receipt=receipt)
         return None
 
     def _lease_end(self) -> float | None:
@@ -149,11 +158,16 @@ class SqliteTaskQueue:
         """Delayed rows whose time has come join their lane (put, then ack: at least once)."""
         now = self.clock.now().timestamp()
         while self._due and self._due[0][0] <= now:
-            due, row_id, task_id = heapq.heappop(self._due)
+            due, row_id, task_id = self._due[0]
             if self._delayed.get(task_id, (None, None))[1] != row_id:
+                heapq.heappop(self._due)
                 continue  # removed, or put again later
-            _, _, lane = self._delayed.pop(task_id)
-            new_row = self._lanes[lane.value].put({"id": task_id})
+            lane = self._delayed[task_id][2]
+            new_row = self._lanes[lane.value].put(
+                {"id": task_id}
+            )  # first: a refusal forgets nothing
+            heapq.heappop(self._due)
+            del self._delayed[task_id]
             self._waiting[task_id] = (lane, int(new_row))
             self._drop_row(DELAYED, row_id)
 
@@ -162,11 +176,11 @@ class SqliteTaskQueue:
         if self.lease_s is None:
             return  # no leases: nothing runs out
         now = self.clock.monotonic()
-        for (lane, row_id), (task_id, end) in list(self._taken.items()):
+        for (lane, row_id), (task_id, end, _) in list(self._taken.items()):
             if end is not None and end <= now:
                 log.warning("a delivery's lease ran out; it is delivered again",
                             extra={"task_id": task_id})  # fmt: skip
-                self._give_back(QueueItem(task_id, lane, (lane, row_id)))
+                self._give_back(task_id, lane, row_id)
 
     def _drop_row(self, lane: str, row_id: int) -> None:
         try:
@@ -178,20 +192,24 @@ class SqliteTaskQueue:
     @translated
     def extend(self, item: QueueItem) -> None:
         with self._cond:
-            key = self._key(item)
-            if key in self._taken:
-                self._taken[key] = (item.task_id, self._lease_end())
+            key = self._current(item)
+            if key is not None:
+                self._taken[key] = (item.task_id, self._lease_end(), self._taken[key][2])
 
-    @staticmethod
-    def _key(item: QueueItem) -> tuple[Priority, int]:
-        return cast(tuple[Priority, int], item.receipt)  # ours: made by _pop
+    def _current(self, item: QueueItem) -> tuple[Priority, int] | None:
+        """The row of this delivery while it is still out (not acked, given back, redelivered)."""
+        lane, row_id, number = cast(tuple[Priority, int, int], item.receipt)  # ours: made by _pop
+        taken = self._taken.get((lane, row_id))
+        return (lane, row_id) if taken is not None and taken[2] == number else None
 
     @translated
     def ack(self, item: QueueItem) -> None:
         with self._cond:
-            lane, row_id = self._key(item)
-            if self._taken.pop((lane, row_id), None) is None:
-                return  # its lease ran out and it went back: the new delivery acks it
+            key = self._current(item)
+            if key is None:
+                return  # its lease ran out and it went back: its next delivery decides
+            lane, row_id = key
+            del self._taken[key]
             self._lanes[lane.value].ack(id=row_id)
             self._acks_since_prune += 1
             if self._acks_since_prune >= self._prune_every:
@@ -201,15 +219,15 @@ class SqliteTaskQueue:
     def nack(self, item: QueueItem) -> None:
         """Give the item back: it is delivered again, in its original place."""
         with self._cond:
-            if self._key(item) in self._taken:
-                self._give_back(item)
+            key = self._current(item)
+            if key is not None:
+                self._give_back(item.task_id, *key)
             self._cond.notify()
 
-    def _give_back(self, item: QueueItem) -> None:
-        lane, row_id = self._key(item)
+    def _give_back(self, task_id: str, lane: Priority, row_id: int) -> None:
         self._lanes[lane.value].nack(id=row_id)
         self._taken.pop((lane, row_id), None)
-        self._waiting[item.task_id] = (lane, row_id)
+        self._waiting[task_id] = (lane, row_id)
 
     @translated
     def remove(self, task_id: str) -> bool:
