@@ -2,6 +2,7 @@
 SQLite backend (`queue/sqlite.py`) and the in-memory one (`queue/memory.py`) both pass the one
 contract suite (`tests/test_queue_contract.py`); a PostgreSQL backend will have to as well."""
 
+import threading
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Hashable, Protocol
@@ -20,6 +21,31 @@ class QueueItem:
 
 
 Delivery = QueueItem  # the contract's name for it
+
+
+class WaitingRoom:
+    """What every backend in this process shares: one condition that `get` waits on and that
+    puts, pauses and stops wake."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._closed = False
+        self.paused = False  # accepting, but not handing out
+
+    def set_paused(self, paused: bool) -> None:
+        with self._cond:
+            self.paused = paused
+            self._cond.notify_all()
+
+    def wake_all(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+    def _shut(self) -> None:
+        """Every `get` returns None from now on."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
 
 
 class TaskQueue(Protocol):

@@ -4,28 +4,25 @@ means only "for as long as the object lives"."""
 
 import heapq
 import itertools
-import threading
 from datetime import datetime
 from typing import cast
 
 from pi_render.clock import Clock, SystemClock
-from pi_render.queue.base import QueueItem
+from pi_render.queue.base import QueueItem, WaitingRoom
 from pi_render.task.record import Priority
 
 LANES = (Priority.HIGH, Priority.NORMAL)
 
 
-class MemoryTaskQueue:
+class MemoryTaskQueue(WaitingRoom):
     def __init__(self, clock: Clock | None = None, lease_s: float | None = None) -> None:
         self.clock, self.lease_s = clock or SystemClock(), lease_s
-        self._cond = threading.Condition()
+        super().__init__()
         self._seq = itertools.count()  # a put's place in its lane (a nack keeps it)
         self._lanes: dict[Priority, list[tuple[int, str]]] = {lane: [] for lane in LANES}
         self._delayed: dict[str, tuple[float, int, Priority]] = {}
         self._taken: dict[int, tuple[str, Priority, float | None, int]] = {}
         self._deliveries = itertools.count(1)
-        self._closed = False
-        self.paused = False
 
     def put(self, task_id: str, priority: Priority, not_before: datetime | None = None) -> None:
         with self._cond:
@@ -123,19 +120,8 @@ class MemoryTaskQueue:
             waiting = {lane.value: len(self._lanes[lane]) for lane in LANES}
             return {**waiting, "delayed": len(self._delayed), "taken": len(self._taken)}
 
-    def set_paused(self, paused: bool) -> None:
-        with self._cond:
-            self.paused = paused
-            self._cond.notify_all()
-
     def maintain(self) -> None:
         """Nothing to give back: memory is freed as items are acked."""
 
-    def wake_all(self) -> None:
-        with self._cond:
-            self._cond.notify_all()
-
     def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
+        self._shut()

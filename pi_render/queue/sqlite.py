@@ -17,7 +17,6 @@ file has one process, and a restart hands back every unacked delivery anyway.
 import heapq
 import logging
 import sqlite3
-import threading
 from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
@@ -27,7 +26,7 @@ import persistqueue.serializers.json
 
 from pi_render.clock import Clock, SystemClock
 from pi_render.manifest.writer import translated
-from pi_render.queue.base import QueueItem
+from pi_render.queue.base import QueueItem, WaitingRoom
 from pi_render.task.record import Priority
 
 log = logging.getLogger(__name__)
@@ -47,7 +46,7 @@ class NormalSyncAckQueue(persistqueue.SQLiteAckQueue):
         return conn
 
 
-class SqliteTaskQueue:
+class SqliteTaskQueue(WaitingRoom):
     """A label's durable queue; only one process may open it (the daemon's flock guards that)."""
 
     @translated
@@ -57,9 +56,7 @@ class SqliteTaskQueue:
         self.path, self.clock, self.lease_s = path, clock or SystemClock(), lease_s
         self._prune_every = prune_every
         self._acks_since_prune = 0
-        self._cond = threading.Condition()
-        self._closed = False
-        self.paused = False  # accepting, but not handing out
+        super().__init__()
         self._lanes: dict[str, Any] = {
             name: NormalSyncAckQueue(
                 str(path.parent),
@@ -254,19 +251,9 @@ class SqliteTaskQueue:
             waiting = {lane.value: self._lanes[lane.value].qsize() for lane in LANES}
             return {**waiting, "delayed": len(self._delayed), "taken": len(self._taken)}
 
-    def set_paused(self, paused: bool) -> None:
-        with self._cond:
-            self.paused = paused
-            self._cond.notify_all()
-
-    def wake_all(self) -> None:
-        with self._cond:
-            self._cond.notify_all()
-
     def close(self) -> None:
+        self._shut()
         with self._cond:
-            self._closed = True
-            self._cond.notify_all()
             for queue in self._lanes.values():
                 queue.close()
 
