@@ -74,6 +74,20 @@ class DiskFull(StorageError):
     http_status = 507
 
 
+class DuplicateOrigin(PiRenderError):
+    """Raised when a task with the same origin (a cron slot, a watched file) exists already:
+    another host of the farm made it first."""
+
+    http_status = 409
+
+
+class StaleAttempt(PiRenderError):
+    """Raised when a worker writes for an attempt that is no longer the task's own: its lease
+    ran out and another host took the task over (fencing)."""
+
+    http_status = 409
+
+
 class NoConsumer(PiRenderError):
     """Raised when a task is routed to a label that no worker consumes."""
 

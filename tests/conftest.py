@@ -14,12 +14,15 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from blender_env import blender_or_skip, run_blender_script
 
 from pi_render.api.client import Client
+
+if TYPE_CHECKING:
+    from pg_cluster import PostgresCluster
 from pi_render.errors import DaemonUnreachable
 from pi_render.task.record import TaskRecord
 
@@ -252,3 +255,19 @@ def assert_journal_runs(records: list[TaskRecord], journal: Path) -> None:
         runs = seen[record.id]
         assert runs == sorted(set(runs)) and runs[-1] == record.attempts, (record, runs)
         assert record.result == {"attempt": record.attempts}, record
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator["PostgresCluster"]:
+    """One real PostgreSQL server for the session (see tests/pg_cluster.py)."""
+    from pg_cluster import cluster_or_skip
+
+    cluster = cluster_or_skip()
+    yield cluster
+    cluster.close()
+
+
+@pytest.fixture
+def pg_url(pg_cluster: "PostgresCluster") -> str:
+    """A fresh, empty database on it for one test."""
+    return pg_cluster.new_database()

@@ -1,5 +1,5 @@
 """The queue contract (`pi_render/queue/base.py`), one suite run against every backend: SQLite
-(real files) and memory. A PostgreSQL backend joins the `backend` parameters when it exists."""
+(real files), memory and PostgreSQL (a real server: tests/pg_cluster.py)."""
 
 import os
 from collections.abc import Callable, Iterator
@@ -20,14 +20,24 @@ HIGH, NORMAL = Priority.HIGH, Priority.NORMAL
 Make = Callable[..., TaskQueue]
 
 
-@pytest.fixture(params=["sqlite", "memory"])
+@pytest.fixture(params=["sqlite", "memory", "postgres"])
 def make(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Make]:
     made: list[TaskQueue] = []
+    db = None
+    if request.param == "postgres":
+        from pi_render.farm.db import FarmDatabase
+
+        db = FarmDatabase(request.getfixturevalue("pg_url"))
+        db.open()
 
     def make(clock: FakeClock, lease_s: float | None = None) -> TaskQueue:
         queue: TaskQueue
         if request.param == "sqlite":
             queue = SqliteTaskQueue(tmp_path / "q.db", clock=clock, lease_s=lease_s)
+        elif db is not None:
+            from pi_render.queue.postgres import PostgresTaskQueue
+
+            queue = PostgresTaskQueue(db, "default", "host-1", None, lease_s=lease_s, clock=clock)
         else:
             queue = MemoryTaskQueue(clock, lease_s=lease_s)
         made.append(queue)
@@ -36,6 +46,8 @@ def make(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Make]:
     yield make
     for queue in made:
         queue.close()
+    if db is not None:
+        db.close()
 
 
 def ids(queue: TaskQueue, n: int) -> list[str]:

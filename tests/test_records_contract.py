@@ -1,5 +1,5 @@
 """The records contract (`pi_render/manifest/contract.py`), one suite run against every backend:
-SQLite (a real file) and memory."""
+SQLite (a real file), memory and PostgreSQL (a real server: tests/pg_cluster.py)."""
 
 import os
 import threading
@@ -20,10 +20,22 @@ from pi_render.task.record import TaskRecord, TaskStatus
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
 
-@pytest.fixture(params=["sqlite", "memory"])
+@pytest.fixture(params=["sqlite", "memory", "postgres"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RecordStore]:
-    made: RecordStore = (TaskRecordManifest(tmp_path / "records.sqlite")
-                         if request.param == "sqlite" else MemoryRecordStore())  # fmt: skip
+    made: RecordStore
+    if request.param == "postgres":
+        from pi_render.farm.db import FarmDatabase
+        from pi_render.manifest.postgres import PostgresRecordStore
+
+        db = FarmDatabase(request.getfixturevalue("pg_url"))
+        db.open()
+        made = PostgresRecordStore(db)
+        yield made
+        made.close()
+        db.close()
+        return
+    made = (TaskRecordManifest(tmp_path / "records.sqlite")
+            if request.param == "sqlite" else MemoryRecordStore())  # fmt: skip
     yield made
     made.close()
 

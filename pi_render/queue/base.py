@@ -18,6 +18,7 @@ class QueueItem:
     task_id: str
     priority: Priority
     receipt: Hashable
+    redelivered: bool = False  # an earlier delivery's lease ran out (its holder may be gone)
 
 
 Delivery = QueueItem  # the contract's name for it
@@ -30,7 +31,14 @@ class WaitingRoom:
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._closed = False
+        self._wakes = 0  # counts wake-ups: a wait begun after one came does not miss it
         self.paused = False  # accepting, but not handing out
+
+    def wake_one(self) -> None:
+        """Something was put (on this host or another): one waiting `get` looks again."""
+        with self._cond:
+            self._wakes += 1
+            self._cond.notify()
 
     def set_paused(self, paused: bool) -> None:
         with self._cond:
@@ -39,6 +47,7 @@ class WaitingRoom:
 
     def wake_all(self) -> None:
         with self._cond:
+            self._wakes += 1
             self._cond.notify_all()
 
     def _shut(self) -> None:
@@ -72,8 +81,9 @@ class TaskQueue(Protocol):
         """The next due delivery, waiting up to `timeout` for one (a put wakes the wait); None
         when none came, the queue is paused or closed, or `wake_all` was called."""
 
-    def extend(self, item: QueueItem) -> None:
-        """Renew the delivery's lease (a worker does so with each heartbeat)."""
+    def extend(self, item: QueueItem) -> bool:
+        """Renew the delivery's lease (a worker does so with each heartbeat); False when the
+        delivery is no longer this worker's (its lease ran out): it must stop."""
 
     def ack(self, item: QueueItem) -> None:
         """Done with: never delivered again."""

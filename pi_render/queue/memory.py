@@ -78,12 +78,13 @@ class MemoryTaskQueue(WaitingRoom):
         taken = self._taken.get(seq)
         return seq if taken is not None and taken[3] == number else None
 
-    def extend(self, item: QueueItem) -> None:
+    def extend(self, item: QueueItem) -> bool:
         with self._cond:
             seq = self._current(item)
             if seq is not None and self.lease_s is not None:
                 task_id, lane, _, number = self._taken[seq]
                 self._taken[seq] = (task_id, lane, self.clock.monotonic() + self.lease_s, number)
+            return seq is not None
 
     def ack(self, item: QueueItem) -> None:
         with self._cond:

@@ -187,11 +187,12 @@ class SqliteTaskQueue(WaitingRoom):
         self._lanes[lane].ack(id=row_id)
 
     @translated
-    def extend(self, item: QueueItem) -> None:
+    def extend(self, item: QueueItem) -> bool:
         with self._cond:
             key = self._current(item)
             if key is not None:
                 self._taken[key] = (item.task_id, self._lease_end(), self._taken[key][2])
+            return key is not None
 
     def _current(self, item: QueueItem) -> tuple[Priority, int] | None:
         """The row of this delivery while it is still out (not acked, given back, redelivered)."""

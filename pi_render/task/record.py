@@ -72,4 +72,6 @@ class TaskRecord(BaseModel):
     content_key: str | None = None  # a render's content + settings hash (dedup)
     requires: dict[str, Any] | None = None  # capabilities its pool must have
     submitted_by: dict[str, int] | None = None  # the peer's uid, gid and pid
+    job: str | None = None  # a chunk: the render job it is part of
+    chunks: int | None = None  # a job split into chunks: how many (never queued itself)
     version: int = 0  # the store's: one more with every change (compare-and-set)
