@@ -1,6 +1,8 @@
 """Settings: a pydantic model from a TOML file plus PI_RENDER_* overrides; no file needed."""
 
 import os
+import re
+import socket
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -42,6 +44,50 @@ class WatchSettings(BaseModel):
     inbox: Path | None = None
     schedule: str = "*/5 * * * * *"  # every 5 seconds
     settle_s: float = Field(2.0, ge=0, description="unchanged this long = finished copying")
+
+
+class FarmSettings(BaseModel):
+    """`[farm]`: this daemon is one peer of several sharing a PostgreSQL database and a folder."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    database: str = Field(description="libpq URI; no password in it (password_file, ~/.pgpass)")
+    password_file: Path | None = Field(None, description="a file holding the password")
+    shared_dir: Path = Field(description="the same folder on every host: snapshots, outputs")
+    host_name: str = Field(default_factory=socket.gethostname, min_length=1, max_length=64)
+    tags: list[str] = Field(default_factory=list, description="what this host offers (gpu…)")
+    lease_s: float = Field(60.0, gt=0, description="a claimed task's lease; heartbeats renew it")
+    host_timeout_s: float = Field(60.0, gt=0, description="silent this long = offline")
+    max_hosts_per_chunk: int = Field(3, ge=1, description="a chunk failing on this many fails")
+    blocklist_after: int = Field(3, ge=1, description="chunks of one job a host may fail")
+    path_map: dict[str, str] = Field(
+        default_factory=dict, description="farm path → this host's path, for other mounts"
+    )
+    pool_size: int = Field(8, ge=2, le=64, description="database connections of this daemon")
+
+    @field_validator("database")
+    @classmethod
+    def _no_password_inside(cls, value: str) -> str:
+        if re.search(r"://[^/@]*:[^/@]*@", value) or "password=" in value:
+            raise ValueError("put the password in password_file (or ~/.pgpass), not in the URI: "
+                             "the config is readable and URIs end up in logs")  # fmt: skip
+        return value
+
+    @field_validator("host_name")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", value):
+            raise ValueError(f"host name {value!r} may use letters, digits, '.', '-' and '_'")
+        return value
+
+    def password(self) -> str | None:
+        if self.password_file is None:
+            return None
+        try:
+            return self.password_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"farm.password_file: cannot read {self.password_file}: "
+                              f"{exc.strerror}") from None  # fmt: skip
 
 
 class Settings(BaseModel):
@@ -149,6 +195,10 @@ class Settings(BaseModel):
     retention_days: float = Field(30.0, gt=0, description="keep finished records this long")
     retention_outputs: bool = Field(False, description="also delete the outputs of old renders")
     watch: WatchSettings = Field(default_factory=lambda: WatchSettings())
+    farm: FarmSettings | None = Field(None, description="[farm]: share work with other hosts")
+    chunk_size: int = Field(
+        0, ge=0, description="frames per chunk of a render job (0: the whole range as one task)"
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
 
@@ -172,7 +222,7 @@ class Settings(BaseModel):
     @property
     def paths(self) -> DataDir:
         """Every path under the data dir."""
-        return DataDir(self.data_dir)
+        return DataDir(self.data_dir, self.farm.shared_dir if self.farm is not None else None)
 
     @property
     def outputs(self) -> Path:

@@ -7,7 +7,15 @@ from pathlib import Path
 
 @dataclass(frozen=True)
 class DataDir:
+    """`root` is this host's; `shared` (farm mode) holds what every host must see: snapshots,
+    uploads, task logs and the default outputs."""
+
     root: Path
+    shared: Path | None = None
+
+    @property
+    def common(self) -> Path:
+        return self.shared if self.shared is not None else self.root
 
     # stores
     @property
@@ -52,24 +60,24 @@ class DataDir:
     # per task
     @property
     def spool(self) -> Path:
-        return self.root / "spool"
+        return self.common / "spool"
 
     @property
     def store(self) -> Path:
-        return self.root / "store"
+        return self.common / "store"
 
     @property
     def uploads(self) -> Path:
-        return self.root / "uploads"
+        return self.common / "uploads"
 
     @property
     def logs(self) -> Path:
-        return self.root / "logs"
+        return self.common / "logs"
 
     @property
     def output(self) -> Path:
         """The default outputs' parent (unless `output_root` is set)."""
-        return self.root / "output"
+        return self.common / "output"
 
     def spool_of(self, task_id: str) -> Path:
         return self.spool / task_id

@@ -30,7 +30,8 @@ PLUGINS = Path(__file__).parent / "plugins"
 MAKE_SCENE = (
     Path(__file__).parent.parent / "pi_render" / "processor" / "scripts" / "sample_scene.py"
 )
-SCENES = {"tiny": ("3", "1", "32"), "slow": ("12", "800", "64"), "long": ("20", "1", "32")}
+SCENES = {"tiny": ("3", "1", "32"), "slow": ("12", "800", "64"), "long": ("20", "1", "32"),
+          "sixty": ("60", "1", "8")}
 START_TIMEOUT_S = 30.0
 
 
@@ -67,8 +68,10 @@ def started(record: TaskRecord) -> datetime:
 class DaemonProcess:
     """A `pi-render serve` subprocess with its config, log, socket and client."""
 
-    def __init__(self, root: Path, socket_dir: Path, config: str = "") -> None:
+    def __init__(self, root: Path, socket_dir: Path, config: str = "",
+                 extra_env: dict[str, str] | None = None) -> None:  # fmt: skip
         self.root = root
+        self.extra_env = extra_env or {}
         self.data_dir = root / "data"
         self.socket = socket_dir / "api.sock"
         self.config_path = root / "config.toml"
@@ -87,6 +90,7 @@ class DaemonProcess:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PLUGINS), env.get("PYTHONPATH")]))
         env.pop("PI_RENDER_SOCKET", None)
         env.pop("PI_RENDER_DATA_DIR", None)
+        env.update(self.extra_env)
         return env
 
     def spawn(self) -> subprocess.Popen[bytes]:
@@ -146,12 +150,13 @@ def socket_dir() -> Iterator[Path]:
 def make_daemon(tmp_path: Path, socket_dir: Path) -> Iterator[Callable[..., DaemonProcess]]:
     made: list[DaemonProcess] = []
 
-    def make(config: str = "", name: str = "d") -> DaemonProcess:
+    def make(config: str = "", name: str = "d",
+             extra_env: dict[str, str] | None = None) -> DaemonProcess:  # fmt: skip
         root = tmp_path / name
         root.mkdir(exist_ok=True)
         sock_dir = socket_dir / name
         sock_dir.mkdir(exist_ok=True)
-        daemon = DaemonProcess(root, sock_dir, config)
+        daemon = DaemonProcess(root, sock_dir, config, extra_env)
         made.append(daemon)
         return daemon
 
@@ -168,7 +173,8 @@ def daemon(make_daemon: Callable[..., DaemonProcess]) -> DaemonProcess:
 @pytest.fixture(scope="session")
 def scenes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Scenes made by real Blender: `tiny` (3 frames, 32×32, 1 sample), `slow` (12 frames,
-    64×64, 800 samples: a test can catch it mid-render), `long` (20 tiny frames)."""
+    64×64, 800 samples: a test can catch it mid-render), `long` (20 tiny frames), `sixty`
+    (60 frames of 8×8: the farm's jobs)."""
     blender = blender_or_skip()
     folder = tmp_path_factory.mktemp("scenes")
     for name, args in SCENES.items():

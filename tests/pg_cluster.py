@@ -65,7 +65,7 @@ class PostgresCluster:
 
         name = f"t_{uuid.uuid4().hex[:12]}"
         with psycopg.connect(self.url("postgres"), autocommit=True) as conn:
-            conn.execute(f"CREATE DATABASE {name}")  # type: ignore[arg-type]
+            conn.execute(f"CREATE DATABASE {name}")
         return self.url(name)
 
     def close(self) -> None:

@@ -146,7 +146,7 @@ def needed_role(method: str, path: str) -> str:
     parts = path.strip("/").split("/")
     if method in ("GET", "HEAD"):
         return "admin" if parts[:1] == ["audit"] else "viewer"
-    if parts[:1] == ["queues"]:
+    if parts[:1] in (["queues"], ["farm"]):
         return "admin"
     controls = ("cancel", "retry", "pause", "resume", "priority")
     if len(parts) == 3 and parts[0] == "tasks" and parts[2] in controls:

@@ -123,6 +123,13 @@ def _error(status: int, kind: str, message: str, **extra: Any) -> JSONResponse:
     return JSONResponse(status_code=status, content={"error": kind, "message": message, **extra})
 
 
+class UnblockRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    job: str = Field(min_length=1, max_length=64)
+    host: str = Field(min_length=1, max_length=64)
+
+
 def create_app(
     service: TaskService,
     waiters: FinalStateWaiters,
@@ -132,6 +139,8 @@ def create_app(
     workflows: dict[str, Workflow] | None = None,
     max_request_bytes: int = 1 << 20,
     access: tuple[AccessPolicy, AuditLog] | None = None,
+    hosts: Callable[[], list[dict[str, Any]]] = lambda: [],
+    unblock: Callable[[str, str], dict[str, Any]] | None = None,
 ) -> FastAPI:
     defined = workflows or {}
     app = FastAPI(title="pi-render", version=__version__)
@@ -313,6 +322,22 @@ def create_app(
     @app.get("/queues")
     def get_queues() -> dict[str, Any]:
         return queues()
+
+    @app.get("/hosts")
+    def get_hosts() -> list[dict[str, Any]]:
+        """The farm's hosts (state, tags, Blender, running tasks, last seen, blocklists)."""
+        return hosts()
+
+    @app.get("/tasks/{task_id}/chunks", response_model=list[TaskRecord])
+    def get_chunks(task_id: str) -> Response:
+        service.get(task_id)  # 404 for an unknown job
+        return _json_list(service.records.chunks_of(task_id))
+
+    @app.post("/farm/unblock")
+    def farm_unblock(body: UnblockRequest) -> dict[str, Any]:
+        if unblock is None:
+            raise PiRenderError("not in farm mode: there are no blocklists")
+        return unblock(body.job, body.host)
 
     @app.get("/task-types")
     def get_task_types() -> dict[str, Any]:

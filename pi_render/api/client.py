@@ -189,6 +189,18 @@ class Client:
         result: dict[str, Any] = self._call("GET", "/queues")
         return result
 
+    def hosts(self) -> "builtins.list[dict[str, Any]]":
+        result: builtins.list[dict[str, Any]] = self._call("GET", "/hosts")
+        return result
+
+    def chunks(self, job_id: str) -> "builtins.list[TaskRecord]":
+        return [TaskRecord.model_validate(r) for r in self._call("GET", f"/tasks/{job_id}/chunks")]
+
+    def unblock(self, job_id: str, host: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("POST", "/farm/unblock",
+                                            json={"job": job_id, "host": host})  # fmt: skip
+        return result
+
     def health(self) -> dict[str, Any]:
         result: dict[str, Any] = self._call("GET", "/health")
         return result

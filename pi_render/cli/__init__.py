@@ -180,7 +180,12 @@ def status(task_id: str, socket: SocketOpt = None, as_json: JsonOpt = False) -> 
     """Show one task's record."""
     with client_for(socket) as client:
         record = client.get(task_id)
+        chunks = client.chunks(task_id) if record.chunks and not as_json else []
     _finish(record, as_json, check=False)
+    if chunks:
+        from pi_render.cli.farm import show_chunks
+
+        show_chunks(chunks)
 
 
 @app.command("wait")
@@ -332,4 +337,4 @@ def main() -> None:
     app()
 
 
-from pi_render.cli import blend, daemon, render  # noqa: E402,F401  (register commands)
+from pi_render.cli import blend, daemon, farm, render  # noqa: E402,F401  (register commands)

@@ -77,6 +77,9 @@ def render(
     allow_missing: Annotated[
         bool, typer.Option("--allow-missing", help="Render even if files it needs are missing.")
     ] = False,
+    chunk_size: Annotated[Optional[int], typer.Option(
+        min=0, help="Frames per chunk task (0: one task); any worker or host takes any chunk."
+    )] = None,  # fmt: skip
     socket: SocketOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -85,7 +88,8 @@ def render(
                                "frame_step": step, "output_type": format, "scene": scene,
                                "engine": engine, "timeout_s": timeout,
                                "priority": priority.value, "force": force or None,
-                               "allow_missing": allow_missing or None}  # fmt: skip
+                               "allow_missing": allow_missing or None,
+                               "chunk_size": chunk_size}  # fmt: skip
     if frames:
         request["start_frame"], request["end_frame"] = parse_frames(frames)
     if output:

@@ -22,22 +22,18 @@ from pi_render.api.waiters import FinalStateWaiters
 from pi_render.clock import Clock, SystemClock
 from pi_render.config import Settings, load_settings
 from pi_render.controls import pool_capabilities
-from pi_render.cron.store import CronStore
 from pi_render.daemon.file_modes import make_private
 from pi_render.daemon.lock import DataDirLock
 from pi_render.daemon.recovery import recover, release_waiting
 from pi_render.daemon.sdnotify import sd_notify, watchdog_interval_s
+from pi_render.daemon.stores import follow_farm, open_stores
 from pi_render.errors import ConfigError, PiRenderError
-from pi_render.hooks.outbox import HookOutbox
 from pi_render.hooks.worker import HookWorker
 from pi_render.manifest.contract import TaskData
-from pi_render.manifest.frames import FrameLedger
-from pi_render.manifest.records import TaskRecordManifest
 from pi_render.processor.base import ProcessorEnv
-from pi_render.processor.blender import find_blender
+from pi_render.processor.blender import BlenderInstall, find_blender
 from pi_render.processor.context import StopReason
 from pi_render.processor.sandbox import find_sandbox
-from pi_render.queue.router import Router
 from pi_render.retry import RetryPolicies
 from pi_render.service import SubmitControls, TaskService
 from pi_render.task.base import task_type
@@ -52,7 +48,6 @@ from pi_render.workers.periodic import (
 from pi_render.workers.pool import WorkerPool
 from pi_render.workers.queue_worker import QueueWorker
 from pi_render.workers.running import RunningTasks
-from pi_render.workflows import WorkflowRuns
 
 log = logging.getLogger(__name__)
 
@@ -100,13 +95,13 @@ class Daemon:
         self.lock.acquire(settings.socket)
         try:
             import_task_modules(settings.task_modules)
-            self.records = TaskRecordManifest(settings.paths.records)
-            self.router = Router(settings, clock=self.clock)
+            blender = find_blender(settings.blender)
             self.running = RunningTasks()
-            self.frames = FrameLedger(settings.paths.frames)
-            self.cron_store = CronStore(settings.paths.cron)
-            self.outbox = HookOutbox(settings.paths.outbox, settings.hooks)
-            self.workflow_runs = WorkflowRuns(settings.paths.workflows)
+            self.stores = open_stores(settings, self.clock, partial(self._host_info, blender))
+            stores = self.stores
+            self.records, self.router, self.frames = stores.records, stores.router, stores.frames
+            self.cron_store, self.outbox = stores.cron, stores.outbox
+            self.workflow_runs = stores.workflow_runs
             self.records.add_before_final(self.outbox.before_final)
             self.records.add_listener(self.outbox.after_commit)
             self.retry = RetryPolicies(settings.retry)
@@ -117,15 +112,21 @@ class Daemon:
                 except PiRenderError as exc:
                     raise ConfigError(f"cron job {job.name!r}: {exc}") from None
             sandbox = find_sandbox(settings.sandbox, settings.render_user)
-            self.env = ProcessorEnv(settings, find_blender(settings.blender), self.frames, sandbox)
+            farm = settings.farm
+            self.env = ProcessorEnv(settings, blender, self.frames, sandbox,
+                                    host=farm.host_name if farm else None)  # fmt: skip
             self.service = TaskService(
                 self.records, self.router, self.running, self.clock, settings.paths,
                 settings.outputs, controls=self._controls(settings),
                 workflow_runs=self.workflow_runs, forget_files=self._forget_files,
+                frames=self.frames, farm=farm is not None,
             )  # fmt: skip
             waiters = FinalStateWaiters()
             self.records.add_listener(waiters)
             self.records.add_listener(self.service.on_record)
+            if stores.farm is not None:
+                follow_farm(stores.records, waiters, self.running)
+                stores.farm.hosts.start()
             self.recover()
             self.pool = self._build_pool()
             sock = bind_unix_socket(settings.socket, socket_gid(settings.socket_group))
@@ -133,7 +134,8 @@ class Daemon:
             try:
                 app = create_app(self.service, waiters, self.health, self.queues,
                                  self.cron_listing, {w.name: w for w in settings.workflows},
-                                 settings.max_request_bytes, self._access(sock_gid))  # fmt: skip
+                                 settings.max_request_bytes, self._access(sock_gid),
+                                 self.hosts, self._unblock)  # fmt: skip
                 guard = ConnectionGuard(settings.header_timeout_s, settings.max_connections_per_uid)
                 self._server = make_server(app, guard)
                 signal.signal(signal.SIGTERM, self._on_signal)
@@ -154,12 +156,7 @@ class Daemon:
                 settings.socket.unlink(missing_ok=True)
             if not self._stopping.is_set():  # the server ended by itself: still drain
                 self.pool.stop(settings.shutdown_grace_s)
-            self.router.close()
-            self.records.close()
-            self.frames.close()
-            self.cron_store.close()
-            self.outbox.close()
-            self.workflow_runs.close()
+            self.stores.close()
             if self.audit is not None:
                 self.audit.close()
         finally:
@@ -168,17 +165,32 @@ class Daemon:
         return 0
 
     def recover(self) -> None:
-        recover(self.records, self.router)
+        recover(self.records, self.router, farm=self.settings.farm is not None)
         release_waiting(self.records, self.service)
+        if self.service.jobs is not None:
+            for job in self.records.unfinished():
+                if job.chunks:  # a chunk's end the job did not hear of (a crash between)
+                    self.service.jobs.update(job.id)
+
+    def _host_info(self, blender: BlenderInstall | None) -> dict[str, Any]:
+        """What `pi-render hosts` shows of this one (refreshed with each host beat)."""
+        farm = self.settings.farm
+        return {"tags": farm.tags if farm else [], "pid": os.getpid(), "version": __version__,
+                "blender": None if blender is None else {"path": blender.path,
+                                                         "version": blender.version},
+                "workers": {label: n for label, n in self.settings.workers.items() if n},
+                "running": self.running.ids()}  # fmt: skip
 
     def _build_pool(self) -> WorkerPool:
         pool = WorkerPool(self.running)
+        policy = self.stores.farm.policy if self.stores.farm is not None else None
+        host = self.env.host  # farm mode: a record's `worker` says which host runs it
         for label, queue in self.router.queues.items():
             for index in range(self.settings.workers[label]):
-                name = f"{label}-{index}"
+                name = f"{host}/{label}-{index}" if host else f"{label}-{index}"
                 make = partial(QueueWorker, name, queue, self.records, self.running, self.clock,
                                env=self.env, retry=self.retry,
-                               timeouts=self._timeouts,
+                               timeouts=self._timeouts, policy=policy,
                                heartbeat_s=self.settings.heartbeat_s)  # fmt: skip
                 pool.add(label, make)
         pool.add("cron", self._make_cron)
@@ -214,9 +226,24 @@ class Daemon:
             watch = WatchFolder(settings.watch.inbox, self.service, self.records, self.clock,
                                 settings.watch.settle_s)  # fmt: skip
             builtins.append(BuiltinJob("watch-folder", settings.watch.schedule, watch.scan))
+        farm = self.stores.farm
+        claim = farm.slots.claim if farm is not None else (lambda name, slot: True)
         self.cron = CronWorker(settings.cron, builtins, self.cron_store, self.service,
-                               self.records, self.clock)  # fmt: skip
+                               self.records, self.clock, claim)  # fmt: skip
         return self.cron
+
+    def hosts(self) -> list[dict[str, Any]]:
+        """Every host of the farm; a single host lists itself."""
+        farm = self.stores.farm
+        if farm is not None:
+            return farm.hosts.listing()
+        return [{"name": "local", "state": "online", **self._host_info(self.env.blender)}]
+
+    def _unblock(self, job: str, host: str) -> dict[str, Any]:
+        farm = self.stores.farm
+        if farm is None:
+            raise ConfigError("not in farm mode: there are no blocklists ([farm] in the config)")
+        return {"job": job, "host": host, "lifted": farm.policy.unblock(job, host)}
 
     def cron_listing(self) -> list[dict[str, Any]]:
         return self.cron.listing() if self.cron is not None else []
@@ -241,7 +268,8 @@ class Daemon:
                               settings.max_queued_per_uid, settings.min_free_bytes,
                               settings.allow_missing, settings.max_snapshot_bytes,
                               bool(self.env.sandbox and self.env.sandbox.bwrap),
-                              settings.max_args_bytes, settings.quota_bytes_per_uid)  # fmt: skip
+                              settings.max_args_bytes, settings.quota_bytes_per_uid,
+                              settings.chunk_size)  # fmt: skip
 
     def _access(self, sock_gid: int) -> tuple[AccessPolicy, AuditLog]:
         self.access_policy = AccessPolicy(self.settings.roles, sock_gid)

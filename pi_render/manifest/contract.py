@@ -72,6 +72,9 @@ class RecordStore(Protocol):
 
     def children(self, parent_id: str) -> list[TaskRecord]: ...
 
+    def chunks_of(self, job_id: str) -> list[TaskRecord]:
+        """A render job's chunk tasks, oldest first."""
+
     def find_origin(self, origin: str) -> TaskRecord | None: ...
 
     def with_content_key(self, key: str) -> list[TaskRecord]:

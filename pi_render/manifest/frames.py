@@ -5,6 +5,7 @@ files are still there, and renders only the rest.
 """
 
 from pathlib import Path
+from typing import NamedTuple, Protocol
 
 from pydantic import BaseModel
 
@@ -20,6 +21,31 @@ class FrameOutput(BaseModel):
     path: str
     size: int
     sha256: str
+    host: str | None = None  # farm mode: the host that rendered it
+
+
+class Holder(NamedTuple):
+    """Who writes a frame: a task and the attempt it holds (a stale attempt's write is refused)."""
+
+    task_id: str
+    attempt: int
+
+
+class FrameStore(Protocol):
+    """The frame ledger's contract. `key` is the task's own id, or its job's for a chunk, so a
+    job's frames are one set however its chunks ran. `fence` raises StaleAttempt when `holder`
+    no longer holds its task (farm mode: another host took it over); `put` does the same check
+    in the write itself."""
+
+    def fence(self, holder: Holder) -> None: ...
+
+    def put(self, key: str, output: FrameOutput, holder: Holder | None = None) -> None: ...
+
+    def get(self, key: str) -> list[FrameOutput]: ...
+
+    def forget_task(self, task_id: str) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class FrameLedger:
@@ -28,8 +54,11 @@ class FrameLedger:
     def __init__(self, path: Path) -> None:
         self._store = DurableJsonTable(path, TABLE)
 
-    def put(self, task_id: str, output: FrameOutput) -> None:
-        self._store.stage(f"{task_id}/{output.frame + 2**31:010d}", output.model_dump_json())
+    def fence(self, holder: Holder) -> None:
+        """One host: the task's queue delivery is this process's alone, never taken over."""
+
+    def put(self, key: str, output: FrameOutput, holder: Holder | None = None) -> None:
+        self._store.stage(f"{key}/{output.frame + 2**31:010d}", output.model_dump_json())
         self._store.commit()
 
     def get(self, task_id: str) -> list[FrameOutput]:

@@ -91,6 +91,9 @@ class MemoryRecordStore:
     def children(self, parent_id: str) -> list[TaskRecord]:
         return [r for r in self._all() if r.parent == parent_id]
 
+    def chunks_of(self, job_id: str) -> list[TaskRecord]:
+        return [r for r in self._all() if r.job == job_id]
+
     def find_origin(self, origin: str) -> TaskRecord | None:
         return next((r for r in self._all() if r.origin == origin), None)
 

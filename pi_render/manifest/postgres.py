@@ -206,11 +206,11 @@ class PostgresRecordStore:
 
     def _select(self, where: str, params: tuple[Any, ...]) -> list[TaskRecord]:
         rows = self.db.run(lambda conn: conn.execute(
-            f"SELECT body FROM tasks {where}", params).fetchall())  # type: ignore[call-overload]
+            f"SELECT body FROM tasks {where}", params).fetchall())
         return [TaskRecord.model_validate_json(row[0]) for row in rows]
 
     def _scalar(self, sql: str, params: tuple[Any, ...]) -> int:
-        row = self.db.run(lambda conn: conn.execute(sql, params).fetchone())  # type: ignore
+        row = self.db.run(lambda conn: conn.execute(sql, params).fetchone())
         return int(row[0]) if row else 0
 
     def _tell(self, record: TaskRecord) -> None:
@@ -231,5 +231,3 @@ class PostgresRecordStore:
             except Exception as exc:  # the follower's boundary: it must outlive an outage
                 log.warning("records follower lost the database: %s", exc)
                 self._stop.wait(1.0)
-
-

@@ -48,7 +48,7 @@ class TaskRecordManifest:
         self._recent: OrderedDict[str, TaskRecord] = OrderedDict()
         self._listeners: list[Listener] = []
         self._before_final: list[Listener] = []
-        for column in ("status", "type", "origin", "parent", "content_key"):
+        for column in ("status", "type", "origin", "parent", "content_key", "job"):
             self._store.execute_ddl(
                 f"CREATE INDEX IF NOT EXISTS {TABLE}_{column} ON {TABLE}"
                 f"(json_extract(value, '$.{column}'), key)"
@@ -178,6 +178,13 @@ class TaskRecordManifest:
         rows = self._store.query(
             f"SELECT value FROM {TABLE} WHERE json_extract(value, '$.parent') = ? ORDER BY key",
             (parent_id,),
+        )
+        return [TaskRecord.model_validate_json(row[0]) for row in rows]
+
+    def chunks_of(self, job_id: str) -> list[TaskRecord]:
+        rows = self._store.query(
+            f"SELECT value FROM {TABLE} WHERE json_extract(value, '$.job') = ? ORDER BY key",
+            (job_id,),
         )
         return [TaskRecord.model_validate_json(row[0]) for row in rows]
 

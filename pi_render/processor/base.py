@@ -11,7 +11,7 @@ from pi_render.task.base import ArgsT, ResultT, TaskBase
 
 if TYPE_CHECKING:
     from pi_render.config import Settings
-    from pi_render.manifest.frames import FrameLedger
+    from pi_render.manifest.frames import FrameStore
     from pi_render.processor.blender import BlenderInstall
     from pi_render.processor.sandbox import Sandbox
 
@@ -30,8 +30,9 @@ class ProcessorEnv:
 
     settings: "Settings"
     blender: "BlenderInstall | None"
-    frames: "FrameLedger"
+    frames: "FrameStore"
     sandbox: "Sandbox | None" = None  # None: Blender runs bare
+    host: str | None = None  # farm mode: this host's name (frames and errors carry it)
 
     @property
     def logs(self) -> Path:

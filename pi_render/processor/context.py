@@ -14,6 +14,7 @@ class StopReason(StrEnum):
     CANCEL = "cancel"
     SHUTDOWN = "shutdown"
     TIMEOUT = "timeout"
+    LEASE_LOST = "lease_lost"  # farm: another host took the task over; stop, write nothing
 
 
 class TaskStopped(Exception):
@@ -43,6 +44,7 @@ class TaskContext:
         self.attempt = attempt
         self.parent_result = parent_result  # what the parent task returned (chaining)
         self.record_json: str | None = None  # this task's record as JSON, for notify
+        self.job: str | None = None  # a chunk's job: its frames are the job's (one ledger key)
         self._on_progress = on_progress
         self._stop = threading.Event()
         self._reason: StopReason | None = None

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from pi_render.errors import PiRenderError
-from pi_render.manifest.frames import FrameLedger, FrameOutput
+from pi_render.manifest.frames import FrameOutput, FrameStore, Holder
 from pi_render.processor.base import Processor
 from pi_render.processor.blender import HOOKS, BlenderEvent, RenderCommand, frame_list
 from pi_render.processor.blender_run import BlenderProcess, reap_orphan, scrubbed_env
@@ -92,14 +92,15 @@ class RenderProcessor(Processor[RenderArgs, RenderResult]):
         if env is None or env.blender is None:
             raise NoBlender("no Blender found: install Debian's `blender` package, "
                             "set `blender` in the config, or install the bpy module")  # fmt: skip
-        ledger: FrameLedger = env.frames
+        ledger: FrameStore = env.frames
+        key = ctx.job or ctx.task_id
         assert args.snapshot is not None and args.output_dir is not None
         output_dir = Path(args.output_dir)
         expected = args.frames()
         video = args.output_type is RenderOutputType.FFMPEG
         done: dict[int, FrameOutput] = {}
         if not video:  # a video cannot be resumed frame by frame: it is rendered whole
-            done = {f.frame: f for f in ledger.get(ctx.task_id)
+            done = {f.frame: f for f in ledger.get(key)
                     if f.frame in expected and still_there(f)}  # fmt: skip
         missing = [f for f in expected if f not in done]
         progress = FrameProgress(ctx, len(expected), len(done))
@@ -126,7 +127,7 @@ class RenderProcessor(Processor[RenderArgs, RenderResult]):
         sandbox = env.sandbox
         if sandbox is None or sandbox.bwrap is None:
             return argv
-        root = env.spool(ctx.task_id) / "root"
+        root = env.spool(ctx.job or ctx.task_id) / "root"  # a chunk renders its job's snapshot
         snapshot = root if root.is_dir() else Path(args.snapshot).parent
         if sandbox.run_as is not None:
             os.chown(partial, *sandbox.run_as)  # the only place it may write
@@ -162,12 +163,16 @@ class RenderProcessor(Processor[RenderArgs, RenderResult]):
             allow_scripts=env.settings.allow_blend_scripts,
         )  # fmt: skip
 
+        holder = Holder(ctx.task_id, ctx.attempt)
+        key = ctx.job or ctx.task_id
+
         def land(path: Path) -> None:
             frame = frame_number(path)
             if video or frame is None or frame in done or not _own_frame(path, partial):
                 return
-            output = place(path, folder, frame)
-            env.frames.put(ctx.task_id, output)  # durable before anyone is told
+            env.frames.fence(holder)  # farm: a host whose lease ran out places nothing
+            output = place(path, folder, frame).model_copy(update={"host": env.host})
+            env.frames.put(key, output, holder)  # durable before anyone is told
             done[frame] = output
             progress.frame_done()
 
@@ -198,7 +203,7 @@ class RenderProcessor(Processor[RenderArgs, RenderResult]):
                 output = place(path, folder, args.start_frame or 0)
                 for frame in frames:
                     done[frame] = output
-                env.frames.put(ctx.task_id, output)
+                env.frames.put(key, output, holder)
             else:
                 land(path)
 

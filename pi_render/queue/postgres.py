@@ -196,6 +196,13 @@ class PostgresTaskQueue(WaitingRoom):
             (task_id, self.label)).fetchone())  # fmt: skip
         return row is not None
 
+    def knows(self, task_id: str) -> bool:
+        """Whether a row of the task is here at all, held by a worker or not."""
+        row = self.db.run(lambda conn: conn.execute(
+            "SELECT 1 FROM queue_items WHERE task_id = %s AND label = %s",
+            (task_id, self.label)).fetchone())  # fmt: skip
+        return row is not None
+
     def depth(self) -> dict[str, int]:
         params = self._params()
         row = self.db.run(lambda conn: conn.execute(

@@ -77,6 +77,15 @@ class Router:
                 return queue
         return None
 
+    def holds(self, task_id: str) -> TaskQueue | None:
+        """The queue with a row of the task, waiting or held by a worker (farm recovery: a
+        row another host holds is there, and must not be put over)."""
+        for queue in self.queues.values():
+            knows = getattr(queue, "knows", queue.contains)
+            if knows(task_id):
+                return queue
+        return None
+
     def close(self) -> None:
         for queue in self.queues.values():
             queue.close()

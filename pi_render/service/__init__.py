@@ -11,11 +11,13 @@ from pi_render.data_dir import DataDir
 from pi_render.identity import Caller
 from pi_render.manifest.contract import RecordStore
 from pi_render.manifest.failed import FailedTask
+from pi_render.manifest.frames import FrameStore
 from pi_render.manifest.records import TaskIdGenerator
 from pi_render.queue.router import Router
 from pi_render.service.children import Children
 from pi_render.service.control import TaskControl
 from pi_render.service.controls import SubmitControls, no_controls
+from pi_render.service.jobs import Jobs
 from pi_render.service.submit import Request, Submitted, Submitter
 from pi_render.service.uploads import Uploads
 from pi_render.service.workflow_runs import WorkflowService
@@ -33,7 +35,8 @@ class TaskService:
                  clock: Clock, paths: DataDir, output_root: Path, *,
                  controls: SubmitControls | None = None,
                  workflow_runs: WorkflowRuns | None = None,
-                 forget_files: Callable[[TaskRecord], None] | None = None) -> None:  # fmt: skip
+                 forget_files: Callable[[TaskRecord], None] | None = None,
+                 frames: FrameStore | None = None, farm: bool = False) -> None:  # fmt: skip
         self.records, self.router, self.clock = records, router, clock
         self.paths = paths
         self._controls = controls or no_controls()
@@ -41,7 +44,8 @@ class TaskService:
         self.children = Children(records, router, clock)
         self.submitter = Submitter(records, router, running, clock, ids, paths, output_root,
                                    lambda: self._controls, self.children)  # fmt: skip
-        self.control = TaskControl(records, router, running, clock, forget_files)
+        self.control = TaskControl(records, router, running, clock, forget_files, farm)
+        self.jobs = Jobs(records, frames, clock, self.control.cancel) if frames else None
         self.uploads = Uploads(records, self.submitter, ids)
         self.workflows = WorkflowService(records, self.submitter, ids, workflow_runs,
                                          self.control.cancel)  # fmt: skip
@@ -66,6 +70,8 @@ class TaskService:
 
     def on_record(self, record: TaskRecord) -> None:
         self.children.on_record(record)
+        if self.jobs is not None:
+            self.jobs.on_record(record)
 
     def get(self, task_id: str) -> TaskRecord:
         return self.records.get(task_id)

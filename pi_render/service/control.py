@@ -18,10 +18,13 @@ log = logging.getLogger(__name__)
 
 class TaskControl:
     def __init__(self, records: RecordStore, router: Router, running: RunningTasks,
-                 clock: Clock,
-                 forget_files: Callable[[TaskRecord], None] | None = None) -> None:  # fmt: skip
+                 clock: Clock, forget_files: Callable[[TaskRecord], None] | None = None,
+                 farm: bool = False) -> None:  # fmt: skip
         self.records, self.router, self.running, self.clock = records, router, running, clock
         self.forget_files = forget_files
+        # farm mode: a running task may be on another host; its record is cancelled at once,
+        # and that host (hearing of the final state) stops its Blender
+        self.farm = farm
 
     def cancel(self, task_id: str) -> TaskRecord:
         """A pending task is cancelled and leaves its queue; a running one is asked to stop.
@@ -36,6 +39,11 @@ class TaskControl:
             if record.status.is_final:
                 raise TaskStateConflict(f"task {task_id} has already ended "
                                         f"({record.status.value}); nothing to cancel")  # fmt: skip
+            if record.chunks:  # a job: cancelled itself; its chunks follow below
+                return lifecycle.cancel(record, now, "cancelled")
+            if record.status is TaskStatus.RUNNING and self.farm:
+                self.running.request_stop(task_id, StopReason.CANCEL)
+                return lifecycle.cancel(record, now, "cancelled while running")
             if record.status is TaskStatus.RUNNING:
                 running.append(record)
                 return None  # its worker ends it
@@ -47,7 +55,14 @@ class TaskControl:
             log.info("cancel requested for running task", extra={"task_id": task_id})
             return running[-1]  # as it was when asked: the answer is 202, "stopping"
         self.router.remove(task_id)  # if a worker took it meanwhile, it sees the final record
-        log.info("pending task cancelled", extra={"task_id": task_id})
+        if cancelled.chunks:
+            for chunk in self.records.chunks_of(task_id):
+                if not chunk.status.is_final:
+                    try:
+                        self.cancel(chunk.id)
+                    except TaskStateConflict:
+                        pass  # it ended meanwhile
+        log.info("task cancelled", extra={"task_id": task_id})
         return cancelled
 
     def retry(self, task_id: str) -> TaskRecord:
@@ -57,6 +72,14 @@ class TaskControl:
             TaskNotFound; TaskStateConflict unless the task is failed or retrying.
         """
         record = self.records.change(task_id, lifecycle.retry_now)
+        if record is not None and record.chunks:
+            for chunk in self.records.chunks_of(task_id):  # those that did not complete
+                again = self.records.change(chunk.id, lifecycle.retry_chunk)
+                if again is not None:
+                    self.router.remove(chunk.id)
+                    self.router.put(again)
+            log.info("job retried by hand", extra={"task_id": task_id})
+            return record
         if record is None:
             status = self.records.latest(task_id).status.value
             raise TaskStateConflict(

@@ -23,6 +23,7 @@ class SubmitControls:
     sandboxed: bool = True  # False: no sandbox for Blender, so only the daemon's uid may render
     max_args_bytes: int = 64 << 10  # a task's arguments are kept with its record for weeks
     quota_bytes_per_uid: int | None = None  # records, snapshots and uploads one uid may keep
+    chunk_size: int = 0  # a render's frames per chunk task when it does not say (0: one task)
 
 
 def no_controls() -> SubmitControls:

@@ -28,6 +28,7 @@ from pi_render.queue.router import Router
 from pi_render.service.admission import Admission
 from pi_render.service.children import Children
 from pi_render.service.controls import SubmitControls
+from pi_render.service.jobs import split
 from pi_render.service.quotas import record_bytes
 from pi_render.task import lifecycle
 from pi_render.task.base import SubmitContext, task_type
@@ -79,7 +80,9 @@ class Submitter:
         try:
             with self._lock if self.admission.counted(prepared) else nullcontext():
                 answers = self._admit_all(prepared, force, len(requests) > 1)
-                new = [answer.record for answer in answers if answer.created]
+                new = self._with_chunks([answer.record for answer in answers if answer.created])
+                jobs = {record.id: record for record in new if record.chunks}
+                answers = [Submitted(jobs.get(a.record.id, a.record), a.created) for a in answers]
                 try:
                     self.records.create_many(new)
                 except StorageError as exc:  # some may be on disk after all
@@ -90,6 +93,8 @@ class Submitter:
                     shutil.rmtree(self.spool_dir / record.id, ignore_errors=True)
             raise
         for record in new:
+            if record.chunks:
+                continue  # a job: its chunks are queued, never itself
             if record.parent is not None and not self.children.release(record):
                 continue  # waits for its parent
             try:
@@ -98,6 +103,23 @@ class Submitter:
                 raise self._withdraw(new, exc) from None
             log.debug("task submitted", extra={"task_id": record.id, "type": record.type})
         return answers
+
+    def _with_chunks(self, new: list[TaskRecord]) -> list[TaskRecord]:
+        """Each render job that asks for chunks (or gets them from the config) is written as
+        the job's record (marked with its chunk count) followed by its chunk tasks."""
+        written: list[TaskRecord] = []
+        for record in new:
+            size = record.args.get("chunk_size") if record.type == "render" else None
+            if size is None and record.type == "render":
+                size = self.controls().chunk_size
+            alone = record.job is None and record.parent is None  # a chained step stays whole
+            chunks = split(record, int(size or 0), self.ids.new) if alone else []
+            if chunks:
+                written.append(record.model_copy(update={"chunks": len(chunks)}))
+                written.extend(chunks)
+            else:
+                written.append(record)
+        return written
 
     def _prepare_all(self, requests: list[Request], task_id: str | None, fields: dict[str, Any],
                      caller: Caller | None) -> list[TaskRecord]:  # fmt: skip

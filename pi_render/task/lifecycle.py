@@ -4,20 +4,25 @@ Each returns the new record, or None when the move does not apply (the record st
 """
 
 import traceback
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from pi_render.errors import StaleAttempt
 from pi_render.task.record import ErrorInfo, TaskRecord, TaskStatus
 
 
-def start(record: TaskRecord, now: datetime, worker: str) -> TaskRecord | None:
+def start(record: TaskRecord, now: datetime, worker: str,
+          take_over: bool = False) -> TaskRecord | None:  # fmt: skip
     """pending (or retrying, once its next attempt is due) → running. A final record is never
     run again; a retrying one delivered early (a delivery handed back by a crash) waits for its
     delayed one; a running one is not started twice (after a crash, recovery has made it
-    pending again before any worker runs)."""
+    pending again before any worker runs), unless `take_over`: its delivery's lease ran out
+    (farm mode: its host died or was cut off), and the new attempt fences the old one out."""
     due = record.status is TaskStatus.RETRYING and (
         record.next_attempt_at is None or record.next_attempt_at <= now)  # fmt: skip
-    if record.status is not TaskStatus.PENDING and not due:
+    taken = take_over and record.status is TaskStatus.RUNNING
+    if record.status is not TaskStatus.PENDING and not due and not taken:
         return None
     return record.model_copy(
         update={
@@ -32,6 +37,24 @@ def start(record: TaskRecord, now: datetime, worker: str) -> TaskRecord | None:
             "next_attempt_at": None,
         }
     )
+
+
+def fenced(attempt: int, move: Callable[[TaskRecord], TaskRecord | None]
+           ) -> Callable[[TaskRecord], TaskRecord | None]:  # fmt: skip
+    """`move`, applied only while the record is still at `attempt`: a worker whose attempt was
+    taken over (its lease ran out) writes nothing more.
+
+    Raises (from the returned function):
+        StaleAttempt.
+    """
+
+    def apply(record: TaskRecord) -> TaskRecord | None:
+        if record.attempts != attempt:
+            raise StaleAttempt(f"task {record.id} is at attempt {record.attempts}; attempt "
+                               f"{attempt}'s write was refused (another host took it over)")
+        return move(record)
+
+    return apply
 
 
 def set_paused(record: TaskRecord, paused: bool) -> TaskRecord | None:
@@ -134,9 +157,16 @@ def retry_now(record: TaskRecord) -> TaskRecord | None:
     )
 
 
+def retry_chunk(record: TaskRecord) -> TaskRecord | None:
+    """A job retried by hand: each chunk that failed or was cancelled with it runs again."""
+    if record.status not in (TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.RETRYING):
+        return None
+    return retry_now(record.model_copy(update={"status": TaskStatus.FAILED}))
+
+
 def _short(error: ErrorInfo) -> ErrorInfo:
     """The history keeps type and message; only the latest error keeps its traceback."""
-    return ErrorInfo(type=error.type, message=error.message)
+    return ErrorInfo(type=error.type, message=error.message, host=error.host)
 
 
 def cancel(record: TaskRecord, now: datetime, reason: str) -> TaskRecord | None:

@@ -39,6 +39,7 @@ class ErrorInfo(BaseModel):
     type: str
     message: str
     traceback: str | None = None
+    host: str | None = None  # farm mode: where it failed
 
 
 class TaskRecord(BaseModel):

@@ -88,6 +88,7 @@ class RenderArgs(BaseModel):
     snapshot_bytes: int | None = None
     warnings: list[str] = Field(default_factory=list)  # set at submit: missing files allowed
     owner_uid: int | None = None  # set at submit: who the frames will belong to
+    chunk_size: int | None = Field(None, ge=0)  # frames per chunk task (0: one task; None: config)
 
     @field_validator("source", "output_dir")
     @classmethod

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from pi_render.clock import Clock
 from pi_render.cron.schedule import CronJob, next_fire
 from pi_render.cron.store import CronState, CronStore
+from pi_render.errors import DuplicateOrigin
 from pi_render.manifest.contract import RecordStore
 from pi_render.service import TaskService
 from pi_render.task.record import Priority
@@ -43,8 +44,10 @@ class CronWorker(LoopWorker):
         service: TaskService,
         records: RecordStore,
         clock: Clock,
+        claim: Callable[[str, str], bool] = lambda name, slot: True,
     ) -> None:
         super().__init__("cron")
+        self.claim = claim  # farm mode: a built-in job's slot runs on one host only
         self.jobs = {job.name: job for job in jobs}
         self.builtins = {job.name: job for job in builtins}
         self.store, self.service, self.records, self.clock = store, service, records, clock
@@ -92,7 +95,8 @@ class CronWorker(LoopWorker):
                 self._submit(job, slot)
                 zone = job.timezone
             else:
-                self._run_builtin(self.builtins[name])
+                if self.claim(name, slot.isoformat()):
+                    self._run_builtin(self.builtins[name])
                 zone = "UTC"
             state.last_fire, state.firing = slot, None
             state.next_fire = next_fire(state.schedule, zone, max(slot, now))
@@ -107,6 +111,8 @@ class CronWorker(LoopWorker):
         try:
             self.service.submit(job.task, job.args, Priority(job.priority), origin=origin)
             log.info("cron job fired", extra={"job": job.name, "slot": slot.isoformat()})
+        except DuplicateOrigin:  # farm mode: another host fired this slot first
+            log.debug("cron slot fired by another host", extra={"job": job.name})
         except Exception as exc:  # a bad job must not stop the cron worker (nor its restarts)
             log.error("cron job could not submit its task: %s", exc, extra={"job": job.name})
 

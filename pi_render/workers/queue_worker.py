@@ -4,22 +4,35 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from functools import partial
-from typing import Any, TypeVar
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pi_render.clock import Clock
-from pi_render.errors import TaskNotFound, TaskTimedOut
+from pi_render.errors import StaleAttempt, TaskNotFound, TaskTimedOut
 from pi_render.manifest.contract import RecordStore
 from pi_render.processor.base import ProcessorEnv, processor_for
 from pi_render.processor.context import StopReason, TaskContext, TaskStopped
 from pi_render.queue.base import QueueItem, TaskQueue
 from pi_render.retry import RetryPolicies
 from pi_render.task import lifecycle
-from pi_render.task.record import TaskRecord, TaskStatus
+from pi_render.task.record import ErrorInfo, TaskRecord, TaskStatus
 from pi_render.workers.base import STORAGE_BACKOFF, STORAGE_ERRORS, LoopWorker
 from pi_render.workers.running import RunningTasks
 
+if TYPE_CHECKING:
+    from pi_render.farm.policy import FailurePolicy
+
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The failure policy's answer (farm/policy.py); this default one changes nothing."""
+
+    give_up: str | None = None
+    avoid: list[str] = field(default_factory=list)
+
 
 PROGRESS_MIN_INTERVAL_S = 0.5  # progress is durable; don't fsync more often than this per task
 T = TypeVar("T")
@@ -41,8 +54,10 @@ class QueueWorker(LoopWorker):
         checkpoint: Callable[[str], None] = lambda step: None,
         timeouts: Callable[[], dict[str, float]] | None = None,
         heartbeat_s: float = 5.0,
+        policy: "FailurePolicy | None" = None,
     ) -> None:
         super().__init__(name)
+        self.policy = policy  # farm mode: where a failed chunk may run again
         self.env = env
         self.timeouts = timeouts or dict  # read per task: a reload swaps the settings whole
         self.heartbeat_s = heartbeat_s
@@ -75,15 +90,14 @@ class QueueWorker(LoopWorker):
         return True
 
     def _deliver(self, item: QueueItem) -> None:
-        ctx = TaskContext(item.task_id, 0, partial(self._on_progress, item.task_id),
-                          clock=self.clock)  # fmt: skip
+        ctx: TaskContext = TaskContext(
+            item.task_id, 0, lambda *report: self._on_progress(ctx, *report), clock=self.clock)
         self.running.add(ctx)  # before the record says running, so a cancel always finds it
         finished = started = False
         try:
             try:
-                record = self.records.change(
-                    item.task_id, lambda r: lifecycle.start(r, self.clock.now(), self.name)
-                )
+                record = self.records.change(item.task_id, lambda r: lifecycle.start(
+                    r, self.clock.now(), self.name, take_over=item.redelivered))  # fmt: skip
             except TaskNotFound:
                 log.warning(
                     "queued task has no record; dropping it", extra={"task_id": item.task_id}
@@ -102,6 +116,7 @@ class QueueWorker(LoopWorker):
                 finished = True
                 return
             ctx.attempt = record.attempts
+            ctx.job = record.job
             ctx.parent_result = record.parent_result
             ctx.record_json = record.model_dump_json()
             finished = self._run(record, ctx, item)
@@ -110,7 +125,8 @@ class QueueWorker(LoopWorker):
             self._last_progress.pop(item.task_id, None)
             if not finished:  # the thread is dying mid-task: hand the task back
                 if started:
-                    self.records.change(item.task_id, lifecycle.requeue)
+                    self.records.change(item.task_id,
+                                        lifecycle.fenced(ctx.attempt, lifecycle.requeue))
                 self.queue.nack(item)
 
     def _keep_retry(self, task_id: str) -> None:
@@ -139,12 +155,29 @@ class QueueWorker(LoopWorker):
                     raise
 
     def _run(self, record: TaskRecord, ctx: TaskContext, item: QueueItem) -> bool:
+        """Run it and write its outcome; a write refused as stale (farm mode: the lease ran out
+        and another host took the task over) ends this attempt with nothing more written."""
+        try:
+            return self._attempt(record, ctx, item)
+        except StaleAttempt as exc:
+            log.warning("attempt taken over by another host; this one stops: %s", exc,
+                        extra={"task_id": record.id, "attempt": record.attempts})  # fmt: skip
+            return True  # no ack: the delivery is no longer ours (an ack would be refused)
+
+    def _change(self, record: TaskRecord,
+                move: Callable[[TaskRecord], TaskRecord | None]) -> None:  # fmt: skip
+        """A durable write of this attempt's, fenced: refused (StaleAttempt) once another
+        attempt holds the task."""
+        self._durably(lambda: self.records.change(record.id,
+                                                  lifecycle.fenced(record.attempts, move)))
+
+    def _attempt(self, record: TaskRecord, ctx: TaskContext, item: QueueItem) -> bool:
         extra = {"task_id": record.id, "type": record.type, "attempt": record.attempts}
         log.info("task started", extra={**extra, "worker": self.name})
         started = self.clock.monotonic()
         limit = record.timeout_s or self.timeouts().get(record.type)
         watch = self._watch.watching(
-            lambda: self._beat(record.id, item),
+            lambda: self._beat(record, item, ctx),
             limit,
             lambda: ctx.request_stop(StopReason.TIMEOUT),
             ctx.paused_s,
@@ -157,22 +190,23 @@ class QueueWorker(LoopWorker):
                 self._failed(record, TaskTimedOut(f"ran past its {limit:g}s limit"), extra)
                 self._durably(lambda: self.queue.ack(item))
                 return True
+            if stop.reason is StopReason.LEASE_LOST:
+                raise StaleAttempt(f"the lease of task {record.id} ran out") from None
             if stop.reason is StopReason.SHUTDOWN:
-                self.records.change(record.id, lifecycle.requeue)
+                self.records.change(record.id, lifecycle.fenced(record.attempts,
+                                                                lifecycle.requeue))
                 self.queue.nack(item)
                 log.info("task interrupted by shutdown; it resumes on the next start", extra=extra)
                 return True
-            self._durably(lambda: self.records.change(
-                record.id,
-                lambda r: lifecycle.cancel(r, self.clock.now(), "cancelled while running"),
-            ))  # fmt: skip
+            self._change(record, lambda r: lifecycle.cancel(r, self.clock.now(),
+                                                            "cancelled while running"))
             log.info("task cancelled while running", extra=extra)
+        except StaleAttempt:
+            raise
         except Exception as exc:  # the worker's boundary: a processor's error fails its task only
             self._failed(record, exc, extra)
         else:
-            self._durably(lambda: self.records.change(
-                record.id, lambda r: lifecycle.complete(r, self.clock.now(), result)
-            ))  # fmt: skip
+            self._change(record, lambda r: lifecycle.complete(r, self.clock.now(), result))
             seconds = self.clock.monotonic() - started
             log.info("task completed in %.3fs", seconds, extra=extra)
         self._durably(lambda: self.queue.ack(item))  # only now: the outcome is durable
@@ -181,39 +215,65 @@ class QueueWorker(LoopWorker):
     def _failed(self, record: TaskRecord, exc: Exception, extra: dict[str, Any]) -> None:
         """Retry later (backoff: a delayed put on its own queue) or dead; before the ack."""
         error = lifecycle.error_info(exc)
+        if self.env is not None and self.env.host is not None:
+            error = error.model_copy(update={"host": self.env.host})
         now = self.clock.now()
         at = self.retry.next_attempt(record.type, record.attempts, exc, now)
+        verdict = self._judge(record, error)
+        if verdict.give_up is not None:
+            error = error.model_copy(update={"message": f"{error.message} ({verdict.give_up})"})
+            at = None
         if at is None:
-            self._durably(lambda: self.records.change(
-                record.id, lambda r: lifecycle.fail(r, now, error)))  # fmt: skip
+            self._change(record, lambda r: lifecycle.fail(r, now, error))
             log.error("task failed for good: %s", error.message, extra=extra)
         else:
-            self._durably(lambda: self.records.change(
-                record.id, lambda r: lifecycle.retry_later(r, error, at)))  # fmt: skip
+            self._change(record, lambda r: lifecycle.retry_later(r, error, at))
             self.checkpoint("retrying")
             # a retry is a delayed put: the queue holds it until `at` (a crash before this line
             # leaves a retrying record without one, which recovery queues again at start)
-            self._durably(lambda: self.queue.put(record.id, record.priority, not_before=at))
+            self._durably(lambda: self._put_again(record, at, verdict.avoid))
             self.checkpoint("queued")
             log.warning("task failed, retrying at %s: %s", at.isoformat(), error.message,
                         extra=extra)  # fmt: skip
 
-    def _beat(self, task_id: str, item: QueueItem) -> None:
-        self.queue.extend(item)  # first: the lease must not run out while the record is written
-        self.records.change(task_id, lambda r: lifecycle.heartbeat(r, self.clock.now()))
+    def _judge(self, record: TaskRecord, error: ErrorInfo) -> Verdict:
+        """Farm mode, a chunk: the failure policy decides where (and whether) it runs again."""
+        if self.policy is None or record.job is None or error.host is None:
+            return Verdict()
+        return self.policy.judge(record, error)
 
-    def _on_progress(
-        self, task_id: str, fraction: float, message: str | None, detail: dict[str, Any] | None
-    ) -> None:
+    def _put_again(self, record: TaskRecord, at: datetime, avoid: list[str]) -> None:
+        if avoid:  # farm mode only: the PostgreSQL queue keeps which hosts it must avoid
+            self.queue.put(record.id, record.priority, not_before=at, avoid=avoid)  # type: ignore
+        else:
+            self.queue.put(record.id, record.priority, not_before=at)
+
+    def _beat(self, record: TaskRecord, item: QueueItem, ctx: TaskContext) -> None:
+        """Renew the lease first (it must not run out while the record is written); a lease
+        that is gone, or a record another attempt holds, stops this one (its Blender too)."""
+        try:
+            if not self.queue.extend(item):
+                raise StaleAttempt(f"the lease of task {record.id} ran out")
+            self.records.change(record.id, lifecycle.fenced(
+                record.attempts, lambda r: lifecycle.heartbeat(r, self.clock.now())))
+        except StaleAttempt:
+            ctx.request_stop(StopReason.LEASE_LOST)
+
+    def _on_progress(self, ctx: TaskContext, fraction: float, message: str | None,
+                     detail: dict[str, Any] | None) -> None:  # fmt: skip
+        task_id = ctx.task_id
         now = self.clock.monotonic()
         last = self._last_progress.get(task_id, float("-inf"))
         if now - last < PROGRESS_MIN_INTERVAL_S:
             return  # completion records progress 1.0 anyway
         self._last_progress[task_id] = now
         try:
-            self.records.change(task_id, lambda r: lifecycle.progress(r, fraction, message, detail))
+            self.records.change(task_id, lifecycle.fenced(
+                ctx.attempt, lambda r: lifecycle.progress(r, fraction, message, detail)))
         except STORAGE_ERRORS as exc:  # progress is a courtesy: a full disk must not fail work
             log.warning("progress not recorded: %s", exc, extra={"task_id": task_id})
+        except StaleAttempt:  # another host holds the task now: this attempt stops
+            ctx.request_stop(StopReason.LEASE_LOST)
 
 
 class _Watch:

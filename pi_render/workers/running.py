@@ -40,6 +40,10 @@ class RunningTasks:
             ctx.request_stop(reason)
         return len(contexts)
 
+    def ids(self) -> list[str]:
+        with self._lock:
+            return sorted(self._contexts)
+
     def __len__(self) -> int:
         with self._lock:
             return len(self._contexts)

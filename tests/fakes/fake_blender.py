@@ -2,13 +2,16 @@
 """A stand-in for Blender, only for faults real Blender cannot be made to show on demand.
 
 FAKE_BLENDER picks the fault: "hang" (prints its banner, then nothing, forever), "oom" (killed
-by SIGKILL, as the out-of-memory killer does), "crash" (saves one frame, then aborts mid-render).
+by SIGKILL, as the out-of-memory killer does), "crash" (saves one frame, then aborts mid-render);
+and, for the farm tests, "render" (every frame asked for, each a valid PNG after
+FAKE_BLENDER_SLEEP seconds) and "fail" (an error and exit 1, as a broken install would).
 """
 
 import os
 import signal
 import struct
 import sys
+import time
 import zlib
 from pathlib import Path
 
@@ -22,6 +25,15 @@ def png(path: Path) -> None:
     header = chunk(b"IHDR", struct.pack(">IIBBBBB", 4, 1, 8, 2, 0, 0, 0))
     body = chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + header + body)
+
+
+def frames(spec: str) -> list[int]:
+    """Blender's `-f` list: `a..b` runs and single frames, comma-separated."""
+    found: list[int] = []
+    for part in spec.split(","):
+        first, _, last = part.partition("..")
+        found.extend(range(int(first), int(last or first) + 1))
+    return found
 
 
 def main() -> None:
@@ -40,6 +52,17 @@ def main() -> None:
         sys.exit(1)
     if mode == "oom":
         os.kill(os.getpid(), signal.SIGKILL)
+    if mode == "fail":
+        print("Error: fake Blender fails on this host", flush=True)
+        sys.exit(1)
+    if mode == "render":
+        for frame in frames(argv[argv.index("-f") + 1]):
+            print(f"@@PI_RENDER frame_start {frame}", flush=True)
+            time.sleep(float(os.environ.get("FAKE_BLENDER_SLEEP", "0.1")))
+            out = Path(pattern.replace("####", f"{frame:04d}") + ".png")
+            png(out)
+            print(f"Saved: '{out}'", flush=True)
+        return
     if mode == "crash":
         out = Path(pattern.replace("####", f"{first:04d}") + ".png")
         print(f"@@PI_RENDER frame_start {first}", flush=True)

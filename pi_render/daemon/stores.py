@@ -1,0 +1,102 @@
+"""Which backend holds what: SQLite files under the data dir (the embedded default), or, with
+`[farm]`, the farm's PostgreSQL database for everything the hosts share (records, queues, the
+frame ledger, hosts, once-per-farm slots). What stays per host in both: cron fire times, the
+hook outbox and workflow runs (each host fires and delivers its own)."""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pi_render.clock import Clock
+from pi_render.config import Settings
+from pi_render.cron.store import CronStore
+from pi_render.hooks.outbox import HookOutbox
+from pi_render.manifest.contract import RecordStore
+from pi_render.manifest.frames import FrameLedger, FrameStore
+from pi_render.manifest.records import TaskRecordManifest
+from pi_render.processor.context import StopReason
+from pi_render.queue.router import Router
+from pi_render.task.record import TaskRecord, TaskStatus
+from pi_render.workers.running import RunningTasks
+from pi_render.workflows import WorkflowRuns
+
+if TYPE_CHECKING:
+    from pi_render.farm.db import FarmDatabase
+    from pi_render.farm.hosts import HostRegistry, SlotClaims
+    from pi_render.farm.policy import FailurePolicy
+    from pi_render.queue.postgres import QueueWakeups
+
+
+@dataclass
+class FarmParts:
+    db: "FarmDatabase"
+    wakeups: "QueueWakeups"
+    hosts: "HostRegistry"
+    slots: "SlotClaims"
+    policy: "FailurePolicy"
+
+
+@dataclass
+class Stores:
+    records: RecordStore
+    router: Router
+    frames: FrameStore
+    cron: CronStore
+    outbox: HookOutbox
+    workflow_runs: WorkflowRuns
+    farm: FarmParts | None = None
+
+    def close(self) -> None:
+        self.router.close()
+        self.records.close()
+        self.frames.close()
+        self.cron.close()
+        self.outbox.close()
+        self.workflow_runs.close()
+        if self.farm is not None:
+            self.farm.hosts.stop()
+            self.farm.wakeups.close()
+            self.farm.db.close()
+
+
+def open_stores(settings: Settings, clock: Clock,
+                host_info: Callable[[], dict[str, Any]]) -> Stores:  # fmt: skip
+    """Raises StorageError (FarmUnreachable) when the farm database does not answer."""
+    paths = settings.paths
+    local = (CronStore(paths.cron), HookOutbox(paths.outbox, settings.hooks),
+             WorkflowRuns(paths.workflows))  # fmt: skip
+    if settings.farm is None:
+        return Stores(TaskRecordManifest(paths.records), Router(settings, clock=clock),
+                      FrameLedger(paths.frames), *local)  # fmt: skip
+    from pi_render.farm.db import FarmDatabase
+    from pi_render.farm.hosts import HostRegistry, SlotClaims
+    from pi_render.farm.policy import FailurePolicy
+    from pi_render.manifest.postgres import PostgresRecordStore
+    from pi_render.manifest.postgres_frames import PostgresFrameLedger
+    from pi_render.queue.postgres import PostgresTaskQueue, QueueWakeups
+
+    farm = settings.farm
+    db = FarmDatabase(farm.database, farm.password(), pool_size=farm.pool_size)
+    db.open()
+    wakeups = QueueWakeups(db)
+    host = farm.host_name
+    router = Router(settings, queue_factory=lambda label: PostgresTaskQueue(
+        db, label, host, wakeups, lease_s=farm.lease_s, tags=farm.tags))  # fmt: skip
+    hosts = HostRegistry(db, host, host_info, farm.host_timeout_s)
+    policy = FailurePolicy(db, hosts, farm.max_hosts_per_chunk, farm.blocklist_after)
+    parts = FarmParts(db, wakeups, hosts, SlotClaims(db, host), policy)
+    return Stores(PostgresRecordStore(db), router, PostgresFrameLedger(db, host), *local,
+                  farm=parts)  # fmt: skip
+
+
+def follow_farm(records: RecordStore, waiters: Callable[[TaskRecord], None],
+                running: RunningTasks) -> None:  # fmt: skip
+    """Hear the final moves made on other hosts: a client waiting here is answered, and a task
+    cancelled elsewhere that runs here is stopped (its Blender with it)."""
+    def on_final(record: TaskRecord) -> None:
+        waiters(record)
+        if record.status is TaskStatus.CANCELLED:
+            running.request_stop(record.id, StopReason.CANCEL)
+
+    add = getattr(records, "add_final_listener")
+    add(on_final)

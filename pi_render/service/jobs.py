@@ -1,0 +1,133 @@
+"""Render jobs in chunks: a job's frames split into chunk tasks (any worker, on any host, takes
+any chunk); the job's own record is never queued: its status, progress, ETA and frames are
+those of its chunks, brought together each time one of them changes."""
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from pi_render.clock import Clock
+from pi_render.errors import PiRenderError
+from pi_render.manifest.contract import RecordStore
+from pi_render.manifest.frames import FrameOutput, FrameStore
+from pi_render.task import lifecycle
+from pi_render.task.record import ErrorInfo, TaskRecord, TaskStatus
+
+log = logging.getLogger(__name__)
+
+
+def split(job: TaskRecord, chunk_size: int, new_id: Callable[[], str]) -> list[TaskRecord]:
+    """The chunk tasks of a render job: `chunk_size` frames each (of its frame list, so the
+    frame step is kept). Returns [] when it is one chunk anyway (it renders as itself)."""
+    args = job.args
+    if chunk_size <= 0 or args.get("output_type") == "FFMPEG":
+        return []  # a video is one file: it cannot be rendered in pieces
+    step = int(args.get("frame_step") or 1)
+    frames = list(range(int(args["start_frame"]), int(args["end_frame"]) + 1, step))
+    if len(frames) <= chunk_size:
+        return []
+    chunks = []
+    for first in range(0, len(frames), chunk_size):
+        part = frames[first:first + chunk_size]
+        chunk_args = {**args, "start_frame": part[0], "end_frame": part[-1], "chunk_size": 0}
+        chunks.append(job.model_copy(update={
+            "id": new_id(), "args": chunk_args, "job": job.id, "content_key": None,
+            "origin": None, "parent": None}))  # fmt: skip
+    return chunks
+
+
+def summarize(job: TaskRecord, chunks: list[TaskRecord], frames: list[FrameOutput],
+              now: datetime) -> TaskRecord | None:  # fmt: skip
+    """The job as its chunks have it; None when nothing changed (or it has ended)."""
+    if job.status.is_final or not chunks:
+        return None
+    statuses = [chunk.status for chunk in chunks]
+    total = sum(_frames_of(chunk) for chunk in chunks)
+    done = len(frames)  # the ledger is the truth: each landed frame once
+    hosts: dict[str, int] = {}
+    for frame in frames:
+        hosts[frame.host or "local"] = hosts.get(frame.host or "local", 0) + 1
+    started = [chunk.started_at for chunk in chunks if chunk.started_at is not None]
+    eta = None
+    if started and 0 < done < total:
+        elapsed = (now - min(started)).total_seconds()
+        eta = round(elapsed / done * (total - done), 1)
+    detail = {"frames_done": done, "frames_total": total,
+              "percent": round(100.0 * done / total, 1) if total else 100.0, "eta_s": eta,
+              "chunks_total": len(chunks),
+              "chunks": {s.value: statuses.count(s) for s in TaskStatus if s in statuses},
+              "hosts": hosts}  # fmt: skip
+    update: dict[str, Any] = {"progress": done / total if total else 1.0,
+                              "progress_detail": detail,
+                              "started_at": min(started) if started else None}  # fmt: skip
+    if all(s is TaskStatus.COMPLETED for s in statuses):
+        result = {"output_dir": job.args.get("output_dir"),
+                  "frames": [f.model_dump(mode="json") for f in frames],
+                  "fps": job.args.get("fps"), "warnings": job.args.get("warnings", [])}
+        return lifecycle.complete(job.model_copy(update={**update,
+                                                         "status": TaskStatus.RUNNING}),
+                                  now, result)  # fmt: skip
+    failed = [chunk for chunk in chunks if chunk.status is TaskStatus.FAILED]
+    if failed:
+        errors = [error for chunk in failed for error in chunk.errors] or [
+            chunk.error for chunk in failed if chunk.error is not None]
+        first = failed[0].error or ErrorInfo(type="ChunkFailed", message="a chunk failed")
+        error = ErrorInfo(type=first.type, message=f"chunk {failed[0].id} (frames "
+                          f"{_range_of(failed[0])}) failed: {first.message}", host=first.host)
+        return job.model_copy(update={**update, "status": TaskStatus.FAILED, "error": error,
+                                      "errors": errors, "finished_at": now})  # fmt: skip
+    if any(s is TaskStatus.CANCELLED for s in statuses):
+        return lifecycle.cancel(job.model_copy(update=update), now, "a chunk was cancelled")
+    running = any(s is not TaskStatus.PENDING for s in statuses)
+    status = TaskStatus.RUNNING if running else TaskStatus.PENDING
+    changed = job.model_copy(update={**update, "status": status})
+    if changed.model_dump(exclude={"version"}) == job.model_dump(exclude={"version"}):
+        return None
+    return changed
+
+
+def _frames_of(chunk: TaskRecord) -> int:
+    args = chunk.args
+    return len(range(int(args["start_frame"]), int(args["end_frame"]) + 1,
+                     int(args.get("frame_step") or 1)))  # fmt: skip
+
+
+def _range_of(chunk: TaskRecord) -> str:
+    return f"{chunk.args.get('start_frame')}-{chunk.args.get('end_frame')}"
+
+
+class Jobs:
+    """Keeps each job's record in step with its chunks (a records listener)."""
+
+    def __init__(self, records: RecordStore, frames: FrameStore, clock: Clock,
+                 cancel: Callable[[str], Any]) -> None:  # fmt: skip
+        self.records, self.frames, self.clock, self.cancel = records, frames, clock, cancel
+
+    def on_record(self, record: TaskRecord) -> None:
+        if record.job is None:
+            return
+        try:
+            self.update(record.job)
+        except PiRenderError as exc:  # the next chunk change (or the next start) catches up
+            log.warning("job not updated: %s", exc, extra={"task_id": record.job})
+
+    def update(self, job_id: str) -> TaskRecord | None:
+        """Read the chunks inside the job's compare-and-set: of two hosts updating one job, the
+        one that writes last has read last (a stale summary never overwrites a newer one)."""
+        now = self.clock.now()
+        read: list[TaskRecord] = []
+
+        def summary(job: TaskRecord) -> TaskRecord | None:
+            read[:] = self.records.chunks_of(job_id)
+            return summarize(job, read, self.frames.get(job_id), now)
+
+        job = self.records.change(job_id, summary)
+        if job is not None and job.status is TaskStatus.FAILED:
+            for chunk in read:  # one chunk failed for good: the rest would be wasted work
+                if not chunk.status.is_final:
+                    try:
+                        self.cancel(chunk.id)
+                    except PiRenderError:
+                        pass  # ended meanwhile
+        return job

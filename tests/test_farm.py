@@ -1,0 +1,202 @@
+"""Farm mode end to end: several real daemons (subprocesses with their own data dirs and
+sockets) share one real PostgreSQL database and one folder. A fake Blender that writes valid
+PNGs and sleeps renders most jobs (the faults it plays cannot be had from real Blender on
+demand); one job is rendered by real Blender over two hosts."""
+
+import os
+import signal
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conftest import DaemonProcess, wait_until
+
+from pi_render.api.client import Client
+from pi_render.task.record import TaskRecord
+
+FAKE = Path(__file__).parent / "fakes" / "fake_blender.py"
+Farm = Callable[..., list[DaemonProcess]]
+
+
+@pytest.fixture
+def farm(make_daemon: Callable[..., DaemonProcess], pg_url: str, tmp_path: Path) -> Farm:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+
+    def start(hosts: int = 3, modes: dict[int, str] | None = None, real: bool = False,
+              extra: str = "", lease_s: float = 3.0, sleep: float = 0.05,
+              renderers: int = 1) -> list[DaemonProcess]:  # fmt: skip
+        daemons = []
+        for index in range(1, hosts + 1):
+            mode = (modes or {}).get(index, "render")
+            blender = "" if real else (f'blender = "{FAKE}"\nblender_env_keep = ["PATH", '
+                                       f'"FAKE_BLENDER", "FAKE_BLENDER_SLEEP"]\n')  # fmt: skip
+            config = (f"{blender}render_stop_grace_s = 2\nheartbeat_s = 0.5\n{extra}"
+                      f"[workers]\ndefault = 1\nrender = {renderers}\n"
+                      f'[farm]\ndatabase = "{pg_url}"\nshared_dir = "{shared}"\n'
+                      f'host_name = "h{index}"\nlease_s = {lease_s}\n'
+                      f"host_timeout_s = {lease_s}\nblocklist_after = 2\n"
+                      "[retry.render]\nmax_attempts = 6\nbase_delay_s = 0.2\n"
+                      "max_delay_s = 0.5\n")  # fmt: skip
+            env = {"FAKE_BLENDER": mode, "FAKE_BLENDER_SLEEP": str(sleep)}
+            daemons.append(make_daemon(config, name=f"h{index}", extra_env=env))
+        for daemon in daemons:
+            daemon.start()
+        return daemons
+
+    return start
+
+
+def frames_by_host(job: TaskRecord) -> Counter[str]:
+    return Counter(frame["host"] for frame in (job.result or {})["frames"])
+
+
+def saved_lines(client: Client, chunk_id: str) -> int:
+    return client.log(chunk_id)[0].count("Saved: ")
+
+
+def test_three_hosts_render_every_frame_of_a_job_exactly_once(
+    farm: Farm, scenes: dict[str, Path]
+) -> None:
+    hosts = farm(3)
+    job = hosts[0].client.render({"source": str(scenes["sixty"]), "chunk_size": 5})
+    assert job.chunks == 12
+    done = hosts[1].client.wait(job.id, timeout=120)  # answered on another host than submitted
+    assert done.status == "completed", done.error
+    frames = [frame["frame"] for frame in (done.result or {})["frames"]]
+    assert sorted(frames) == list(range(1, 61))
+    assert set(frames_by_host(done)) == {"h1", "h2", "h3"}, frames_by_host(done)
+    chunks = hosts[2].client.chunks(job.id)
+    assert len(chunks) == 12 and all(c.status == "completed" and c.attempts == 1 for c in chunks)
+    assert sum(saved_lines(hosts[0].client, c.id) for c in chunks) == 60  # rendered once each
+    assert {h["name"]: h["state"] for h in hosts[0].client.hosts()} == {
+        "h1": "online", "h2": "online", "h3": "online"}  # fmt: skip
+    assert all(Path(f["path"]).is_file() for f in (done.result or {})["frames"])
+
+
+def running_chunk_on(client: Client, job_id: str, host: str) -> TaskRecord | None:
+    for chunk in client.chunks(job_id):
+        if chunk.status == "running" and (chunk.worker or "").startswith(f"{host}/"):
+            if (chunk.progress_detail or {}).get("frames_done", 0) >= 1:
+                return chunk
+    return None
+
+
+def test_a_host_killed_mid_chunk_loses_only_that_chunk(
+    farm: Farm, scenes: dict[str, Path]
+) -> None:
+    hosts = farm(3, sleep=0.3)
+    job = hosts[0].client.render({"source": str(scenes["sixty"]), "chunk_size": 5})
+    victim = wait_until(lambda: running_chunk_on(hosts[0].client, job.id, "h2"), 60,
+                        "a chunk running on h2 with a frame landed")  # fmt: skip
+    hosts[1].kill()
+    done = hosts[0].client.wait(job.id, timeout=180)
+    assert done.status == "completed", done.error
+    assert sorted(f["frame"] for f in (done.result or {})["frames"]) == list(range(1, 61))
+    chunks = {c.id: c for c in hosts[2].client.chunks(job.id)}
+    assert chunks[victim.id].attempts == 2  # taken over after its lease ran out
+    assert not (chunks[victim.id].worker or "").startswith("h2/")
+    others = [c for c in chunks.values() if c.id != victim.id]
+    assert all(c.attempts == 1 for c in others if not (c.worker or "").startswith("h2/"))
+    size = 5
+    again = saved_lines(hosts[0].client, victim.id)
+    assert size <= again < 2 * size  # frames it had landed were not rendered again
+    assert [h["state"] for h in hosts[0].client.hosts() if h["name"] == "h2"] == ["offline"]
+
+
+def test_a_host_paused_past_its_lease_cannot_write_late(
+    farm: Farm, scenes: dict[str, Path]
+) -> None:
+    hosts = farm(2, sleep=0.4)
+    job = hosts[0].client.render({"source": str(scenes["sixty"]), "start_frame": 1,
+                                  "end_frame": 20, "chunk_size": 10})  # fmt: skip
+    victim = wait_until(lambda: running_chunk_on(hosts[0].client, job.id, "h2"), 60,
+                        "a chunk running on h2")  # fmt: skip
+    assert hosts[1].proc is not None
+    os.kill(hosts[1].proc.pid, signal.SIGSTOP)  # its Blender goes on: a cut-off host's would
+    try:
+        done = hosts[0].client.wait(job.id, timeout=120)
+    finally:
+        os.kill(hosts[1].proc.pid, signal.SIGCONT)
+    assert done.status == "completed", done.error
+    wait_until(lambda: "taken over" in hosts[1].log(), 30, "h2 to learn it lost the chunk")
+    chunk = hosts[0].client.get(victim.id)
+    assert chunk.status == "completed" and chunk.attempts == 2
+    assert (chunk.worker or "").startswith("h1/")  # h2's late writes did not overwrite it
+    late = hosts[0].client.get(job.id)
+    assert sorted(f["frame"] for f in (late.result or {})["frames"]) == list(range(1, 21))
+
+
+def test_the_database_stopped_hard_mid_job_loses_nothing(
+    farm: Farm, scenes: dict[str, Path], pg_cluster: "object"
+) -> None:
+    hosts = farm(2, sleep=0.2)
+    job = hosts[0].client.render({"source": str(scenes["sixty"]), "start_frame": 1,
+                                  "end_frame": 30, "chunk_size": 5})  # fmt: skip
+    wait_until(lambda: (hosts[0].client.get(job.id).progress_detail or {}).get(
+        "frames_done", 0) >= 3, 60, "frames to land")  # fmt: skip
+    pg_cluster.stop("immediate")  # type: ignore[attr-defined]
+    try:
+        with pytest.raises(Exception, match="farm database unreachable"):
+            hosts[1].client.get(job.id)  # 503, said plainly
+    finally:
+        pg_cluster.start()  # type: ignore[attr-defined]
+    done = hosts[1].client.wait(job.id, timeout=180)
+    assert done.status == "completed", done.error
+    assert sorted(f["frame"] for f in (done.result or {})["frames"]) == list(range(1, 31))
+    assert all(h.client.health()["status"] == "ok" for h in hosts)
+
+
+def test_a_failing_host_is_blocklisted_while_the_others_finish(
+    farm: Farm, scenes: dict[str, Path]
+) -> None:
+    hosts = farm(3, modes={3: "fail"})
+    job = hosts[0].client.render({"source": str(scenes["sixty"]), "start_frame": 1,
+                                  "end_frame": 40, "chunk_size": 2})  # fmt: skip
+    done = hosts[0].client.wait(job.id, timeout=180)
+    assert done.status == "completed", done.error
+    assert "h3" not in frames_by_host(done)
+    listed = {h["name"]: h for h in hosts[0].client.hosts()}
+    assert [b["job"] for b in listed["h3"]["blocklisted_for"]] == [job.id]
+    assert hosts[0].client.unblock(job.id, "h3")["lifted"] is True
+    assert not [h for h in hosts[0].client.hosts() if h["blocklisted_for"]]
+
+
+def test_a_chunk_that_fails_everywhere_fails_the_job_with_each_hosts_error(
+    farm: Farm, scenes: dict[str, Path]
+) -> None:
+    hosts = farm(3, modes={1: "fail", 2: "fail", 3: "fail"})
+    job = hosts[0].client.render({"source": str(scenes["sixty"]), "start_frame": 1,
+                                  "end_frame": 4, "chunk_size": 2})  # fmt: skip
+    done = hosts[0].client.wait(job.id, timeout=120)
+    assert done.status == "failed"
+    failed_on = {e.host for c in hosts[0].client.chunks(job.id) for e in c.errors}
+    assert failed_on == {"h1", "h2", "h3"}
+    assert {e.host for e in done.errors} <= failed_on and done.error is not None
+
+
+def test_three_hosts_with_one_cron_job_make_one_task_per_slot(farm: Farm) -> None:
+    cron = '[[cron]]\nname = "tick"\nschedule = "* * * * * *"\ntask = "noop"\n'
+    hosts = farm(3, extra=cron)
+
+    def origins() -> list[str]:
+        return [str(r.origin) for r in hosts[0].client.list(type_name="noop", limit=1000)]
+
+    wait_until(lambda: len(set(origins())) >= 4, 30, "four cron slots to fire")
+    counts = Counter(origins())
+    assert counts and max(counts.values()) == 1, counts  # each slot: one task, not three
+    assert all(origin.startswith("cron:tick@") for origin in counts)
+
+
+def test_a_tiny_real_blender_job_spread_over_two_hosts(
+    farm: Farm, scenes: dict[str, Path]
+) -> None:
+    hosts = farm(2, real=True, lease_s=30.0)
+    job = hosts[0].client.render({"source": str(scenes["long"]), "chunk_size": 2})
+    done = hosts[1].client.wait(job.id, timeout=300)
+    assert done.status == "completed", done.error
+    assert sorted(f["frame"] for f in (done.result or {})["frames"]) == list(range(1, 21))
+    assert set(frames_by_host(done)) == {"h1", "h2"}
+    assert all(Path(f["path"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+               for f in (done.result or {})["frames"])  # fmt: skip
