@@ -4,7 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(python3 python3-venv python3-dev curl sqlite3 blender ffmpeg systemd bubblewrap acl)
+# postgresql: the farm's database (farm mode; the tests start their own server from it)
+APT_PACKAGES=(python3 python3-venv python3-dev curl sqlite3 blender ffmpeg systemd bubblewrap acl
+              postgresql)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
@@ -22,5 +24,5 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e ".[test,bench]"
+.venv/bin/python -m pip install -q -e ".[test,bench,farm]"
 echo "setup: ready ($(.venv/bin/pi-render version))"

@@ -73,6 +73,8 @@ def test_three_hosts_render_every_frame_of_a_job_exactly_once(
     assert {h["name"]: h["state"] for h in hosts[0].client.hosts()} == {
         "h1": "online", "h2": "online", "h3": "online"}  # fmt: skip
     assert all(Path(f["path"]).is_file() for f in (done.result or {})["frames"])
+    audit = (hosts[0].data_dir / "audit.jsonl").read_text()
+    assert '"host": "h1"' in audit and job.id in audit  # the submit, named with its host
 
 
 def running_chunk_on(client: Client, job_id: str, host: str) -> TaskRecord | None:
@@ -200,3 +202,31 @@ def test_a_tiny_real_blender_job_spread_over_two_hosts(
     assert set(frames_by_host(done)) == {"h1", "h2"}
     assert all(Path(f["path"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
                for f in (done.result or {})["frames"])  # fmt: skip
+
+
+def test_concurrent_starts_migrate_the_schema_once(pg_url: str) -> None:
+    import threading
+
+    from pi_render.farm.db import FarmDatabase
+
+    dbs = [FarmDatabase(pg_url) for _ in range(4)]
+    threads = [threading.Thread(target=db.open) for db in dbs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    versions = dbs[0].run(lambda conn: conn.execute(
+        "SELECT version FROM schema_version ORDER BY version").fetchall())
+    assert versions == [(1,)]
+    for db in dbs:
+        db.close()
+
+
+def test_a_uri_with_a_password_is_refused(tmp_path: Path) -> None:
+    from pi_render.config import load_settings
+    from pi_render.errors import ConfigError
+
+    config = tmp_path / "c.toml"
+    config.write_text('[farm]\ndatabase = "postgresql://u:secret@db/x"\nshared_dir = "/srv"\n')
+    with pytest.raises(ConfigError, match="password_file"):
+        load_settings(config, env={})

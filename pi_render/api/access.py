@@ -84,8 +84,9 @@ class AuditLog:
     writes the line, must never wait on the disk (a per-line fsync there held every other request
     back). A line is on disk within milliseconds; `close` waits for it."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, host: str | None = None) -> None:
         self.path = path
+        self.host = host  # farm mode: each line names the host that served the request
         self._lock = threading.Lock()
         self._fd: int | None = None
         self._written = 0  # lines written, and lines known to be on disk
@@ -95,7 +96,9 @@ class AuditLog:
         threading.Thread(target=self._sync_loop, name="audit-fsync", daemon=True).start()
 
     def append(self, entry: dict[str, Any]) -> None:
-        line = json.dumps({"time": datetime.now(timezone.utc).isoformat(), **entry}) + "\n"
+        where = {"host": self.host} if self.host else {}
+        line = json.dumps({"time": datetime.now(timezone.utc).isoformat(), **where,
+                           **entry}) + "\n"  # fmt: skip
         with self._lock:
             if self._fd is None:
                 self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)

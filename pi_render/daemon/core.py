@@ -269,11 +269,11 @@ class Daemon:
                               settings.allow_missing, settings.max_snapshot_bytes,
                               bool(self.env.sandbox and self.env.sandbox.bwrap),
                               settings.max_args_bytes, settings.quota_bytes_per_uid,
-                              settings.chunk_size)  # fmt: skip
+                              settings.chunk_size, self.env.farm_form)  # fmt: skip
 
     def _access(self, sock_gid: int) -> tuple[AccessPolicy, AuditLog]:
         self.access_policy = AccessPolicy(self.settings.roles, sock_gid)
-        self.audit = AuditLog(self.settings.paths.audit)
+        self.audit = AuditLog(self.settings.paths.audit, self.env.host)
         return self.access_policy, self.audit
 
     def _on_sighup(self, signum: int, frame: FrameType | None) -> None:

@@ -83,6 +83,11 @@ class FarmDatabase:
             error = storage_error(exc)
             if isinstance(error, FarmUnreachable):
                 self._mark(reachable=False)
+                since = self.unreachable_since
+                if since is not None:
+                    error = FarmUnreachable(f"farm database unreachable since "
+                                            f"{since.isoformat(timespec='seconds')}: "
+                                            f"{_first_line(exc)}")  # fmt: skip
             raise error from None
         self._mark(reachable=True)
         return result

@@ -44,6 +44,24 @@ class ProcessorEnv:
     def spool(self, task_id: str) -> Path:
         return self.settings.paths.spool_of(task_id)
 
+    def local(self, path: str) -> str:
+        """A path the farm recorded, as this host mounts it (`[farm.path_map]`)."""
+        farm = self.settings.farm
+        if farm is None or not farm.path_map:
+            return path
+        from pi_render.farm.paths import to_local
+
+        return to_local(path, farm.path_map)
+
+    def farm_form(self, path: str) -> str:
+        """This host's path as the farm records it."""
+        farm = self.settings.farm
+        if farm is None or not farm.path_map:
+            return path
+        from pi_render.farm.paths import to_farm
+
+        return to_farm(path, farm.path_map)
+
 
 class Processor(ABC, Generic[ArgsT, ResultT]):
     """Does the work of one task type; knows nothing of queues or records.

@@ -84,6 +84,11 @@ class FrameProgress:
         self.ctx.report_progress(self.done / self.total if self.total else 1.0, message, detail)
 
 
+class SnapshotUnreachable(PiRenderError):
+    """Raised when this host cannot read a render's snapshot (farm mode: the shared folder is
+    missing here); the chunk is tried on another host."""
+
+
 class RenderProcessor(Processor[RenderArgs, RenderResult]):
     task = RenderTask
 
@@ -95,13 +100,18 @@ class RenderProcessor(Processor[RenderArgs, RenderResult]):
         ledger: FrameStore = env.frames
         key = ctx.job or ctx.task_id
         assert args.snapshot is not None and args.output_dir is not None
-        output_dir = Path(args.output_dir)
+        snapshot, output_dir = Path(env.local(args.snapshot)), Path(env.local(args.output_dir))
+        args = args.model_copy(update={"snapshot": str(snapshot), "output_dir": str(output_dir)})
+        if not snapshot.is_file():  # farm: the shared folder is not mounted here
+            raise SnapshotUnreachable(
+                f"this host cannot read the snapshot {snapshot}: is the shared folder "
+                "mounted here (farm.shared_dir, farm.path_map)?")  # fmt: skip
         expected = args.frames()
         video = args.output_type is RenderOutputType.FFMPEG
         done: dict[int, FrameOutput] = {}
         if not video:  # a video cannot be resumed frame by frame: it is rendered whole
-            done = {f.frame: f for f in ledger.get(key)
-                    if f.frame in expected and still_there(f)}  # fmt: skip
+            done = {f.frame: f for f in ledger.get(key) if f.frame in expected
+                    and still_there(f.model_copy(update={"path": env.local(f.path)}))}
         missing = [f for f in expected if f not in done]
         progress = FrameProgress(ctx, len(expected), len(done))
         logged: list[str] = []  # what Blender said was missing
@@ -171,7 +181,9 @@ class RenderProcessor(Processor[RenderArgs, RenderResult]):
             if video or frame is None or frame in done or not _own_frame(path, partial):
                 return
             env.frames.fence(holder)  # farm: a host whose lease ran out places nothing
-            output = place(path, folder, frame).model_copy(update={"host": env.host})
+            output = place(path, folder, frame)
+            output = output.model_copy(update={"host": env.host,
+                                               "path": env.farm_form(output.path)})
             env.frames.put(key, output, holder)  # durable before anyone is told
             done[frame] = output
             progress.frame_done()

@@ -24,6 +24,7 @@ class SubmitControls:
     max_args_bytes: int = 64 << 10  # a task's arguments are kept with its record for weeks
     quota_bytes_per_uid: int | None = None  # records, snapshots and uploads one uid may keep
     chunk_size: int = 0  # a render's frames per chunk task when it does not say (0: one task)
+    farm_form: Callable[[str], str] = str  # farm mode: this host's paths as the farm records them
 
 
 def no_controls() -> SubmitControls:

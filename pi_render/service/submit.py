@@ -189,8 +189,12 @@ class Submitter:
             upload=self.uploads_dir / task_id,
         )  # fmt: skip
         parsed = cls.prepare(parsed, context)
+        stored = parsed.model_dump(mode="json")
+        for key in ("snapshot", "output_dir"):  # farm mode: in the form every host can map
+            if isinstance(stored.get(key), str):
+                stored[key] = controls.farm_form(stored[key])
         return TaskRecord(id=task_id, type=type_name, label=label, priority=priority,
-                          args=parsed.model_dump(mode="json"), created_at=self.clock.now(),
+                          args=stored, created_at=self.clock.now(),
                           content_key=cls.content_key(parsed))  # fmt: skip
 
     def check_parent(self, parent: str) -> None:

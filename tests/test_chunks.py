@@ -1,0 +1,57 @@
+"""Render jobs in chunks on one host (the embedded SQLite default): two render workers share a
+job's chunks, every frame lands once, and cancelling the job stops its running chunks."""
+
+from collections.abc import Callable
+from pathlib import Path
+
+from conftest import DaemonProcess, wait_until
+
+from pi_render.farm.paths import to_farm, to_local
+
+FAKE = Path(__file__).parent / "fakes" / "fake_blender.py"
+
+
+def start(make_daemon: Callable[..., DaemonProcess], sleep: float) -> DaemonProcess:
+    config = (f'blender = "{FAKE}"\nblender_env_keep = ["PATH", "FAKE_BLENDER", '
+              f'"FAKE_BLENDER_SLEEP"]\nchunk_size = 4\n[workers]\ndefault = 1\nrender = 2\n')
+    env = {"FAKE_BLENDER": "render", "FAKE_BLENDER_SLEEP": str(sleep)}
+    return make_daemon(config, extra_env=env).start()
+
+
+def test_two_render_workers_share_a_jobs_chunks_on_one_host(
+    make_daemon: Callable[..., DaemonProcess], scenes: dict[str, Path]
+) -> None:
+    daemon = start(make_daemon, 0.05)
+    job = daemon.client.render({"source": str(scenes["long"])})  # chunk_size from the config
+    assert job.chunks == 5
+    done = daemon.client.wait(job.id, timeout=120)
+    assert done.status == "completed", done.error
+    frames = (done.result or {})["frames"]
+    assert [f["frame"] for f in frames] == list(range(1, 21))
+    assert all(Path(f["path"]).is_file() and f["host"] is None for f in frames)
+    chunks = daemon.client.chunks(job.id)
+    assert {c.worker for c in chunks} == {"render-0", "render-1"}
+    assert (done.progress_detail or {})["frames_done"] == 20 and done.progress == 1.0
+
+
+def test_cancelling_a_job_cancels_its_chunks_running_or_waiting(
+    make_daemon: Callable[..., DaemonProcess], scenes: dict[str, Path]
+) -> None:
+    daemon = start(make_daemon, 0.5)
+    job = daemon.client.render({"source": str(scenes["long"])})
+    wait_until(lambda: daemon.client.get(job.id).status == "running", 60, "the job to start")
+    daemon.client.cancel(job.id)
+    assert daemon.client.wait(job.id, timeout=30).status == "cancelled"
+    chunks = wait_until(lambda: [c for c in daemon.client.chunks(job.id)]
+                        if all(c.status == "cancelled" for c in daemon.client.chunks(job.id))
+                        else None, 30, "every chunk to be cancelled")  # fmt: skip
+    assert len(chunks) == 5
+    wait_until(lambda: daemon.client.health()["running"] == 0, 30, "every Blender to stop")
+
+
+def test_path_maps_swap_whole_components_both_ways() -> None:
+    farm_map = {"/mnt/nas/pi": "/Volumes/farm"}
+    assert to_local("/mnt/nas/pi/spool/x.blend", farm_map) == "/Volumes/farm/spool/x.blend"
+    assert to_local("/mnt/nas/pix/x.blend", farm_map) == "/mnt/nas/pix/x.blend"
+    assert to_farm("/Volumes/farm/output/1.png", farm_map) == "/mnt/nas/pi/output/1.png"
+    assert to_farm("/elsewhere/1.png", farm_map) == "/elsewhere/1.png"
