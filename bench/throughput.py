@@ -64,6 +64,7 @@ WARMUP = 5  # untimed requests before each latency series (connections, imports,
 MAX_BATCH = 1000  # the most tasks POST /tasks/batch takes
 PI = "pi_render"
 PI_BATCH = "pi_render (batch)"
+PI_PG = "pi_render (PostgreSQL)"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -226,7 +227,8 @@ def fmt(value: float) -> str:
 class DaemonProcess:
     """A `python -m pi_render serve` subprocess on a temp data dir and a short /tmp socket."""
 
-    def __init__(self, root: Path, socket_dir: Path, workers: int, log_level: str) -> None:
+    def __init__(self, root: Path, socket_dir: Path, workers: int, log_level: str,
+                 extra: str = "") -> None:  # fmt: skip
         self.data_dir = root / "data"
         self.socket = socket_dir / "api.sock"
         self.config_path = root / "config.toml"
@@ -237,7 +239,7 @@ class DaemonProcess:
             f'log_level = "{log_level}"\n'
             "shutdown_grace_s = 5\n"
             "\n[workers]\n"
-            f"default = {workers}\n"
+            f"default = {workers}\n{extra}"
         )
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -308,12 +310,19 @@ def bench_pi_render_throughput(
     stack: ExitStack,
     report: Report,
     batch: int | None = None,
+    farm: str | None = None,
 ) -> None:
-    """N noop tasks from C clients: one POST /tasks each, or (batch=B) B per POST /tasks/batch."""
+    """N noop tasks from C clients: one POST /tasks each, or (batch=B) B per POST /tasks/batch;
+    with `farm` (a database URI), on the PostgreSQL backend (one farm host)."""
     system = PI if batch is None else PI_BATCH
+    extra = ""
+    if farm is not None:
+        system = PI_PG
+        shared = temp_dir("tpg-shared-", tmp, stack, args.keep)
+        extra = f'[farm]\ndatabase = "{farm}"\nshared_dir = "{shared}"\nhost_name = "bench"\n'
     root = temp_dir("tp-" if batch is None else "tpb-", tmp, stack, args.keep)
     sock_dir = Path(tempfile.mkdtemp(prefix="t" if batch is None else "b", dir=sock_root))
-    daemon = DaemonProcess(root, sock_dir, args.workers, args.log_level)
+    daemon = DaemonProcess(root, sock_dir, args.workers, args.log_level, extra)
     stack.callback(daemon.stop)
     daemon.start()
 
@@ -615,7 +624,7 @@ def print_table(report: Report) -> None:
     huey = {row.metric: row.value for row in report.rows if row.system == "huey"}
     for row in report.rows:
         comparable = row.unit in ("tasks/s", "req/s", "ms")
-        if row.system in (PI, PI_BATCH) and row.metric in huey and comparable:
+        if row.system in (PI, PI_BATCH, PI_PG) and row.metric in huey and comparable:
             row.huey = huey[row.metric]
         if row.system == "persist-queue" and row.metric == "put rate":
             row.huey = huey.get("submit/enqueue rate")
@@ -729,6 +738,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="keep the temp data dirs (and daemon logs) for a post-mortem",
     )
+    parser.add_argument(
+        "--farm-database",
+        help="also measure pi_render on the PostgreSQL backend (farm mode, one host) with this "
+        "libpq URI (bench/farm.py starts a server and passes it)",
+    )
     parser.add_argument("--huey-consumer", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.tasks < 20 or args.clients < 1 or args.workers < 1 or args.latency_samples < 2:
@@ -776,6 +790,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             bench_pi_render_throughput(args, tmp, sock_root, stack, report)
         if "pi_render-batch" not in args.skip:
             bench_pi_render_throughput(args, tmp, sock_root, stack, report, args.batch_size)
+        if args.farm_database:
+            bench_pi_render_throughput(args, tmp, sock_root, stack, report,
+                                       farm=args.farm_database)  # fmt: skip
         if "pi_render" not in args.skip:
             bench_pi_render_latency(args, tmp, sock_root, stack, report)
         if "persist-queue" not in args.skip:

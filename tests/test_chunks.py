@@ -55,3 +55,20 @@ def test_path_maps_swap_whole_components_both_ways() -> None:
     assert to_local("/mnt/nas/pix/x.blend", farm_map) == "/mnt/nas/pix/x.blend"
     assert to_farm("/Volumes/farm/output/1.png", farm_map) == "/mnt/nas/pi/output/1.png"
     assert to_farm("/elsewhere/1.png", farm_map) == "/elsewhere/1.png"
+
+
+def test_a_job_is_never_split_into_more_than_a_thousand_chunks() -> None:
+    from datetime import datetime, timezone
+
+    from pi_render.service.jobs import MAX_CHUNKS, split
+    from pi_render.task.record import TaskRecord
+
+    job = TaskRecord(id="j", type="render", label="render", created_at=datetime.now(timezone.utc),
+                     args={"start_frame": 1, "end_frame": 100_000, "frame_step": 1})
+    ids = iter(range(10**6))
+    chunks = split(job, 1, lambda: f"c{next(ids)}")
+    assert len(chunks) == MAX_CHUNKS
+    assert chunks[0].args["start_frame"] == 1 and chunks[-1].args["end_frame"] == 100_000
+    assert sum(c.args["end_frame"] - c.args["start_frame"] + 1 for c in chunks) == 100_000
+    assert split(job.model_copy(update={"args": {**job.args, "output_type": "FFMPEG"}}), 5,
+                 lambda: "x") == []

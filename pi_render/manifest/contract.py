@@ -23,6 +23,18 @@ def next_version(old: TaskRecord, new: TaskRecord, before_final: list[Listener])
     return new
 
 
+def where_clause(status: TaskStatus | None, type_name: str | None, columns: tuple[str, str],
+                 mark: str) -> tuple[str, tuple[str, ...]]:  # fmt: skip
+    """` WHERE …` for a listing filtered by status and/or type, in a backend's SQL (its column
+    expressions and its parameter mark), and its parameters."""
+    clauses, params = [], []
+    for column, value in zip(columns, (status.value if status else None, type_name)):
+        if value is not None:
+            clauses.append(f"{column} = {mark}")
+            params.append(value)
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), tuple(params)
+
+
 class RecordStore(Protocol):
     """Task records by id (ids sort by submission time).
 

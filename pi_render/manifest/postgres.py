@@ -11,7 +11,7 @@ from typing import Any
 
 from pi_render.errors import DuplicateOrigin, TaskNotFound
 from pi_render.farm.db import Connection, FarmDatabase, listening
-from pi_render.manifest.contract import Change, Listener, next_version
+from pi_render.manifest.contract import Change, Listener, next_version, where_clause
 from pi_render.task.record import TaskRecord, TaskStatus
 
 log = logging.getLogger(__name__)
@@ -144,14 +144,7 @@ class PostgresRecordStore:
 
     def query(self, status: TaskStatus | None = None, type_name: str | None = None,
               limit: int = 50, offset: int = 0) -> list[TaskRecord]:  # fmt: skip
-        clauses, params = [], []
-        if status is not None:
-            clauses.append("status = %s")
-            params.append(status.value)
-        if type_name is not None:
-            clauses.append("type = %s")
-            params.append(type_name)
-        where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
+        where, params = where_clause(status, type_name, ("status", "type"), "%s")
         return self._select(f"{where} ORDER BY id DESC LIMIT %s OFFSET %s",
                             (*params, limit, offset))  # fmt: skip
 

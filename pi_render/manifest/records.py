@@ -15,7 +15,7 @@ from pathlib import Path
 from pi_render.clock import Clock
 from pi_render.errors import StorageError, TaskNotFound
 from pi_render.manifest.base import DurableJsonTable
-from pi_render.manifest.contract import Change, Listener, next_version
+from pi_render.manifest.contract import Change, Listener, next_version, where_clause
 from pi_render.task.record import TaskRecord, TaskStatus
 
 TABLE = "tasks"
@@ -272,11 +272,5 @@ class TaskRecordManifest:
 
     @staticmethod
     def _filters(status: TaskStatus | None, type_name: str | None) -> tuple[str, tuple[str, ...]]:
-        clauses, params = [], []
-        if status is not None:
-            clauses.append("json_extract(value, '$.status') = ?")
-            params.append(status.value)
-        if type_name is not None:
-            clauses.append("json_extract(value, '$.type') = ?")
-            params.append(type_name)
-        return (" WHERE " + " AND ".join(clauses) if clauses else ""), tuple(params)
+        return where_clause(status, type_name, ("json_extract(value, '$.status')",
+                                                "json_extract(value, '$.type')"), "?")

@@ -16,6 +16,8 @@ from pi_render.task.record import ErrorInfo, TaskRecord, TaskStatus
 
 log = logging.getLogger(__name__)
 
+MAX_CHUNKS = 1000  # a job of more chunks gets bigger ones: a record per frame is no job
+
 
 def split(job: TaskRecord, chunk_size: int, new_id: Callable[[], str]) -> list[TaskRecord]:
     """The chunk tasks of a render job: `chunk_size` frames each (of its frame list, so the
@@ -27,6 +29,7 @@ def split(job: TaskRecord, chunk_size: int, new_id: Callable[[], str]) -> list[T
     frames = list(range(int(args["start_frame"]), int(args["end_frame"]) + 1, step))
     if len(frames) <= chunk_size:
         return []
+    chunk_size = max(chunk_size, -(-len(frames) // MAX_CHUNKS))
     chunks = []
     for first in range(0, len(frames), chunk_size):
         part = frames[first:first + chunk_size]
