@@ -39,6 +39,11 @@ class DataDir:
         return self.root / "workflows.sqlite"
 
     @property
+    def farm_outbox(self) -> Path:
+        """Farm mode: frames landed while the database was away, until reported."""
+        return self.root / "farm-outbox.sqlite"
+
+    @property
     def queues(self) -> Path:
         return self.root / "queues"
 

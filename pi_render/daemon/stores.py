@@ -85,8 +85,8 @@ def open_stores(settings: Settings, clock: Clock,
     hosts = HostRegistry(db, host, host_info, farm.host_timeout_s)
     policy = FailurePolicy(db, hosts, farm.max_hosts_per_chunk, farm.blocklist_after)
     parts = FarmParts(db, wakeups, hosts, SlotClaims(db, host), policy)
-    return Stores(PostgresRecordStore(db), router, PostgresFrameLedger(db, host), *local,
-                  farm=parts)  # fmt: skip
+    frames = PostgresFrameLedger(db, host, paths.farm_outbox)
+    return Stores(PostgresRecordStore(db), router, frames, *local, farm=parts)
 
 
 def follow_farm(records: RecordStore, waiters: Callable[[TaskRecord], None],

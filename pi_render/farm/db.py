@@ -55,9 +55,11 @@ class FarmDatabase:
         self.url = url
         self._kwargs = kwargs
         self._timeout = connect_timeout_s
+        # `check`: a connection the server dropped (a restart) is replaced before it is handed
+        # out, so the first writes after the database returns do not fail one by one
         self.pool = ConnectionPool(url, min_size=1, max_size=pool_size, kwargs=kwargs,
-                                   open=False, timeout=connect_timeout_s,
-                                   name="pi-render-farm")  # fmt: skip
+                                   open=False, timeout=connect_timeout_s, name="pi-render-farm",
+                                   check=ConnectionPool.check_connection)  # fmt: skip
         self.unreachable_since: datetime | None = None
         self._state_lock = threading.Lock()
 
@@ -75,8 +77,11 @@ class FarmDatabase:
 
     def run(self, work: Callable[[Connection], T]) -> T:
         """`work` in one transaction: committed when it returns, undone when it raises."""
+        # while it is known to be away, fail fast: a render keeps its frames in the outbox
+        # instead of waiting the full connect timeout for each
+        timeout = self._timeout if self.unreachable_since is None else 0.5
         try:
-            with self.pool.connection(timeout=self._timeout) as conn:
+            with self.pool.connection(timeout=timeout) as conn:
                 with conn.transaction():
                     result = work(conn)
         except (psycopg.Error, PoolTimeout) as exc:
@@ -131,6 +136,29 @@ def migrate(conn: Connection) -> None:
             conn.execute(statement)
         conn.execute("INSERT INTO schema_version VALUES (%s)", (version,))
         log.info("farm schema migrated", extra={"version": version})
+
+
+def follow(db: FarmDatabase, channels: list[str], stop: threading.Event, what: str,
+           on_connect: Callable[[], None], on_note: Callable[[str], None]) -> None:
+    """LISTEN on `channels` until `stop`, reconnecting after an outage (said once when lost and
+    once when back, not every second of it)."""
+    lost = False
+    while not stop.is_set():
+        try:
+            with listening(db, channels) as conn:
+                if lost:
+                    log.warning("%s: farm database back", what)
+                    lost = False
+                on_connect()
+                while not stop.is_set():
+                    for note in conn.notifies(timeout=1.0):
+                        on_note(note.payload)
+        except Exception as exc:  # a follower's boundary: it must outlive an outage
+            if not lost:
+                log.warning("%s: lost the farm database (polling until it is back): %s",
+                            what, exc)  # fmt: skip
+                lost = True
+            stop.wait(1.0)
 
 
 @contextmanager

@@ -43,6 +43,10 @@ class FrameStore(Protocol):
 
     def get(self, key: str) -> list[FrameOutput]: ...
 
+    def flush(self) -> int:
+        """Report frames kept locally while the store was away (farm mode); returns how many.
+        Raises StorageError while it still is."""
+
     def forget_task(self, task_id: str) -> None: ...
 
     def close(self) -> None: ...
@@ -60,6 +64,9 @@ class FrameLedger:
     def put(self, key: str, output: FrameOutput, holder: Holder | None = None) -> None:
         self._store.stage(f"{key}/{output.frame + 2**31:010d}", output.model_dump_json())
         self._store.commit()
+
+    def flush(self) -> int:
+        return 0  # one host: every frame is recorded as it lands
 
     def get(self, task_id: str) -> list[FrameOutput]:
         rows = self._store.query(

@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from pi_render.errors import DuplicateOrigin, TaskNotFound
-from pi_render.farm.db import Connection, FarmDatabase, listening
+from pi_render.farm.db import Connection, FarmDatabase, follow
 from pi_render.manifest.contract import Change, Listener, next_version, where_clause
 from pi_render.task.record import TaskRecord, TaskStatus
 
@@ -212,15 +212,11 @@ class PostgresRecordStore:
 
     def _follow(self) -> None:
         """Hear every host's final moves; reconnect (with a pause) when the database goes."""
-        while not self._stop.is_set():
-            try:
-                with listening(self.db, [FINAL_CHANNEL]) as conn:
-                    while not self._stop.is_set():
-                        for note in conn.notifies(timeout=1.0):
-                            record = self.find(note.payload)
-                            for listener in self._remote:
-                                if record is not None:
-                                    listener(record)
-            except Exception as exc:  # the follower's boundary: it must outlive an outage
-                log.warning("records follower lost the database: %s", exc)
-                self._stop.wait(1.0)
+        follow(self.db, [FINAL_CHANNEL], self._stop, "records follower", lambda: None,
+               self._heard)  # fmt: skip
+
+    def _heard(self, task_id: str) -> None:
+        record = self.find(task_id)
+        if record is not None:
+            for listener in self._remote:
+                listener(record)

@@ -8,7 +8,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from pi_render.errors import PiRenderError
+from pi_render.errors import PiRenderError, StorageError
 from pi_render.manifest.frames import FrameOutput, FrameStore, Holder
 from pi_render.processor.base import Processor
 from pi_render.processor.blender import HOOKS, BlenderEvent, RenderCommand, frame_list
@@ -118,6 +118,7 @@ class RenderProcessor(Processor[RenderArgs, RenderResult]):
         if missing:
             with OutputFolder(output_dir, args.owner_uid) as folder:
                 self._render(args, ctx, missing, folder, done, progress, video, logged)
+        self._report_kept_frames(ctx)
         absent = [f for f in expected if f not in done]
         if absent:
             raise MissingFrames(f"Blender finished but frames {absent[:10]} are missing")
@@ -127,6 +128,20 @@ class RenderProcessor(Processor[RenderArgs, RenderResult]):
                                 f"{'; '.join(lines[:10])}")  # fmt: skip
         return RenderResult(output_dir=str(output_dir), frames=[done[f] for f in sorted(done)],
                             fps=args.fps, warnings=[*args.warnings, *lines])  # fmt: skip
+
+    def _report_kept_frames(self, ctx: TaskContext) -> None:
+        """Farm mode: frames kept while the database was away are reported before the outcome
+        (the job's frames come from the ledger). Until it answers the worker holds its chunk
+        and claims nothing new."""
+        assert self.env is not None
+        while True:
+            try:
+                self.env.frames.flush()
+                return
+            except StorageError as exc:
+                log.warning("waiting to report kept frames: %s", exc,
+                            extra={"task_id": ctx.task_id})  # fmt: skip
+                ctx.sleep(2.0)
 
     def _sandboxed(self, argv: list[str], args: RenderArgs, ctx: TaskContext,
                    partial: Path) -> list[str]:  # fmt: skip

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any, cast
 
 from pi_render.clock import Clock
-from pi_render.farm.db import Connection, FarmDatabase, listening
+from pi_render.farm.db import Connection, FarmDatabase, follow
 from pi_render.queue.base import QueueItem, WaitingRoom
 from pi_render.task.record import Priority
 
@@ -59,20 +59,16 @@ class QueueWakeups:
         self._rooms[label] = room
 
     def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                with listening(self.db, [CHANNEL]) as conn:
-                    self.listening.set()
-                    self._wake_every_room()  # puts made while we were away
-                    while not self._stop.is_set():
-                        for note in conn.notifies(timeout=1.0):
-                            room = self._rooms.get(note.payload)
-                            if room is not None:
-                                room.wake_one()
-            except Exception as exc:  # the listener's boundary: outlive a database outage
-                self.listening.clear()
-                log.warning("queue wake-ups lost the database (workers poll): %s", exc)
-                self._stop.wait(1.0)
+        follow(self.db, [CHANNEL], self._stop, "queue wake-ups", self._connected, self._note)
+
+    def _connected(self) -> None:
+        self.listening.set()
+        self._wake_every_room()  # puts made while we were away
+
+    def _note(self, label: str) -> None:
+        room = self._rooms.get(label)
+        if room is not None:
+            room.wake_one()
 
     def _wake_every_room(self) -> None:
         for room in list(self._rooms.values()):

@@ -333,5 +333,7 @@ class _Watch:
                 continue
             try:
                 beat()
+            except STORAGE_ERRORS as exc:  # the store is away: the task goes on, beats resume
+                log.warning("heartbeat not recorded: %s", exc)
             except Exception:  # a missed beat shows as stale in health; never kill the task
                 log.exception("heartbeat failed")
