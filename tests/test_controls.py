@@ -275,7 +275,8 @@ def test_a_batch_whose_queue_row_is_refused_is_withdrawn_whole(tmp_path: Path) -
     queue = router.queue_for("default")
     real_put, puts = queue.put, []
 
-    def put_until_full(task_id: str, priority: Priority, not_before: Any = None) -> None:
+    def put_until_full(task_id: str, priority: Priority, not_before: Any = None,
+                       needs: Any = (), avoid: Any = ()) -> None:  # fmt: skip
         puts.append(task_id)
         if len(puts) == 2:  # what the backend raises when SQLite says SQLITE_FULL
             raise storage_error(sqlite3.OperationalError("database or disk is full"))

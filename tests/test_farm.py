@@ -246,3 +246,26 @@ def test_a_uri_with_a_password_is_refused(tmp_path: Path) -> None:
     config.write_text('[farm]\ndatabase = "postgresql://u:secret@db/x"\nshared_dir = "/srv"\n')
     with pytest.raises(ConfigError, match="password_file"):
         load_settings(config, env={})
+
+
+def test_claims_go_only_to_hosts_that_offer_what_a_task_needs(pg_url: str) -> None:
+    from pi_render.farm.db import FarmDatabase
+    from pi_render.queue.postgres import PostgresTaskQueue
+    from pi_render.task.record import Priority
+
+    db = FarmDatabase(pg_url)
+    db.open()
+    plain = PostgresTaskQueue(db, "render", "cpu-box", None, lease_s=60)
+    gpu = PostgresTaskQueue(db, "render", "gpu-box", None, lease_s=60, tags=["gpu"])
+    plain.put("needs-gpu", Priority.HIGH, needs=["gpu"])
+    plain.put("avoids-gpu-box", Priority.NORMAL, avoid=["gpu-box"])
+    first = plain.get(timeout=0)
+    assert first is not None and first.task_id == "avoids-gpu-box"  # the high one is not its
+    assert plain.get(timeout=0) is None
+    second = gpu.get(timeout=0)
+    assert second is not None and second.task_id == "needs-gpu"
+    plain.nack(first)
+    assert gpu.get(timeout=0) is None  # given back, and still not for the host it avoids
+    gpu.put("needs-gpu", Priority.HIGH)  # put again without needs: it keeps what it needed
+    assert plain.get(timeout=0) is not None and plain.get(timeout=0) is None
+    db.close()

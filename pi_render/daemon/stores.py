@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from pi_render.clock import Clock
 from pi_render.config import Settings
+from pi_render.controls import pool_capabilities
 from pi_render.cron.store import CronStore
 from pi_render.hooks.outbox import HookOutbox
 from pi_render.manifest.contract import RecordStore
@@ -81,12 +82,20 @@ def open_stores(settings: Settings, clock: Clock,
     wakeups = QueueWakeups(db)
     host = farm.host_name
     router = Router(settings, queue_factory=lambda label: PostgresTaskQueue(
-        db, label, host, wakeups, lease_s=farm.lease_s, tags=farm.tags))  # fmt: skip
+        db, label, host, wakeups, lease_s=farm.lease_s, tags=offered_tags(settings, label)))
     hosts = HostRegistry(db, host, host_info, farm.host_timeout_s)
     policy = FailurePolicy(db, hosts, farm.max_hosts_per_chunk, farm.blocklist_after)
     parts = FarmParts(db, wakeups, hosts, SlotClaims(db, host), policy)
     frames = PostgresFrameLedger(db, host, paths.farm_outbox)
     return Stores(PostgresRecordStore(db), router, frames, *local, farm=parts)
+
+
+def offered_tags(settings: Settings, label: str) -> list[str]:
+    """What this host's pool of `label` offers in farm claims: the farm's and the label's
+    tags, and `gpu` when it has one."""
+    caps = pool_capabilities(label, settings.capabilities, None)
+    farm_tags = settings.farm.tags if settings.farm is not None else []
+    return sorted({*farm_tags, *caps["tags"], *(["gpu"] if caps["gpu"] else [])})
 
 
 def follow_farm(records: RecordStore, waiters: Callable[[TaskRecord], None],

@@ -5,6 +5,7 @@ contract suite (`tests/test_queue_contract.py`); a PostgreSQL backend will have 
 import threading
 from dataclasses import dataclass
 from datetime import datetime
+from collections.abc import Sequence
 from typing import Hashable, Protocol
 
 from pi_render.task.record import Priority
@@ -74,8 +75,13 @@ class TaskQueue(Protocol):
     - Errors: only StorageError (DiskFull when the disk is full); a failed call changed nothing.
     """
 
-    def put(self, task_id: str, priority: Priority, not_before: datetime | None = None) -> None:
-        """Queue `task_id`; with `not_before`, not to be delivered before that time."""
+    def put(self, task_id: str, priority: Priority, not_before: datetime | None = None,
+            needs: Sequence[str] = (), avoid: Sequence[str] = ()) -> None:  # fmt: skip
+        """Queue `task_id`; with `not_before`, not to be delivered before that time. `needs`
+        (tags a host must offer) and `avoid` (hosts that must not take it) matter where several
+        hosts share the queue (farm mode); one host's queues accept and ignore them (its pools
+        were checked at submit). A put over a waiting row keeps what that row needed and adds
+        to whom it avoids."""
 
     def get(self, timeout: float | None = None) -> QueueItem | None:
         """The next due delivery, waiting up to `timeout` for one (a put wakes the wait); None

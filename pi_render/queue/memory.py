@@ -4,6 +4,7 @@ means only "for as long as the object lives"."""
 
 import heapq
 import itertools
+from collections.abc import Sequence
 from datetime import datetime
 from typing import cast
 
@@ -24,7 +25,8 @@ class MemoryTaskQueue(WaitingRoom):
         self._taken: dict[int, tuple[str, Priority, float | None, int]] = {}
         self._deliveries = itertools.count(1)
 
-    def put(self, task_id: str, priority: Priority, not_before: datetime | None = None) -> None:
+    def put(self, task_id: str, priority: Priority, not_before: datetime | None = None,
+            needs: Sequence[str] = (), avoid: Sequence[str] = ()) -> None:  # fmt: skip
         with self._cond:
             seq = next(self._seq)
             due = not_before.timestamp() if not_before is not None else None

@@ -11,6 +11,7 @@ names an old token and changes nothing (fencing).
 
 import logging
 import threading
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, cast
 
@@ -102,11 +103,11 @@ class PostgresTaskQueue(WaitingRoom):
                 "tags": self.tags, **more}  # fmt: skip
 
     def put(self, task_id: str, priority: Priority, not_before: datetime | None = None,
-            needs: list[str] | None = None, avoid: list[str] | None = None) -> None:  # fmt: skip
+            needs: Sequence[str] = (), avoid: Sequence[str] = ()) -> None:  # fmt: skip
         """Queue it (again): a put over a row replaces it, so a delivery still out is no longer
         its holder's (its ack will not take the new row)."""
         params = self._params(id=task_id, lane=LANES[priority], not_before=not_before,
-                              needs=sorted(needs or []), avoid=avoid or [])  # fmt: skip
+                              needs=sorted(needs), avoid=sorted(avoid))  # fmt: skip
 
         def put(conn: Connection) -> None:
             conn.execute(
@@ -114,8 +115,11 @@ class PostgresTaskQueue(WaitingRoom):
                 "VALUES (%(id)s, %(label)s, %(lane)s, %(not_before)s, %(needs)s, %(avoid)s) "
                 "ON CONFLICT (task_id) DO UPDATE SET label = EXCLUDED.label, "
                 "lane = EXCLUDED.lane, not_before = EXCLUDED.not_before, token = NULL, "
-                "lease_until = NULL, holder = NULL, claims = 0, needs = EXCLUDED.needs, "
-                "avoid = EXCLUDED.avoid, seq = nextval('queue_items_seq_seq')", params)
+                "lease_until = NULL, holder = NULL, claims = 0, "
+                "needs = CASE WHEN cardinality(EXCLUDED.needs) > 0 THEN EXCLUDED.needs "
+                "ELSE queue_items.needs END, avoid = ARRAY(SELECT DISTINCT unnest("
+                "queue_items.avoid || EXCLUDED.avoid)), seq = nextval('queue_items_seq_seq')",
+                params)
             conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, self.label))
 
         self.db.run(put)

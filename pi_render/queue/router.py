@@ -22,6 +22,14 @@ def sqlite_queues(settings: Settings, clock: Clock | None = None) -> QueueFactor
                                          prune_every=settings.prune_acked_every)  # fmt: skip
 
 
+def needed_tags(record: TaskRecord) -> list[str]:
+    """The tags a host must offer to take the task (farm claims filter on them): its own
+    `requires.tags`, and `gpu` when it needs one."""
+    requires = record.requires or {}
+    tags = [str(tag) for tag in requires.get("tags") or []]
+    return sorted({*tags, "gpu"} if requires.get("gpu") else set(tags))
+
+
 class Router:
     """Owns the label queues; a label without configured workers gets no queue and no tasks."""
 
@@ -63,7 +71,8 @@ class Router:
             ) from None
 
     def put(self, record: TaskRecord, not_before: datetime | None = None) -> None:
-        self.queue_for(record.label).put(record.id, record.priority, not_before)
+        self.queue_for(record.label).put(record.id, record.priority, not_before,
+                                         needs=needed_tags(record))  # fmt: skip
 
     def remove(self, task_id: str) -> bool:
         """Take a waiting task off whichever queue holds it; False when none does (a worker has

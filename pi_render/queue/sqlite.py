@@ -17,6 +17,7 @@ file has one process, and a restart hands back every unacked delivery anyway.
 import heapq
 import logging
 import sqlite3
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
@@ -89,7 +90,8 @@ class SqliteTaskQueue(WaitingRoom):
         self._prune()
 
     @translated
-    def put(self, task_id: str, priority: Priority, not_before: datetime | None = None) -> None:
+    def put(self, task_id: str, priority: Priority, not_before: datetime | None = None,
+            needs: Sequence[str] = (), avoid: Sequence[str] = ()) -> None:  # fmt: skip
         with self._cond:
             due = not_before.timestamp() if not_before is not None else None
             if due is not None and due > self.clock.now().timestamp():

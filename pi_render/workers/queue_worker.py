@@ -14,6 +14,7 @@ from pi_render.manifest.contract import RecordStore
 from pi_render.processor.base import ProcessorEnv, processor_for
 from pi_render.processor.context import StopReason, TaskContext, TaskStopped
 from pi_render.queue.base import QueueItem, TaskQueue
+from pi_render.queue.router import needed_tags
 from pi_render.retry import RetryPolicies
 from pi_render.task import lifecycle
 from pi_render.task.record import ErrorInfo, TaskRecord, TaskStatus
@@ -243,10 +244,8 @@ class QueueWorker(LoopWorker):
         return self.policy.judge(record, error)
 
     def _put_again(self, record: TaskRecord, at: datetime, avoid: list[str]) -> None:
-        if avoid:  # farm mode only: the PostgreSQL queue keeps which hosts it must avoid
-            self.queue.put(record.id, record.priority, not_before=at, avoid=avoid)  # type: ignore
-        else:
-            self.queue.put(record.id, record.priority, not_before=at)
+        self.queue.put(record.id, record.priority, not_before=at, needs=needed_tags(record),
+                       avoid=avoid)  # fmt: skip
 
     def _beat(self, record: TaskRecord, item: QueueItem, ctx: TaskContext) -> None:
         """Renew the lease first (it must not run out while the record is written); a lease
