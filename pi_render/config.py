@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pi_render.api.access import Roles
 from pi_render.controls import Capabilities, Limit, Requirements
@@ -68,7 +68,16 @@ class FarmSettings(BaseModel):
     @field_validator("database")
     @classmethod
     def _no_password_inside(cls, value: str) -> str:
-        if re.search(r"://[^/@]*:[^/@]*@", value) or "password=" in value:
+        """libpq's own parser decides (a URI's `user:pw@`, `?password=`, `password = x`)."""
+        try:
+            from psycopg.conninfo import conninfo_to_dict
+        except ImportError:
+            raise ValueError("farm mode needs psycopg: pip install 'pi-render[farm]'") from None
+        try:
+            parts = conninfo_to_dict(value)
+        except Exception as exc:  # psycopg's ProgrammingError: not a connection string
+            raise ValueError(f"not a libpq connection string or URI: {exc}") from None
+        if parts.get("password"):
             raise ValueError("put the password in password_file (or ~/.pgpass), not in the URI: "
                              "the config is readable and URIs end up in logs")  # fmt: skip
         return value
@@ -81,9 +90,13 @@ class FarmSettings(BaseModel):
         return value
 
     def password(self) -> str | None:
+        """Read from `password_file`, which only its owner may read (as ~/.pgpass must be)."""
         if self.password_file is None:
             return None
         try:
+            if self.password_file.stat().st_mode & 0o077:
+                raise ConfigError(f"farm.password_file {self.password_file} is readable by "
+                                  "others: chmod 0600 it")  # fmt: skip
             return self.password_file.read_text(encoding="utf-8").strip()
         except OSError as exc:
             raise ConfigError(f"farm.password_file: cannot read {self.password_file}: "
@@ -218,6 +231,13 @@ class Settings(BaseModel):
         if len(os.fsencode(str(value))) > MAX_SOCKET_PATH:
             raise ValueError(f"socket path is longer than {MAX_SOCKET_PATH} bytes: {value}")
         return value
+
+    @model_validator(mode="after")
+    def _lease_outlives_heartbeats(self) -> "Settings":
+        if self.farm is not None and self.farm.lease_s < 2 * self.heartbeat_s:
+            raise ValueError(f"farm.lease_s ({self.farm.lease_s:g}) must be at least twice "
+                             f"heartbeat_s ({self.heartbeat_s:g}): a heartbeat renews the lease")
+        return self
 
     @property
     def paths(self) -> DataDir:

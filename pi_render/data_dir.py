@@ -87,6 +87,10 @@ class DataDir:
     def spool_of(self, task_id: str) -> Path:
         return self.spool / task_id
 
+    def work_of(self, task_id: str) -> Path:
+        """A render's partial folder and pid file: this host's (see ProcessorEnv.work)."""
+        return self.spool_of(task_id) if self.shared is None else self.root / "work" / task_id
+
     def upload_of(self, task_id: str) -> Path:
         return self.uploads / task_id
 

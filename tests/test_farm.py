@@ -269,3 +269,82 @@ def test_claims_go_only_to_hosts_that_offer_what_a_task_needs(pg_url: str) -> No
     gpu.put("needs-gpu", Priority.HIGH)  # put again without needs: it keeps what it needed
     assert plain.get(timeout=0) is not None and plain.get(timeout=0) is None
     db.close()
+
+
+def test_a_put_never_takes_a_row_another_host_holds(pg_url: str) -> None:
+    from pi_render.farm.db import FarmDatabase
+    from pi_render.queue.postgres import PostgresTaskQueue
+    from pi_render.task.record import Priority
+
+    db = FarmDatabase(pg_url)
+    db.open()
+    mine = PostgresTaskQueue(db, "render", "h1", None, lease_s=60)
+    other = PostgresTaskQueue(db, "render", "h2", None, lease_s=60)
+    mine.put("t", Priority.NORMAL)
+    held = mine.get(timeout=0)
+    assert held is not None
+    other.put("t", Priority.NORMAL)  # e.g. another host's recovery: the row is h1's
+    assert other.get(timeout=0) is None and mine.extend(held)
+    mine.put("t", Priority.NORMAL)  # h1's own worker putting it back (a retry) replaces it
+    assert not mine.extend(held)  # that delivery is over: its ack cannot take the new row
+    mine.ack(held)
+    again = other.get(timeout=0)
+    assert again is not None and again.task_id == "t" and not again.redelivered
+    db.close()
+
+
+def test_a_retry_by_hand_never_reuses_an_attempt_number() -> None:
+    from datetime import datetime, timezone
+
+    from pi_render.errors import StaleAttempt
+    from pi_render.task import lifecycle
+    from pi_render.task.record import ErrorInfo, TaskRecord
+
+    now = datetime.now(timezone.utc)
+    record = TaskRecord(id="t", type="render", label="render", created_at=now)
+    first = lifecycle.start(record, now, "h2/render-0")
+    assert first is not None and first.attempts == 1
+    dead = lifecycle.fail(first, now, ErrorInfo(type="X", message="no"))
+    assert dead is not None
+    again = lifecycle.retry_now(dead)
+    assert again is not None
+    second = lifecycle.start(again, now, "h1/render-0")
+    assert second is not None and second.attempts == 2  # not 1 again: attempt 1 stays stale
+    with pytest.raises(StaleAttempt):
+        lifecycle.fenced(1, lifecycle.requeue)(second)
+
+
+def test_only_failures_count_towards_a_blocklist_and_names_are_one_hosts(pg_url: str) -> None:
+    from datetime import datetime, timezone
+
+    from pi_render.errors import ConfigError
+    from pi_render.farm.db import FarmDatabase
+    from pi_render.farm.hosts import HostRegistry
+    from pi_render.farm.policy import FailurePolicy
+    from pi_render.manifest.postgres import PostgresRecordStore
+    from pi_render.task.record import ErrorInfo, TaskRecord, TaskStatus
+
+    db = FarmDatabase(pg_url)
+    db.open()
+    hosts = HostRegistry(db, "h1", dict, 60.0)
+    hosts.start()
+    with pytest.raises(ConfigError, match="in use by a live daemon"):
+        HostRegistry(db, "h1", dict, 60.0).start()
+    now = datetime.now(timezone.utc)
+    store = PostgresRecordStore(db)
+    done = {"frames": [{"frame": 1, "path": "/x", "size": 1, "sha256": "0", "host": "h1"}]}
+    store.create_many([TaskRecord(id=f"c{n}", type="render", label="render", job="j",
+                                  created_at=now, status=TaskStatus.COMPLETED, result=done)
+                       for n in range(3)])  # fmt: skip
+    policy = FailurePolicy(db, hosts, max_hosts_per_chunk=3, blocklist_after=2)
+    chunk = TaskRecord(id="c9", type="render", label="render", job="j", created_at=now)
+    store.create(chunk)
+    error = ErrorInfo(type="RenderFailed", message="no", host="h1")
+    policy.judge(chunk, error)  # its first failure: three completed chunks do not count
+    assert policy.blocked("j") == set()
+    failed = chunk.model_copy(update={"errors": [error]})
+    store.change("c9", lambda r: failed.model_copy(update={"version": r.version}))
+    policy.judge(failed, error)  # the second
+    assert policy.blocked("j") == {"h1"}
+    hosts.stop()
+    db.close()

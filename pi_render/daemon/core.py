@@ -222,6 +222,8 @@ class Daemon:
                        lambda: maintain_queues(queues)),
             BuiltinJob("retention", settings.retention_schedule, self._retention),
         ]  # fmt: skip
+        if self.service.jobs is not None:  # a job whose last update was lost catches up
+            builtins.append(BuiltinJob("job-sweep", "* * * * *", self.service.jobs.sweep))
         if settings.watch.inbox is not None:
             watch = WatchFolder(settings.watch.inbox, self.service, self.records, self.clock,
                                 settings.watch.settle_s)  # fmt: skip
@@ -260,6 +262,8 @@ class Daemon:
 
     def _controls(self, settings: Settings) -> SubmitControls:
         roots = (tuple(settings.source_roots), tuple(settings.output_roots))
+        if settings.farm is not None:  # every host must reach a render's outputs: the share
+            roots = (roots[0], (settings.paths.common,))
         version = self.env.blender.version if self.env.blender else None
         caps = {label: pool_capabilities(label, settings.capabilities, version)
                 for label in settings.workers}  # fmt: skip
@@ -347,7 +351,7 @@ class Daemon:
         workers = self.pool.status()
         return {
             label: {**queue.depth(), "paused": queue.paused, "workers": workers.get(label, {})}
-            for label, queue in self.router.queues.items()
+            for label, queue in list(self.router.queues.items())
         }
 
     def health(self) -> dict[str, Any]:
@@ -363,7 +367,7 @@ class Daemon:
             "socket": str(self.settings.socket),
             "workers": workers,
             "degraded_labels": degraded,
-            "queues": {label: q.depth() for label, q in self.router.queues.items()},
+            "queues": {label: q.depth() for label, q in list(self.router.queues.items())},
             "running": len(self.running),
             "blender": (
                 None
@@ -378,7 +382,7 @@ class Daemon:
             "records": self.records.count_by_status(),
             "stale_heartbeats": self.service.stale(3 * self.settings.heartbeat_s),
             "hooks_owed": len(self.outbox.owed()),
-            "capabilities": {label: self.capabilities(label) for label in self.router.queues},
+            "capabilities": {label: self.capabilities(label) for label in list(self.router.queues)},
             "disk_free_bytes": {
                 "data_dir": _free(self.settings.data_dir),
                 "output_root": _free(self.settings.outputs),

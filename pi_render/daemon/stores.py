@@ -82,7 +82,8 @@ def open_stores(settings: Settings, clock: Clock,
     wakeups = QueueWakeups(db)
     host = farm.host_name
     router = Router(settings, queue_factory=lambda label: PostgresTaskQueue(
-        db, label, host, wakeups, lease_s=farm.lease_s, tags=offered_tags(settings, label)))
+        db, label, host, wakeups, lease_s=farm.lease_s, tags=offered_tags(settings, label)),
+        open_labels=True)  # fmt: skip
     hosts = HostRegistry(db, host, host_info, farm.host_timeout_s)
     policy = FailurePolicy(db, hosts, farm.max_hosts_per_chunk, farm.blocklist_after)
     parts = FarmParts(db, wakeups, hosts, SlotClaims(db, host), policy)

@@ -4,10 +4,14 @@ its tasks go back to the queue (the sweep runs on every host; it is one idempote
 
 import json
 import logging
+import os
+import socket
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+from pi_render.errors import ConfigError
 from pi_render.farm.db import Connection, FarmDatabase
 
 log = logging.getLogger(__name__)
@@ -21,6 +25,9 @@ class HostRegistry:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
+        """Register; refuses (ConfigError) a name a live daemon of another machine, or another
+        live daemon of this one, holds: two hosts of one name would release each other's work."""
+        self.db.run(self._check_name)
         self.db.run(lambda conn: conn.execute(
             "INSERT INTO hosts (name, info, started_at, last_seen) VALUES (%s, %s, now(), now()) "
             "ON CONFLICT (name) DO UPDATE SET info = EXCLUDED.info, started_at = now(), "
@@ -28,8 +35,25 @@ class HostRegistry:
         self._thread = threading.Thread(target=self._run, name="host-beat", daemon=True)
         self._thread.start()
 
+    def _check_name(self, conn: Connection) -> None:
+        row = conn.execute("SELECT info, extract(epoch FROM now() - last_seen) FROM hosts "
+                           "WHERE name = %s", (self.name,)).fetchone()  # fmt: skip
+        if row is None:
+            return
+        info, silent = json.loads(row[0]), float(row[1])
+        if info.get("state") != "online" or silent > self.timeout_s:
+            return  # stopped, or silent long enough to be offline: the name is free
+        same_machine = info.get("boot_id") == boot_id()
+        if same_machine and not _alive(int(info.get("pid", 0))):
+            return  # this machine's daemon of that name died (kill -9) and is restarting
+        raise ConfigError(
+            f"farm host name {self.name!r} is in use by a live daemon (pid {info.get('pid')}"
+            f"{'' if same_machine else ' on another machine'}, seen {silent:.0f}s ago): give "
+            "each host its own farm.host_name")
+
     def _info(self, state: str) -> str:
-        return json.dumps({**self.info(), "state": state})
+        info = {"pid": os.getpid(), **self.info(), "state": state, "boot_id": boot_id()}
+        return json.dumps(info)
 
     def _run(self) -> None:
         every = max(0.2, self.timeout_s / 4)
@@ -95,6 +119,26 @@ class HostRegistry:
                 (self._info("stopped"), self.name)))  # fmt: skip
         except Exception as exc:  # stopping anyway: the others see it go silent
             log.warning("could not mark this host stopped: %s", exc)
+
+
+def boot_id() -> str:
+    """This machine's current boot (a pid means something only within one)."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return socket.gethostname()
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0 or pid == os.getpid():
+        return pid == os.getpid()
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class SlotClaims:

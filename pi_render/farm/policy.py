@@ -38,8 +38,11 @@ class FailurePolicy:
     def _count_against(self, job: str, host: str) -> None:
         """Blocklist `host` for `job` once it has failed `blocklist_after` of its chunks."""
         def count(conn: Connection) -> bool:
-            rows = conn.execute("SELECT body FROM tasks WHERE job = %s", (job,)).fetchall()
-            failed = sum(1 for (body,) in rows if f'"host":"{host}"' in body)
+            row = conn.execute(
+                "SELECT count(*) FROM tasks WHERE job = %s AND EXISTS (SELECT 1 FROM "
+                "jsonb_array_elements((body::jsonb)->'errors') AS e WHERE e->>'host' = %s)",
+                (job, host)).fetchone()  # fmt: skip
+            failed = int(row[0]) if row else 0
             if failed + 1 < self.blocklist_after:  # + this failure, not yet written
                 return False
             added = conn.execute(

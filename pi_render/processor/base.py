@@ -44,6 +44,12 @@ class ProcessorEnv:
     def spool(self, task_id: str) -> Path:
         return self.settings.paths.spool_of(task_id)
 
+    def work(self, task_id: str) -> Path:
+        """Where a render's Blender writes and its pid file lives: the task's spool on one
+        host; in farm mode this host's data dir, so two hosts that ran one chunk (a takeover)
+        never share a partial folder or a pid file."""
+        return self.settings.paths.work_of(task_id)
+
     def local(self, path: str) -> str:
         """A path the farm recorded, as this host mounts it (`[farm.path_map]`)."""
         farm = self.settings.farm

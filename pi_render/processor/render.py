@@ -172,12 +172,13 @@ class RenderProcessor(Processor[RenderArgs, RenderResult]):
     ) -> None:
         env = self.env
         assert env is not None and env.blender is not None and args.snapshot is not None
-        pid_file = env.spool(ctx.task_id) / "blender.pid"
+        work = env.work(ctx.task_id)  # this host's own (farm: never on the shared folder)
+        pid_file = work / "blender.pid"
         if reap_orphan(pid_file, args.snapshot):
             log.warning(
                 "killed a Blender left running by a dead daemon", extra={"task_id": ctx.task_id}
             )
-        partial = env.spool(ctx.task_id) / "partial"
+        partial = work / "partial"
         shutil.rmtree(partial, ignore_errors=True)  # leftovers of a killed run are not trusted
         partial.mkdir(parents=True)
         command = RenderCommand(
@@ -219,7 +220,7 @@ class RenderProcessor(Processor[RenderArgs, RenderResult]):
             task_log.flush()
             timeout = args.timeout_s or env.settings.render_timeout_s
             settings = env.settings
-            clean = scrubbed_env(settings.blender_env_keep, env.spool(ctx.task_id))
+            clean = scrubbed_env(settings.blender_env_keep, work)
             sandboxed = bool(env.sandbox and env.sandbox.bwrap)
             BlenderProcess(argv, task_log, ctx, on_event, timeout, settings.render_stall_timeout_s,
                            settings.render_stop_grace_s, pid_file, clean, sandboxed,

@@ -104,8 +104,9 @@ class PostgresTaskQueue(WaitingRoom):
 
     def put(self, task_id: str, priority: Priority, not_before: datetime | None = None,
             needs: Sequence[str] = (), avoid: Sequence[str] = ()) -> None:  # fmt: skip
-        """Queue it (again): a put over a row replaces it, so a delivery still out is no longer
-        its holder's (its ack will not take the new row)."""
+        """Queue it (again). A put over a waiting row, or one this host holds (a worker's retry),
+        replaces it (the old delivery's ack will not take the new row); a row another host
+        holds is left to that host (its task is running there)."""
         params = self._params(id=task_id, lane=LANES[priority], not_before=not_before,
                               needs=sorted(needs), avoid=sorted(avoid))  # fmt: skip
 
@@ -118,8 +119,9 @@ class PostgresTaskQueue(WaitingRoom):
                 "lease_until = NULL, holder = NULL, claims = 0, "
                 "needs = CASE WHEN cardinality(EXCLUDED.needs) > 0 THEN EXCLUDED.needs "
                 "ELSE queue_items.needs END, avoid = ARRAY(SELECT DISTINCT unnest("
-                "queue_items.avoid || EXCLUDED.avoid)), seq = nextval('queue_items_seq_seq')",
-                params)
+                "queue_items.avoid || EXCLUDED.avoid)), seq = nextval('queue_items_seq_seq') "
+                # a row another host holds is its own: its worker acks, nacks or loses it
+                "WHERE queue_items.token IS NULL OR queue_items.holder = %(host)s", params)
             conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, self.label))
 
         self.db.run(put)

@@ -2,6 +2,8 @@
 
 import json
 import os
+import re
+import threading
 from collections.abc import Callable
 from datetime import datetime
 
@@ -11,7 +13,8 @@ from pi_render.errors import NoConsumer
 from pi_render.queue.base import TaskQueue
 from pi_render.task.record import TaskRecord
 
-QueueFactory = Callable[[str], TaskQueue]  # a label → its queue (the backend decides where)
+QueueFactory = Callable[[str], TaskQueue]
+LABEL = re.compile(r"[A-Za-z0-9_-]{1,64}")  # a label → its queue (the backend decides where)
 
 
 def sqlite_queues(settings: Settings, clock: Clock | None = None) -> QueueFactory:
@@ -34,9 +37,13 @@ class Router:
     """Owns the label queues; a label without configured workers gets no queue and no tasks."""
 
     def __init__(self, settings: Settings, queue_factory: QueueFactory | None = None,
-                 clock: Clock | None = None) -> None:  # fmt: skip
+                 clock: Clock | None = None, open_labels: bool = False) -> None:  # fmt: skip
+        """`open_labels` (farm mode): a label this host has no workers for still gets a queue
+        when a task names it, since other hosts may consume it."""
         self._paused_file = settings.paths.paused_labels
         make = queue_factory or sqlite_queues(settings, clock)
+        self._make = make if open_labels else None
+        self._lock = threading.Lock()
         self.queues: dict[str, TaskQueue] = {
             label: make(label) for label, count in settings.workers.items() if count > 0
         }
@@ -64,6 +71,11 @@ class Router:
         try:
             return self.queues[label]
         except KeyError:
+            if self._make is not None and LABEL.fullmatch(label):
+                with self._lock:
+                    if label not in self.queues:
+                        self.queues[label] = self._make(label)
+                    return self.queues[label]
             served = ", ".join(sorted(self.queues)) or "none"
             raise NoConsumer(
                 f"no workers consume routing label {label!r} (labels with workers: {served}); "
@@ -81,7 +93,7 @@ class Router:
         return queue is not None and queue.remove(task_id)
 
     def locate(self, task_id: str) -> TaskQueue | None:
-        for queue in self.queues.values():
+        for queue in list(self.queues.values()):
             if queue.contains(task_id):
                 return queue
         return None
@@ -89,12 +101,12 @@ class Router:
     def holds(self, task_id: str) -> TaskQueue | None:
         """The queue with a row of the task, waiting or held by a worker (farm recovery: a
         row another host holds is there, and must not be put over)."""
-        for queue in self.queues.values():
+        for queue in list(self.queues.values()):
             knows = getattr(queue, "knows", queue.contains)
             if knows(task_id):
                 return queue
         return None
 
     def close(self) -> None:
-        for queue in self.queues.values():
+        for queue in list(self.queues.values()):
             queue.close()

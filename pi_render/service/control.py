@@ -71,15 +71,9 @@ class TaskControl:
         Raises:
             TaskNotFound; TaskStateConflict unless the task is failed or retrying.
         """
+        if self.records.latest(task_id).chunks:
+            return self._retry_job(task_id)
         record = self.records.change(task_id, lifecycle.retry_now)
-        if record is not None and record.chunks:
-            for chunk in self.records.chunks_of(task_id):  # those that did not complete
-                again = self.records.change(chunk.id, lifecycle.retry_chunk)
-                if again is not None:
-                    self.router.remove(chunk.id)
-                    self.router.put(again)
-            log.info("job retried by hand", extra={"task_id": task_id})
-            return record
         if record is None:
             status = self.records.latest(task_id).status.value
             raise TaskStateConflict(
@@ -88,6 +82,23 @@ class TaskControl:
         self.router.remove(task_id)  # a retry waiting for its time (a delayed put) goes now
         self.router.put(record)
         log.info("task retried by hand", extra={"task_id": task_id})
+        return record
+
+    def _retry_job(self, job_id: str) -> TaskRecord:
+        """Its chunks that did not complete run again; they are reset before the job, so an
+        update in between cannot see a failed chunk of a job that is pending again."""
+        if self.records.latest(job_id).status is not TaskStatus.FAILED:
+            raise TaskStateConflict(f"job {job_id} is not failed; only a failed job can be "
+                                    "retried")  # fmt: skip
+        for chunk in self.records.chunks_of(job_id):
+            again = self.records.change(chunk.id, lifecycle.retry_chunk)
+            if again is not None:
+                self.router.remove(chunk.id)
+                self.router.put(again)
+        record = self.records.change(job_id, lifecycle.retry_now)
+        if record is None:
+            raise TaskStateConflict(f"job {job_id} changed meanwhile; look at it again")
+        log.info("job retried by hand", extra={"task_id": job_id})
         return record
 
     def reprioritise(self, task_id: str, priority: Priority) -> TaskRecord:
@@ -141,13 +152,20 @@ class TaskControl:
             if not record.status.is_final:
                 raise TaskStateConflict(f"task {task_id} is {record.status.value}: cancel it "
                                         f"first, then forget it")  # fmt: skip
+            if record.job is not None and not self.records.latest(record.job).status.is_final:
+                raise TaskStateConflict(f"task {task_id} is a chunk of job {record.job}, which "
+                                        "has not ended: forget the job once it has")  # fmt: skip
             return None
 
         # the record goes first, checked and deleted as one step (a retry cannot revive it in
         # between); what it left beside it after (a crash there leaves files that retention's
         # sweep of folders without a record removes)
         record = self.records.delete_if(task_id, only_final)
+        chunks = self.records.chunks_of(task_id) if record.chunks else []
+        for chunk in chunks:  # a job's chunks go with it (they have all ended: it has)
+            self.records.delete(chunk.id)
         if self.forget_files is not None:
-            self.forget_files(record)
+            for gone in (record, *chunks):
+                self.forget_files(gone)
         log.info("task forgotten", extra={"task_id": task_id})
         return record

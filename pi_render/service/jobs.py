@@ -3,6 +3,7 @@ any chunk); the job's own record is never queued: its status, progress, ETA and 
 those of its chunks, brought together each time one of them changes."""
 
 import logging
+import threading
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -33,7 +34,8 @@ def split(job: TaskRecord, chunk_size: int, new_id: Callable[[], str]) -> list[T
     chunks = []
     for first in range(0, len(frames), chunk_size):
         part = frames[first:first + chunk_size]
-        chunk_args = {**args, "start_frame": part[0], "end_frame": part[-1], "chunk_size": 0}
+        chunk_args = {**args, "start_frame": part[0], "end_frame": part[-1], "chunk_size": 0,
+                      "snapshot_bytes": 0}  # the job's snapshot: counted once, on the job
         chunks.append(job.model_copy(update={
             "id": new_id(), "args": chunk_args, "job": job.id, "content_key": None,
             "origin": None, "parent": None}))  # fmt: skip
@@ -101,36 +103,62 @@ def _range_of(chunk: TaskRecord) -> str:
 
 
 class Jobs:
-    """Keeps each job's record in step with its chunks (a records listener)."""
+    """Keeps each job's record in step with its chunks (a records listener). A chunk's move to
+    another status updates its job at once; progress alone at most once a second per job."""
+
+    PROGRESS_EVERY_S = 1.0
 
     def __init__(self, records: RecordStore, frames: FrameStore, clock: Clock,
                  cancel: Callable[[str], Any]) -> None:  # fmt: skip
         self.records, self.frames, self.clock, self.cancel = records, frames, clock, cancel
+        self._seen: dict[str, TaskStatus] = {}  # chunk → the status it last had here
+        self._updated: dict[str, float] = {}  # job → when this process last updated it
+        self._lock = threading.Lock()
 
     def on_record(self, record: TaskRecord) -> None:
-        if record.job is None:
-            return
+        if record.job is None or record.version == 0:
+            return  # not a chunk, or one just created (its job was written with it)
+        with self._lock:
+            moved = self._seen.get(record.id) is not record.status
+            self._seen[record.id] = record.status
+            if record.status.is_final:
+                self._seen.pop(record.id, None)
+            now = self.clock.monotonic()
+            if not moved and now - self._updated.get(record.job, -1e9) < self.PROGRESS_EVERY_S:
+                return
+            self._updated[record.job] = now
         try:
             self.update(record.job)
-        except PiRenderError as exc:  # the next chunk change (or the next start) catches up
+        except PiRenderError as exc:  # the next chunk change (or the periodic sweep) catches up
             log.warning("job not updated: %s", exc, extra={"task_id": record.job})
 
     def update(self, job_id: str) -> TaskRecord | None:
-        """Read the chunks inside the job's compare-and-set: of two hosts updating one job, the
-        one that writes last has read last (a stale summary never overwrites a newer one)."""
+        """Read the chunks and frames, then compare-and-set the job. Reads come first (not
+        inside the change: that would hold one connection while asking for another): a
+        summary read before a later chunk change may land after it, but that change runs its
+        own update, and a job that has ended is never changed again."""
+        chunks = self.records.chunks_of(job_id)
+        frames = self.frames.get(job_id)
         now = self.clock.now()
-        read: list[TaskRecord] = []
-
-        def summary(job: TaskRecord) -> TaskRecord | None:
-            read[:] = self.records.chunks_of(job_id)
-            return summarize(job, read, self.frames.get(job_id), now)
-
-        job = self.records.change(job_id, summary)
-        if job is not None and job.status is TaskStatus.FAILED:
-            for chunk in read:  # one chunk failed for good: the rest would be wasted work
+        job = self.records.change(job_id, lambda j: summarize(j, chunks, frames, now))
+        if job is not None and job.status in (TaskStatus.FAILED, TaskStatus.CANCELLED):
+            for chunk in chunks:  # the job has ended: the rest would be wasted work
                 if not chunk.status.is_final:
                     try:
                         self.cancel(chunk.id)
                     except PiRenderError:
                         pass  # ended meanwhile
+        if job is not None and job.status.is_final:
+            with self._lock:
+                self._updated.pop(job_id, None)
         return job
+
+    def sweep(self) -> int:
+        """Bring every unfinished job up to date (a chunk's end whose job update failed, an
+        outage): returns how many changed."""
+        changed = 0
+        for status in (TaskStatus.PENDING, TaskStatus.RUNNING):
+            for job in self.records.with_status(status):
+                if job.chunks and self.update(job.id) is not None:
+                    changed += 1
+        return changed

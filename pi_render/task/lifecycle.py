@@ -149,7 +149,7 @@ def retry_now(record: TaskRecord) -> TaskRecord | None:
     return record.model_copy(
         update={
             "status": TaskStatus.PENDING,
-            "attempts": 0,
+            "retried_at_attempt": record.attempts,  # attempts go on counting (fencing)
             "next_attempt_at": None,
             "finished_at": None,
             "error": None,

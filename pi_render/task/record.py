@@ -53,7 +53,8 @@ class TaskRecord(BaseModel):
     args: dict[str, Any] = Field(default_factory=dict)
     result: dict[str, Any] | None = None
     error: ErrorInfo | None = None
-    attempts: int = 0
+    attempts: int = 0  # only ever grows: a writer's attempt fences its writes
+    retried_at_attempt: int = 0  # a retry by hand gives a fresh budget from here
     created_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None

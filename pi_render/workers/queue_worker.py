@@ -106,7 +106,9 @@ class QueueWorker(LoopWorker):
                 record = None
             except STORAGE_ERRORS:  # not started (the write was undone): hand it back
                 # it may be on disk as running after all (the disk's refusal can be uncertain)
-                self._durably(lambda: self.records.change(item.task_id, lifecycle.requeue))
+                self._durably(lambda: self.records.change(
+                    item.task_id, lambda r: lifecycle.requeue(r) if r.worker == self.name
+                    else None))  # fmt: skip
                 self._durably(lambda: self.queue.nack(item))
                 finished = True
                 raise  # LoopWorker.run logs it and backs off before the next try
@@ -219,7 +221,8 @@ class QueueWorker(LoopWorker):
         if self.env is not None and self.env.host is not None:
             error = error.model_copy(update={"host": self.env.host})
         now = self.clock.now()
-        at = self.retry.next_attempt(record.type, record.attempts, exc, now)
+        used = record.attempts - record.retried_at_attempt  # of this budget (a retry renews it)
+        at = self.retry.next_attempt(record.type, used, exc, now)
         verdict = self._judge(record, error)
         if verdict.give_up is not None:
             error = error.model_copy(update={"message": f"{error.message} ({verdict.give_up})"})
