@@ -1,6 +1,10 @@
 """Render jobs in chunks on one host (the embedded SQLite default): two render workers share a
 job's chunks, every frame lands once, and cancelling the job stops its running chunks."""
 
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -32,6 +36,20 @@ def test_two_render_workers_share_a_jobs_chunks_on_one_host(
     chunks = daemon.client.chunks(job.id)
     assert {c.worker for c in chunks} == {"render-0", "render-1"}
     assert (done.progress_detail or {})["frames_done"] == 20 and done.progress == 1.0
+    cli = [sys.executable, "-m", "pi_render", "--socket", str(daemon.socket)]
+    listed = json.loads(run([*cli[:3], "chunks", job.id, "--json", *cli[3:]]))
+    assert [c["id"] for c in listed] == [c.id for c in chunks]
+    (host,) = json.loads(run([*cli[:3], "hosts", "--json", *cli[3:]]))
+    assert host["name"] == "local" and host["state"] == "online" and host["running"] == []
+    shown = run([*cli[:3], "status", job.id, *cli[3:]])
+    assert all(c.id in shown for c in chunks)  # the job, then each of its chunks
+
+
+def run(argv: list[str]) -> str:
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, env={
+        **os.environ, "COLUMNS": "200"})  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return done.stdout
 
 
 def test_cancelling_a_job_cancels_its_chunks_running_or_waiting(

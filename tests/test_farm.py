@@ -74,6 +74,9 @@ def test_three_hosts_render_every_frame_of_a_job_exactly_once(
     assert {h["name"]: h["state"] for h in hosts[0].client.hosts()} == {
         "h1": "online", "h2": "online", "h3": "online"}  # fmt: skip
     assert all(Path(f["path"]).is_file() for f in (done.result or {})["frames"])
+    for host in hosts:  # each chunk's scratch folder was its host's own, and is gone
+        work = host.data_dir / "work"
+        assert not work.exists() or not any(work.iterdir()), host.root
     audit = (hosts[0].data_dir / "audit.jsonl").read_text()
     assert '"host": "h1"' in audit and job.id in audit  # the submit, named with its host
 
@@ -348,3 +351,18 @@ def test_only_failures_count_towards_a_blocklist_and_names_are_one_hosts(pg_url:
     assert policy.blocked("j") == {"h1"}
     hosts.stop()
     db.close()
+
+
+def test_cancelling_a_job_on_one_host_stops_its_chunks_on_the_others(
+    farm: Farm, scenes: dict[str, Path]
+) -> None:
+    hosts = farm(2, sleep=0.5)
+    job = hosts[0].client.render({"source": str(scenes["sixty"]), "chunk_size": 5})
+    remote = wait_until(lambda: running_chunk_on(hosts[0].client, job.id, "h2"), 60,
+                        "a chunk running on h2")  # fmt: skip
+    hosts[0].client.cancel(job.id)
+    assert hosts[1].client.wait(job.id, timeout=30).status == "cancelled"
+    assert hosts[0].client.wait(remote.id, timeout=30).status == "cancelled"
+    wait_until(lambda: hosts[1].client.health()["running"] == 0, 30, "h2's Blender to stop")
+    assert all(c.status == "cancelled" for c in hosts[0].client.chunks(job.id)
+               if c.status != "completed")  # fmt: skip

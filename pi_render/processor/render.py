@@ -119,6 +119,8 @@ class RenderProcessor(Processor[RenderArgs, RenderResult]):
             with OutputFolder(output_dir, args.owner_uid) as folder:
                 self._render(args, ctx, missing, folder, done, progress, video, logged)
         self._report_kept_frames(ctx)
+        if env.work(ctx.task_id) != env.spool(ctx.task_id):  # farm: this host's scratch space
+            shutil.rmtree(env.work(ctx.task_id), ignore_errors=True)
         absent = [f for f in expected if f not in done]
         if absent:
             raise MissingFrames(f"Blender finished but frames {absent[:10]} are missing")
