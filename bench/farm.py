@@ -156,8 +156,10 @@ def restart_after_kill(farm: Farm, scene: Path, lease_s: float) -> str:
     restart = stamp(again.started_at) - killed
     hosts[0].client.wait(job.id, timeout=600)
     hosts[0].stop()
-    return (f"killed host's chunk restarted elsewhere after {restart:.1f} s "
-            f"(lease_s = host_timeout_s = {lease_s:g}; goal ≤ {2 * lease_s:g} s)")
+    return (
+        f"killed host's chunk restarted elsewhere after {restart:.1f} s "
+        f"(lease_s = host_timeout_s = {lease_s:g}; goal ≤ {2 * lease_s:g} s)"
+    )
 
 
 def remote_start_latency(farm: Farm, samples: int) -> str:
@@ -171,9 +173,11 @@ def remote_start_latency(farm: Farm, samples: int) -> str:
     latencies = latencies[5:]  # warm-up
     for host in hosts:
         host.stop()
-    return (f"submit on h1 → worker on h2 starting: p50 {percentile(latencies, 50):.1f} ms, "
-            f"p99 {percentile(latencies, 99):.1f} ms over {samples} sequential submits "
-            "(goal p50 ≤ 50 ms)")
+    return (
+        f"submit on h1 → worker on h2 starting: p50 {percentile(latencies, 50):.1f} ms, "
+        f"p99 {percentile(latencies, 99):.1f} ms over {samples} sequential submits "
+        "(goal p50 ≤ 50 ms)"
+    )
 
 
 def main() -> int:
@@ -200,8 +204,10 @@ def main() -> int:
         subprocess.run([sys.executable, "-m", "pi_render", "sample", str(scene), "--frames",
                         str(args.frames), "--size", "8"], check=True, cwd=REPO)  # fmt: skip
         farm = Farm(cluster, tmp, stack)
-        print(f"\n{args.frames} frames, chunks of {args.chunk_size}, fake Blender "
-              f"{args.sleep:g} s/frame, one render worker per host:\n")
+        print(
+            f"\n{args.frames} frames, chunks of {args.chunk_size}, fake Blender "
+            f"{args.sleep:g} s/frame, one render worker per host:\n"
+        )
         print("| hosts | wall time | speed-up vs 1 host | goal |\n|---|---|---|---|")
         for row in speedup(farm, scene, args.sleep, args.frames, args.chunk_size):
             print(row)

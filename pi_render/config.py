@@ -235,8 +235,10 @@ class Settings(BaseModel):
     @model_validator(mode="after")
     def _lease_outlives_heartbeats(self) -> "Settings":
         if self.farm is not None and self.farm.lease_s < 2 * self.heartbeat_s:
-            raise ValueError(f"farm.lease_s ({self.farm.lease_s:g}) must be at least twice "
-                             f"heartbeat_s ({self.heartbeat_s:g}): a heartbeat renews the lease")
+            raise ValueError(
+                f"farm.lease_s ({self.farm.lease_s:g}) must be at least twice "
+                f"heartbeat_s ({self.heartbeat_s:g}): a heartbeat renews the lease"
+            )
         return self
 
     @property

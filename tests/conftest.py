@@ -30,8 +30,12 @@ PLUGINS = Path(__file__).parent / "plugins"
 MAKE_SCENE = (
     Path(__file__).parent.parent / "pi_render" / "processor" / "scripts" / "sample_scene.py"
 )
-SCENES = {"tiny": ("3", "1", "32"), "slow": ("12", "800", "64"), "long": ("20", "1", "32"),
-          "sixty": ("60", "1", "8")}
+SCENES = {
+    "tiny": ("3", "1", "32"),
+    "slow": ("12", "800", "64"),
+    "long": ("20", "1", "32"),
+    "sixty": ("60", "1", "8"),
+}
 START_TIMEOUT_S = 30.0
 
 

@@ -16,8 +16,10 @@ FAKE = Path(__file__).parent / "fakes" / "fake_blender.py"
 
 
 def start(make_daemon: Callable[..., DaemonProcess], sleep: float) -> DaemonProcess:
-    config = (f'blender = "{FAKE}"\nblender_env_keep = ["PATH", "FAKE_BLENDER", '
-              f'"FAKE_BLENDER_SLEEP"]\nchunk_size = 4\n[workers]\ndefault = 1\nrender = 2\n')
+    config = (
+        f'blender = "{FAKE}"\nblender_env_keep = ["PATH", "FAKE_BLENDER", '
+        f'"FAKE_BLENDER_SLEEP"]\nchunk_size = 4\n[workers]\ndefault = 1\nrender = 2\n'
+    )
     env = {"FAKE_BLENDER": "render", "FAKE_BLENDER_SLEEP": str(sleep)}
     return make_daemon(config, extra_env=env).start()
 
@@ -81,12 +83,21 @@ def test_a_job_is_never_split_into_more_than_a_thousand_chunks() -> None:
     from pi_render.service.jobs import MAX_CHUNKS, split
     from pi_render.task.record import TaskRecord
 
-    job = TaskRecord(id="j", type="render", label="render", created_at=datetime.now(timezone.utc),
-                     args={"start_frame": 1, "end_frame": 100_000, "frame_step": 1})
+    job = TaskRecord(
+        id="j",
+        type="render",
+        label="render",
+        created_at=datetime.now(timezone.utc),
+        args={"start_frame": 1, "end_frame": 100_000, "frame_step": 1},
+    )
     ids = iter(range(10**6))
     chunks = split(job, 1, lambda: f"c{next(ids)}")
     assert len(chunks) == MAX_CHUNKS
     assert chunks[0].args["start_frame"] == 1 and chunks[-1].args["end_frame"] == 100_000
     assert sum(c.args["end_frame"] - c.args["start_frame"] + 1 for c in chunks) == 100_000
-    assert split(job.model_copy(update={"args": {**job.args, "output_type": "FFMPEG"}}), 5,
-                 lambda: "x") == []
+    assert (
+        split(
+            job.model_copy(update={"args": {**job.args, "output_type": "FFMPEG"}}), 5, lambda: "x"
+        )
+        == []
+    )

@@ -89,9 +89,7 @@ def running_chunk_on(client: Client, job_id: str, host: str) -> TaskRecord | Non
     return None
 
 
-def test_a_host_killed_mid_chunk_loses_only_that_chunk(
-    farm: Farm, scenes: dict[str, Path]
-) -> None:
+def test_a_host_killed_mid_chunk_loses_only_that_chunk(farm: Farm, scenes: dict[str, Path]) -> None:
     hosts = farm(3, sleep=0.3)
     job = hosts[0].client.render({"source": str(scenes["sixty"]), "chunk_size": 5})
     victim = wait_until(lambda: running_chunk_on(hosts[0].client, job.id, "h2"), 60,
@@ -210,9 +208,7 @@ def test_three_hosts_with_one_cron_job_make_one_task_per_slot(farm: Farm) -> Non
     assert all(origin.startswith("cron:tick@") for origin in counts)
 
 
-def test_a_tiny_real_blender_job_spread_over_two_hosts(
-    farm: Farm, scenes: dict[str, Path]
-) -> None:
+def test_a_tiny_real_blender_job_spread_over_two_hosts(farm: Farm, scenes: dict[str, Path]) -> None:
     hosts = farm(2, real=True, lease_s=30.0)
     job = hosts[0].client.render({"source": str(scenes["long"]), "chunk_size": 2})
     done = hosts[1].client.wait(job.id, timeout=300)
@@ -234,8 +230,9 @@ def test_concurrent_starts_migrate_the_schema_once(pg_url: str) -> None:
         thread.start()
     for thread in threads:
         thread.join(60)
-    versions = dbs[0].run(lambda conn: conn.execute(
-        "SELECT version FROM schema_version ORDER BY version").fetchall())
+    versions = dbs[0].run(
+        lambda conn: conn.execute("SELECT version FROM schema_version ORDER BY version").fetchall()
+    )
     assert versions == [(1,)]
     for db in dbs:
         db.close()

@@ -59,26 +59,37 @@ def render_progress(client: Client, task_id: str, timeout: float | None) -> Task
 
 
 @app.command()
-def render(
-    file: Annotated[Path, typer.Argument(help="A .blend, or a .zip project (with --blend).")],
-    blend: Annotated[Optional[str], typer.Option(help="The .blend inside the zip.")] = None,
-    frames: Annotated[Optional[str], typer.Option(help="Frames, e.g. 1-100 or 7.")] = None,
-    step: Annotated[Optional[int], typer.Option(min=1, help="Render every Nth frame.")] = None,
-    format: Annotated[Optional[str], typer.Option("--format", help="Blender -F name.")] = None,
-    output: Annotated[Optional[Path], typer.Option(help="Output folder.")] = None,
-    scene: Annotated[Optional[str], typer.Option(help="Scene to render.")] = None,
-    engine: Annotated[Optional[str], typer.Option(help="Engine, e.g. CYCLES.")] = None,
-    priority: Annotated[Priority, typer.Option(help="normal or high.")] = Priority.NORMAL,
-    timeout: Annotated[Optional[float], typer.Option(help="Render time limit, seconds.")] = None,
-    wait: Annotated[bool, typer.Option("--wait", help="Show progress until it ends.")] = False,
-    force: Annotated[
-        bool, typer.Option("--force", help="Even if an identical render exists.")
-    ] = False,
-    allow_missing: Annotated[
-        bool, typer.Option("--allow-missing", help="Render even if files it needs are missing.")
-    ] = False,
-    chunk_size: Annotated[Optional[int], typer.Option(
-        min=0, help="Frames per chunk task (0: one task); any worker or host takes any chunk."
+def render(file: Annotated[
+    Path, typer.Argument(help="A .blend, or a .zip project (with --blend).")
+], blend: Annotated[
+    Optional[str], typer.Option(help="The .blend inside the zip.")
+] = None, frames: Annotated[
+    Optional[str], typer.Option(help="Frames, e.g. 1-100 or 7.")
+] = None, step: Annotated[
+    Optional[int], typer.Option(min=1, help="Render every Nth frame.")
+] = None, format: Annotated[
+    Optional[str], typer.Option("--format", help="Blender -F name.")
+] = None, output: Annotated[
+    Optional[Path], typer.Option(help="Output folder.")
+] = None, scene: Annotated[
+    Optional[str], typer.Option(help="Scene to render.")
+] = None, engine: Annotated[
+    Optional[str], typer.Option(help="Engine, e.g. CYCLES.")
+] = None, priority: Annotated[
+    Priority, typer.Option(help="normal or high.")
+] = Priority.NORMAL, timeout: Annotated[
+    Optional[float], typer.Option(help="Render time limit, seconds.")
+] = None, wait: Annotated[
+    bool, typer.Option("--wait", help="Show progress until it ends.")
+] = False, force: Annotated[
+    bool, typer.Option("--force", help="Even if an identical render exists.")
+] = False, allow_missing: Annotated[
+    bool, typer.Option("--allow-missing", help="Render even if files it needs are missing.")
+] = False, chunk_size: Annotated[Optional[
+    int
+], typer.Option(
+    min=0,
+    help="Frames per chunk task (0: one task); any worker or host takes any chunk."
     )] = None,  # fmt: skip
     socket: SocketOpt = None,
     as_json: JsonOpt = False,

@@ -103,6 +103,7 @@ def follow_farm(records: RecordStore, waiters: Callable[[TaskRecord], None],
                 running: RunningTasks) -> None:  # fmt: skip
     """Hear the final moves made on other hosts: a client waiting here is answered, and a task
     cancelled elsewhere that runs here is stopped (its Blender with it)."""
+
     def on_final(record: TaskRecord) -> None:
         waiters(record)
         if record.status is TaskStatus.CANCELLED:

@@ -138,8 +138,14 @@ def migrate(conn: Connection) -> None:
         log.info("farm schema migrated", extra={"version": version})
 
 
-def follow(db: FarmDatabase, channels: list[str], stop: threading.Event, what: str,
-           on_connect: Callable[[], None], on_note: Callable[[str], None]) -> None:
+def follow(
+    db: FarmDatabase,
+    channels: list[str],
+    stop: threading.Event,
+    what: str,
+    on_connect: Callable[[], None],
+    on_note: Callable[[str], None],
+) -> None:
     """LISTEN on `channels` until `stop`, reconnecting after an outage (said once when lost and
     once when back, not every second of it)."""
     lost = False

@@ -49,7 +49,8 @@ class HostRegistry:
         raise ConfigError(
             f"farm host name {self.name!r} is in use by a live daemon (pid {info.get('pid')}"
             f"{'' if same_machine else ' on another machine'}, seen {silent:.0f}s ago): give "
-            "each host its own farm.host_name")
+            "each host its own farm.host_name"
+        )
 
     def _info(self, state: str) -> str:
         info = {"pid": os.getpid(), **self.info(), "state": state, "boot_id": boot_id()}
@@ -71,6 +72,7 @@ class HostRegistry:
 
     def sweep(self) -> int:
         """End the leases of offline hosts: their tasks are claimable now, not at lease end."""
+
         def sweep(conn: Connection) -> int:
             return conn.execute(
                 "UPDATE queue_items SET lease_until = now() WHERE token IS NOT NULL AND "
@@ -84,10 +86,12 @@ class HostRegistry:
 
     def listing(self) -> list[dict[str, Any]]:
         """Every host the farm has seen: online, offline or stopped, with its blocklists."""
+
         def rows(conn: Connection) -> list[Any]:
             hosts = conn.execute(
                 "SELECT name, info, started_at, last_seen, "
-                "extract(epoch FROM now() - last_seen) FROM hosts ORDER BY name").fetchall()
+                "extract(epoch FROM now() - last_seen) FROM hosts ORDER BY name"
+            ).fetchall()
             blocked = conn.execute("SELECT host, job, reason FROM blocklist").fetchall()
             return [hosts, blocked]
 

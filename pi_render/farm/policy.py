@@ -25,18 +25,24 @@ class FailurePolicy:
         failed_on = {e.host for e in [*chunk.errors, error] if e.host is not None}
         if len(failed_on) >= self.max_hosts:
             hosts = ", ".join(sorted(failed_on))
-            return Verdict(give_up=f"failed on {len(failed_on)} hosts ({hosts}); "
-                                   f"max_hosts_per_chunk is {self.max_hosts}")
+            return Verdict(
+                give_up=f"failed on {len(failed_on)} hosts ({hosts}); "
+                f"max_hosts_per_chunk is {self.max_hosts}"
+            )
         self._count_against(chunk.job, error.host)
         avoid = sorted(failed_on | self.blocked(chunk.job))
         able = [host for host in self.hosts.online() if host not in avoid]
         if not able:
-            return Verdict(give_up=f"no online host may run it anymore (failed on or "
-                                   f"blocklisted: {', '.join(avoid)})", avoid=avoid)
+            return Verdict(
+                give_up=f"no online host may run it anymore (failed on or "
+                f"blocklisted: {', '.join(avoid)})",
+                avoid=avoid,
+            )
         return Verdict(avoid=avoid)
 
     def _count_against(self, job: str, host: str) -> None:
         """Blocklist `host` for `job` once it has failed `blocklist_after` of its chunks."""
+
         def count(conn: Connection) -> bool:
             row = conn.execute(
                 "SELECT count(*) FROM tasks WHERE job = %s AND EXISTS (SELECT 1 FROM "
@@ -58,19 +64,29 @@ class FailurePolicy:
             log.warning("host blocklisted for a job", extra={"host": host, "task_id": job})
 
     def blocked(self, job: str) -> set[str]:
-        rows = self.db.run(lambda conn: conn.execute(
-            "SELECT host FROM blocklist WHERE job = %s", (job,)).fetchall())
+        rows = self.db.run(
+            lambda conn: conn.execute(
+                "SELECT host FROM blocklist WHERE job = %s", (job,)
+            ).fetchall()
+        )
         return {row[0] for row in rows}
 
     def unblock(self, job: str, host: str) -> bool:
         """Lift a blocklisting: the host may take the job's chunks again."""
+
         def lift(conn: Connection) -> bool:
             gone = conn.execute("DELETE FROM blocklist WHERE job = %s AND host = %s",
                                 (job, host)).rowcount  # fmt: skip
-            conn.execute("UPDATE queue_items SET avoid = array_remove(avoid, %s) WHERE task_id "
-                         "IN (SELECT id FROM tasks WHERE job = %s)", (host, job))
-            conn.execute("SELECT pg_notify('pi_render_queue', label) FROM queue_items WHERE "
-                         "task_id IN (SELECT id FROM tasks WHERE job = %s)", (job,))
+            conn.execute(
+                "UPDATE queue_items SET avoid = array_remove(avoid, %s) WHERE task_id "
+                "IN (SELECT id FROM tasks WHERE job = %s)",
+                (host, job),
+            )
+            conn.execute(
+                "SELECT pg_notify('pi_render_queue', label) FROM queue_items WHERE "
+                "task_id IN (SELECT id FROM tasks WHERE job = %s)",
+                (job,),
+            )
             return bool(gone)
 
         return self.db.run(lift)

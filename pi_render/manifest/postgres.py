@@ -70,6 +70,7 @@ class PostgresRecordStore:
         Raises:
             DuplicateOrigin.
         """
+
         def insert(conn: Connection) -> None:
             with conn.cursor() as cur:
                 for record in records:
@@ -100,6 +101,7 @@ class PostgresRecordStore:
     def change(self, task_id: str, change: Change) -> TaskRecord | None:
         """Compare-and-set by row lock: `change` sees the newest version and no other writer
         (on any host) comes between it and the write."""
+
         def write(conn: Connection) -> TaskRecord | None:
             row = conn.execute("SELECT body FROM tasks WHERE id = %s FOR UPDATE",
                                (task_id,)).fetchone()  # fmt: skip
@@ -198,8 +200,9 @@ class PostgresRecordStore:
             self._follower.join(timeout=5)
 
     def _select(self, where: str, params: tuple[Any, ...]) -> list[TaskRecord]:
-        rows = self.db.run(lambda conn: conn.execute(
-            f"SELECT body FROM tasks {where}", params).fetchall())
+        rows = self.db.run(
+            lambda conn: conn.execute(f"SELECT body FROM tasks {where}", params).fetchall()
+        )
         return [TaskRecord.model_validate_json(row[0]) for row in rows]
 
     def _scalar(self, sql: str, params: tuple[Any, ...]) -> int:

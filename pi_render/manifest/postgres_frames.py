@@ -34,8 +34,11 @@ class PostgresFrameLedger:
         """Raises StaleAttempt unless `holder` still runs its task. While the database is away
         the render goes on (its frames wait in the outbox; the report decides)."""
         try:
-            row = self.db.run(lambda conn: conn.execute(
-                f"SELECT {HELD}", {"task": holder.task_id, "attempt": holder.attempt}).fetchone())
+            row = self.db.run(
+                lambda conn: conn.execute(
+                    f"SELECT {HELD}", {"task": holder.task_id, "attempt": holder.attempt}
+                ).fetchone()
+            )
         except FarmUnreachable:
             if self._outbox is None:
                 raise
@@ -110,13 +113,19 @@ class PostgresFrameLedger:
         return len(rows)
 
     def get(self, key: str) -> list[FrameOutput]:
-        rows = self.db.run(lambda conn: conn.execute(
-            "SELECT body FROM frames WHERE job = %s ORDER BY frame", (key,)).fetchall())
+        rows = self.db.run(
+            lambda conn: conn.execute(
+                "SELECT body FROM frames WHERE job = %s ORDER BY frame", (key,)
+            ).fetchall()
+        )
         return [FrameOutput.model_validate_json(row[0]) for row in rows]
 
     def forget_task(self, task_id: str) -> None:
-        self.db.run(lambda conn: conn.execute(
-            "DELETE FROM frames WHERE job = %s OR task_id = %s", (task_id, task_id)))
+        self.db.run(
+            lambda conn: conn.execute(
+                "DELETE FROM frames WHERE job = %s OR task_id = %s", (task_id, task_id)
+            )
+        )
 
     def close(self) -> None:
         if self._outbox is not None:

@@ -272,5 +272,9 @@ class TaskRecordManifest:
 
     @staticmethod
     def _filters(status: TaskStatus | None, type_name: str | None) -> tuple[str, tuple[str, ...]]:
-        return where_clause(status, type_name, ("json_extract(value, '$.status')",
-                                                "json_extract(value, '$.type')"), "?")
+        return where_clause(
+            status,
+            type_name,
+            ("json_extract(value, '$.status')", "json_extract(value, '$.type')"),
+            "?",
+        )

@@ -110,8 +110,12 @@ class RenderProcessor(Processor[RenderArgs, RenderResult]):
         video = args.output_type is RenderOutputType.FFMPEG
         done: dict[int, FrameOutput] = {}
         if not video:  # a video cannot be resumed frame by frame: it is rendered whole
-            done = {f.frame: f for f in ledger.get(key) if f.frame in expected
-                    and still_there(f.model_copy(update={"path": env.local(f.path)}))}
+            done = {
+                f.frame: f
+                for f in ledger.get(key)
+                if f.frame in expected
+                and still_there(f.model_copy(update={"path": env.local(f.path)}))
+            }
         missing = [f for f in expected if f not in done]
         progress = FrameProgress(ctx, len(expected), len(done))
         logged: list[str] = []  # what Blender said was missing
@@ -200,8 +204,9 @@ class RenderProcessor(Processor[RenderArgs, RenderResult]):
                 return
             env.frames.fence(holder)  # farm: a host whose lease ran out places nothing
             output = place(path, folder, frame)
-            output = output.model_copy(update={"host": env.host,
-                                               "path": env.farm_form(output.path)})
+            output = output.model_copy(
+                update={"host": env.host, "path": env.farm_form(output.path)}
+            )
             env.frames.put(key, output, holder)  # durable before anyone is told
             done[frame] = output
             progress.frame_done()

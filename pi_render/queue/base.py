@@ -3,9 +3,9 @@ SQLite backend (`queue/sqlite.py`) and the in-memory one (`queue/memory.py`) bot
 contract suite (`tests/test_queue_contract.py`); a PostgreSQL backend will have to as well."""
 
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from collections.abc import Sequence
 from typing import Hashable, Protocol
 
 from pi_render.task.record import Priority

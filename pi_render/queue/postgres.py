@@ -121,7 +121,9 @@ class PostgresTaskQueue(WaitingRoom):
                 "ELSE queue_items.needs END, avoid = ARRAY(SELECT DISTINCT unnest("
                 "queue_items.avoid || EXCLUDED.avoid)), seq = nextval('queue_items_seq_seq') "
                 # a row another host holds is its own: its worker acks, nacks or loses it
-                "WHERE queue_items.token IS NULL OR queue_items.holder = %(host)s", params)
+                "WHERE queue_items.token IS NULL OR queue_items.holder = %(host)s",
+                params,
+            )
             conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, self.label))
 
         self.db.run(put)
@@ -153,8 +155,12 @@ class PostgresTaskQueue(WaitingRoom):
             row = conn.execute(CLAIM, params).fetchone()
             if row is not None:
                 task_id, lane, token, claims = row
-                item = QueueItem(task_id=task_id, priority=BY_LANE[lane],
-                                 receipt=(task_id, int(token)), redelivered=claims > 1)
+                item = QueueItem(
+                    task_id=task_id,
+                    priority=BY_LANE[lane],
+                    receipt=(task_id, int(token)),
+                    redelivered=claims > 1,
+                )
                 return item, None
             due = conn.execute(NEXT_DUE, params).fetchone()
             return None, (float(due[0]) if due and due[0] is not None else None)
@@ -170,8 +176,11 @@ class PostgresTaskQueue(WaitingRoom):
 
     def ack(self, item: QueueItem) -> None:
         task_id, token = cast(tuple[str, int], item.receipt)
-        self.db.run(lambda conn: conn.execute(
-            "DELETE FROM queue_items WHERE task_id = %s AND token = %s", (task_id, token)))
+        self.db.run(
+            lambda conn: conn.execute(
+                "DELETE FROM queue_items WHERE task_id = %s AND token = %s", (task_id, token)
+            )
+        )
 
     def nack(self, item: QueueItem) -> None:
         """Given back in its place (its `seq` stays); a stale receipt changes nothing."""

@@ -33,9 +33,14 @@ def split(job: TaskRecord, chunk_size: int, new_id: Callable[[], str]) -> list[T
     chunk_size = max(chunk_size, -(-len(frames) // MAX_CHUNKS))
     chunks = []
     for first in range(0, len(frames), chunk_size):
-        part = frames[first:first + chunk_size]
-        chunk_args = {**args, "start_frame": part[0], "end_frame": part[-1], "chunk_size": 0,
-                      "snapshot_bytes": 0}  # the job's snapshot: counted once, on the job
+        part = frames[first : first + chunk_size]
+        chunk_args = {
+            **args,
+            "start_frame": part[0],
+            "end_frame": part[-1],
+            "chunk_size": 0,
+            "snapshot_bytes": 0,
+        }  # the job's snapshot: counted once, on the job
         chunks.append(job.model_copy(update={
             "id": new_id(), "args": chunk_args, "job": job.id, "content_key": None,
             "origin": None, "parent": None}))  # fmt: skip
@@ -67,19 +72,27 @@ def summarize(job: TaskRecord, chunks: list[TaskRecord], frames: list[FrameOutpu
                               "progress_detail": detail,
                               "started_at": min(started) if started else None}  # fmt: skip
     if all(s is TaskStatus.COMPLETED for s in statuses):
-        result = {"output_dir": job.args.get("output_dir"),
-                  "frames": [f.model_dump(mode="json") for f in frames],
-                  "fps": job.args.get("fps"), "warnings": job.args.get("warnings", [])}
+        result = {
+            "output_dir": job.args.get("output_dir"),
+            "frames": [f.model_dump(mode="json") for f in frames],
+            "fps": job.args.get("fps"),
+            "warnings": job.args.get("warnings", []),
+        }
         return lifecycle.complete(job.model_copy(update={**update,
                                                          "status": TaskStatus.RUNNING}),
                                   now, result)  # fmt: skip
     failed = [chunk for chunk in chunks if chunk.status is TaskStatus.FAILED]
     if failed:
         errors = [error for chunk in failed for error in chunk.errors] or [
-            chunk.error for chunk in failed if chunk.error is not None]
+            chunk.error for chunk in failed if chunk.error is not None
+        ]
         first = failed[0].error or ErrorInfo(type="ChunkFailed", message="a chunk failed")
-        error = ErrorInfo(type=first.type, message=f"chunk {failed[0].id} (frames "
-                          f"{_range_of(failed[0])}) failed: {first.message}", host=first.host)
+        error = ErrorInfo(
+            type=first.type,
+            message=f"chunk {failed[0].id} (frames "
+            f"{_range_of(failed[0])}) failed: {first.message}",
+            host=first.host,
+        )
         return job.model_copy(update={**update, "status": TaskStatus.FAILED, "error": error,
                                       "errors": errors, "finished_at": now})  # fmt: skip
     if any(s is TaskStatus.CANCELLED for s in statuses):

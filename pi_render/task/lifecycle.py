@@ -12,8 +12,9 @@ from pi_render.errors import StaleAttempt
 from pi_render.task.record import ErrorInfo, TaskRecord, TaskStatus
 
 
-def start(record: TaskRecord, now: datetime, worker: str,
-          take_over: bool = False) -> TaskRecord | None:  # fmt: skip
+def start(
+    record: TaskRecord, now: datetime, worker: str, take_over: bool = False
+) -> TaskRecord | None:
     """pending (or retrying, once its next attempt is due) → running. A final record is never
     run again; a retrying one delivered early (a delivery handed back by a crash) waits for its
     delayed one; a running one is not started twice (after a crash, recovery has made it
@@ -50,8 +51,10 @@ def fenced(attempt: int, move: Callable[[TaskRecord], TaskRecord | None]
 
     def apply(record: TaskRecord) -> TaskRecord | None:
         if record.attempts != attempt:
-            raise StaleAttempt(f"task {record.id} is at attempt {record.attempts}; attempt "
-                               f"{attempt}'s write was refused (another host took it over)")
+            raise StaleAttempt(
+                f"task {record.id} is at attempt {record.attempts}; attempt "
+                f"{attempt}'s write was refused (another host took it over)"
+            )
         return move(record)
 
     return apply

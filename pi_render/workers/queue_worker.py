@@ -92,7 +92,8 @@ class QueueWorker(LoopWorker):
 
     def _deliver(self, item: QueueItem) -> None:
         ctx: TaskContext = TaskContext(
-            item.task_id, 0, lambda *report: self._on_progress(ctx, *report), clock=self.clock)
+            item.task_id, 0, lambda *report: self._on_progress(ctx, *report), clock=self.clock
+        )
         self.running.add(ctx)  # before the record says running, so a cancel always finds it
         finished = started = False
         try:
@@ -128,8 +129,9 @@ class QueueWorker(LoopWorker):
             self._last_progress.pop(item.task_id, None)
             if not finished:  # the thread is dying mid-task: hand the task back
                 if started:
-                    self.records.change(item.task_id,
-                                        lifecycle.fenced(ctx.attempt, lifecycle.requeue))
+                    self.records.change(
+                        item.task_id, lifecycle.fenced(ctx.attempt, lifecycle.requeue)
+                    )
                 self.queue.nack(item)
 
     def _keep_retry(self, task_id: str) -> None:
@@ -171,8 +173,9 @@ class QueueWorker(LoopWorker):
                 move: Callable[[TaskRecord], TaskRecord | None]) -> None:  # fmt: skip
         """A durable write of this attempt's, fenced: refused (StaleAttempt) once another
         attempt holds the task."""
-        self._durably(lambda: self.records.change(record.id,
-                                                  lifecycle.fenced(record.attempts, move)))
+        self._durably(
+            lambda: self.records.change(record.id, lifecycle.fenced(record.attempts, move))
+        )
 
     def _attempt(self, record: TaskRecord, ctx: TaskContext, item: QueueItem) -> bool:
         extra = {"task_id": record.id, "type": record.type, "attempt": record.attempts}
@@ -196,13 +199,13 @@ class QueueWorker(LoopWorker):
             if stop.reason is StopReason.LEASE_LOST:
                 raise StaleAttempt(f"the lease of task {record.id} ran out") from None
             if stop.reason is StopReason.SHUTDOWN:
-                self.records.change(record.id, lifecycle.fenced(record.attempts,
-                                                                lifecycle.requeue))
+                self.records.change(record.id, lifecycle.fenced(record.attempts, lifecycle.requeue))
                 self.queue.nack(item)
                 log.info("task interrupted by shutdown; it resumes on the next start", extra=extra)
                 return True
-            self._change(record, lambda r: lifecycle.cancel(r, self.clock.now(),
-                                                            "cancelled while running"))
+            self._change(
+                record, lambda r: lifecycle.cancel(r, self.clock.now(), "cancelled while running")
+            )
             log.info("task cancelled while running", extra=extra)
         except StaleAttempt:
             raise
@@ -256,8 +259,12 @@ class QueueWorker(LoopWorker):
         try:
             if not self.queue.extend(item):
                 raise StaleAttempt(f"the lease of task {record.id} ran out")
-            self.records.change(record.id, lifecycle.fenced(
-                record.attempts, lambda r: lifecycle.heartbeat(r, self.clock.now())))
+            self.records.change(
+                record.id,
+                lifecycle.fenced(
+                    record.attempts, lambda r: lifecycle.heartbeat(r, self.clock.now())
+                ),
+            )
         except StaleAttempt:
             ctx.request_stop(StopReason.LEASE_LOST)
 
@@ -270,8 +277,12 @@ class QueueWorker(LoopWorker):
             return  # completion records progress 1.0 anyway
         self._last_progress[task_id] = now
         try:
-            self.records.change(task_id, lifecycle.fenced(
-                ctx.attempt, lambda r: lifecycle.progress(r, fraction, message, detail)))
+            self.records.change(
+                task_id,
+                lifecycle.fenced(
+                    ctx.attempt, lambda r: lifecycle.progress(r, fraction, message, detail)
+                ),
+            )
         except STORAGE_ERRORS as exc:  # progress is a courtesy: a full disk must not fail work
             log.warning("progress not recorded: %s", exc, extra={"task_id": task_id})
         except StaleAttempt:  # another host holds the task now: this attempt stops
