@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from pi_render.errors import PiRenderError, TaskNotFound
-from pi_render.manifest.base import DurableJsonTable
+from pi_render.manifest.base import DurableJsonTable, JsonTable
 from pi_render.task.record import TaskStatus
 
 
@@ -66,8 +66,12 @@ def aggregate(statuses: list[TaskStatus]) -> str:
 class WorkflowRuns:
     """Which tasks make up each run (the tasks themselves are ordinary records)."""
 
-    def __init__(self, path: Path) -> None:
-        self._store = DurableJsonTable(path, "workflow_runs")
+    def __init__(self, path: Path, table: "JsonTable | None" = None) -> None:
+        """`table`: where runs are kept instead of the SQLite file (farm mode: the farm's
+        database, so a run started on one host can be looked up on every other)."""
+        self._store: JsonTable = (
+            table if table is not None else DurableJsonTable(path, "workflow_runs")
+        )
 
     def put(self, run: WorkflowRun) -> None:
         self._store.stage(run.run_id, run.model_dump_json())
@@ -83,8 +87,7 @@ class WorkflowRuns:
         """Forget runs made before `created_before` whose tasks' records retention has removed
         (none is `known` any more): the store must not grow forever, and a run stays readable
         as long as any of its tasks is."""
-        rows = self._store.query("SELECT key, value FROM workflow_runs")
-        old = [WorkflowRun.model_validate_json(value) for _, value in rows]
+        old = [WorkflowRun.model_validate_json(value) for _, value in self._store.items()]
         gone = [run.run_id for run in old
                 if run.created_at < created_before and not any(map(known, run.tasks))]  # fmt: skip
         for run_id in gone:

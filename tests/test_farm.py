@@ -223,6 +223,7 @@ def test_concurrent_starts_migrate_the_schema_once(pg_url: str) -> None:
     import threading
 
     from pi_render.farm.db import FarmDatabase
+    from pi_render.farm.schema import MIGRATIONS
 
     dbs = [FarmDatabase(pg_url) for _ in range(4)]
     threads = [threading.Thread(target=db.open) for db in dbs]
@@ -233,7 +234,7 @@ def test_concurrent_starts_migrate_the_schema_once(pg_url: str) -> None:
     versions = dbs[0].run(
         lambda conn: conn.execute("SELECT version FROM schema_version ORDER BY version").fetchall()
     )
-    assert versions == [(1,)]
+    assert versions == [(n,) for n in range(1, len(MIGRATIONS) + 1)]  # each once, in order
     for db in dbs:
         db.close()
 
@@ -363,3 +364,25 @@ def test_cancelling_a_job_on_one_host_stops_its_chunks_on_the_others(
     wait_until(lambda: hosts[1].client.health()["running"] == 0, 30, "h2's Blender to stop")
     assert all(c.status == "cancelled" for c in hosts[0].client.chunks(job.id)
                if c.status != "completed")  # fmt: skip
+
+
+def test_a_workflow_run_made_on_one_host_is_found_on_another(pg_url: str, tmp_path: Path) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    from pi_render.farm.db import FarmDatabase
+    from pi_render.farm.kv import PostgresJsonTable
+    from pi_render.workflows import WorkflowRun, WorkflowRuns
+
+    db = FarmDatabase(pg_url)
+    db.open()
+    here = WorkflowRuns(tmp_path / "a.sqlite", PostgresJsonTable(db, "workflow_runs"))
+    there = WorkflowRuns(tmp_path / "b.sqlite", PostgresJsonTable(db, "workflow_runs"))
+    old = datetime.now(timezone.utc) - timedelta(days=60)
+    run = WorkflowRun(run_id="r1", name="w", file="/x.blend", tasks=["t1"], created_at=old)
+    here.put(run)
+    assert there.get("r1") == run
+    assert there.prune(datetime.now(timezone.utc), known=lambda task_id: False) == 1
+    with pytest.raises(Exception, match="no workflow run"):
+        here.get("r1")
+    assert not (tmp_path / "a.sqlite").exists()  # nothing of it was kept locally
+    db.close()

@@ -1,7 +1,8 @@
 """Which backend holds what: SQLite files under the data dir (the embedded default), or, with
 `[farm]`, the farm's PostgreSQL database for everything the hosts share (records, queues, the
-frame ledger, hosts, once-per-farm slots). What stays per host in both: cron fire times, the
-hook outbox and workflow runs (each host fires and delivers its own)."""
+frame ledger, hosts, once-per-farm slots, workflow runs). What stays per host in both: cron
+fire times (the slots decide who fires) and the hook outbox (the host that wrote a task's end
+owes its hooks, durably)."""
 
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -64,13 +65,19 @@ def open_stores(settings: Settings, clock: Clock,
                 host_info: Callable[[], dict[str, Any]]) -> Stores:  # fmt: skip
     """Raises StorageError (FarmUnreachable) when the farm database does not answer."""
     paths = settings.paths
-    local = (CronStore(paths.cron), HookOutbox(paths.outbox, settings.hooks),
-             WorkflowRuns(paths.workflows))  # fmt: skip
+    cron, outbox = CronStore(paths.cron), HookOutbox(paths.outbox, settings.hooks)
     if settings.farm is None:
-        return Stores(TaskRecordManifest(paths.records), Router(settings, clock=clock),
-                      FrameLedger(paths.frames), *local)  # fmt: skip
+        return Stores(
+            TaskRecordManifest(paths.records),
+            Router(settings, clock=clock),
+            FrameLedger(paths.frames),
+            cron,
+            outbox,
+            WorkflowRuns(paths.workflows),
+        )
     from pi_render.farm.db import FarmDatabase
     from pi_render.farm.hosts import HostRegistry, SlotClaims
+    from pi_render.farm.kv import PostgresJsonTable
     from pi_render.farm.policy import FailurePolicy
     from pi_render.manifest.postgres import PostgresRecordStore
     from pi_render.manifest.postgres_frames import PostgresFrameLedger
@@ -88,7 +95,8 @@ def open_stores(settings: Settings, clock: Clock,
     policy = FailurePolicy(db, hosts, farm.max_hosts_per_chunk, farm.blocklist_after)
     parts = FarmParts(db, wakeups, hosts, SlotClaims(db, host), policy)
     frames = PostgresFrameLedger(db, host, paths.farm_outbox)
-    return Stores(PostgresRecordStore(db), router, frames, *local, farm=parts)
+    runs = WorkflowRuns(paths.workflows, PostgresJsonTable(db, "workflow_runs"))  # any host's
+    return Stores(PostgresRecordStore(db), router, frames, cron, outbox, runs, farm=parts)
 
 
 def offered_tags(settings: Settings, label: str) -> list[str]:

@@ -66,4 +66,11 @@ MIGRATIONS: list[tuple[str, ...]] = [
             at timestamptz NOT NULL DEFAULT now(),
             PRIMARY KEY (job, host))""",
     ),
+    (  # 2: small JSON stores every host shares (workflow runs)
+        """CREATE TABLE kv (
+            store text NOT NULL,
+            key text NOT NULL,
+            value text NOT NULL,
+            PRIMARY KEY (store, key))""",
+    ),
 ]

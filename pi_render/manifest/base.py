@@ -11,7 +11,7 @@ in silence.
 import sqlite3
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from sqlitedict import SqliteDict
 
@@ -22,6 +22,23 @@ from pi_render.task import codec
 def _encode(value: object) -> str:
     """Values may arrive as JSON text already (pydantic's); anything else goes through the codec."""
     return value if isinstance(value, str) else codec.dumps(value)
+
+
+class JsonTable(Protocol):
+    """A small durable store of JSON values by key: writes are staged, then `commit` makes them
+    durable. SQLite's below; PostgreSQL's (`farm/kv.py`) for what a farm's hosts share."""
+
+    def stage(self, key: str, value: object) -> None: ...
+
+    def delete(self, key: str) -> None: ...
+
+    def commit(self) -> None: ...
+
+    def text(self, key: str) -> str | None: ...
+
+    def items(self) -> list[tuple[str, str]]: ...
+
+    def close(self) -> None: ...
 
 
 class DurableJsonTable:
@@ -67,6 +84,11 @@ class DurableJsonTable:
     def text(self, key: str) -> str | None:
         rows = self.query(f"SELECT value FROM {self.table} WHERE key = ?", (key,))
         return str(rows[0][0]) if rows else None
+
+    def items(self) -> list[tuple[str, str]]:
+        """Every (key, JSON text), in key order."""
+        rows = self.query(f"SELECT key, value FROM {self.table} ORDER BY key")
+        return [(str(key), str(value)) for key, value in rows]
 
     @translated
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
