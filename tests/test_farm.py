@@ -27,7 +27,8 @@ def farm(make_daemon: Callable[..., DaemonProcess], pg_url: str, tmp_path: Path)
 
     def start(hosts: int = 3, modes: dict[int, str] | None = None, real: bool = False,
               extra: str = "", lease_s: float = 3.0, sleep: float = 0.05,
-              renderers: int = 1) -> list[DaemonProcess]:  # fmt: skip
+              renderers: int = 1, tags: dict[int, list[str]] | None = None,
+              ) -> list[DaemonProcess]:  # fmt: skip
         daemons = []
         for index in range(1, hosts + 1):
             mode = (modes or {}).get(index, "render")
@@ -38,6 +39,7 @@ def farm(make_daemon: Callable[..., DaemonProcess], pg_url: str, tmp_path: Path)
                       f'[farm]\ndatabase = "{pg_url}"\nshared_dir = "{shared}"\n'
                       f'host_name = "h{index}"\nlease_s = {lease_s}\n'
                       f"host_timeout_s = {lease_s}\nblocklist_after = 2\n"
+                      f"tags = {(tags or {}).get(index, [])!r}\n"
                       "[retry.render]\nmax_attempts = 6\nbase_delay_s = 0.2\n"
                       "max_delay_s = 0.5\n")  # fmt: skip
             env = {"FAKE_BLENDER": mode, "FAKE_BLENDER_SLEEP": str(sleep)}
@@ -386,3 +388,12 @@ def test_a_workflow_run_made_on_one_host_is_found_on_another(pg_url: str, tmp_pa
         here.get("r1")
     assert not (tmp_path / "a.sqlite").exists()  # nothing of it was kept locally
     db.close()
+
+
+def test_a_task_needing_a_tag_is_taken_only_by_a_host_that_offers_it(farm: Farm) -> None:
+    hosts = farm(2, tags={2: ["special"]})
+    record = hosts[0].client.submit("noop", {}, requires={"tags": ["special"]})
+    done = hosts[0].client.wait(record.id, timeout=30)  # h1 has no such tag: h2 runs it
+    assert done.status == "completed" and (done.worker or "").startswith("h2/")
+    with pytest.raises(ApiError, match="lacks tag 'nowhere'"):
+        hosts[0].client.submit("noop", {}, requires={"tags": ["nowhere"]})

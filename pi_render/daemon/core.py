@@ -26,7 +26,7 @@ from pi_render.daemon.file_modes import make_private
 from pi_render.daemon.lock import DataDirLock
 from pi_render.daemon.recovery import recover, release_waiting
 from pi_render.daemon.sdnotify import sd_notify, watchdog_interval_s
-from pi_render.daemon.stores import follow_farm, open_stores
+from pi_render.daemon.stores import follow_farm, offered_tags, open_stores
 from pi_render.errors import ConfigError, PiRenderError
 from pi_render.hooks.worker import HookWorker
 from pi_render.manifest.contract import TaskData
@@ -179,6 +179,9 @@ class Daemon:
                 "blender": None if blender is None else {"path": blender.path,
                                                          "version": blender.version},
                 "workers": {label: n for label, n in self.settings.workers.items() if n},
+                "capabilities": {label: {**self.capabilities(label),
+                                         "tags": offered_tags(self.settings, label)}
+                                 for label, n in self.settings.workers.items() if n},
                 "running": self.running.ids()}  # fmt: skip
 
     def _build_pool(self) -> WorkerPool:
@@ -267,8 +270,11 @@ class Daemon:
         version = self.env.blender.version if self.env.blender else None
         caps = {label: pool_capabilities(label, settings.capabilities, version)
                 for label in settings.workers}  # fmt: skip
-        return SubmitControls(settings.limits, settings.requires,
-                              lambda label: caps.get(label, {}), roots,
+        farm = self.stores.farm
+        offered: Callable[[str], dict[str, Any] | list[dict[str, Any]]] = (
+            farm.hosts.pools if farm is not None else lambda label: caps.get(label, {})
+        )
+        return SubmitControls(settings.limits, settings.requires, offered, roots,
                               settings.max_queued_per_uid, settings.min_free_bytes,
                               settings.allow_missing, settings.max_snapshot_bytes,
                               bool(self.env.sandbox and self.env.sandbox.bwrap),

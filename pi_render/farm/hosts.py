@@ -7,6 +7,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ class HostRegistry:
         self.db, self.name, self.info, self.timeout_s = db, name, info, timeout_s
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._listed: tuple[float, list[dict[str, Any]]] | None = None
 
     def start(self) -> None:
         """Register; refuses (ConfigError) a name a live daemon of another machine, or another
@@ -112,6 +114,18 @@ class HostRegistry:
 
     def online(self) -> list[str]:
         return [host["name"] for host in self.listing() if host["state"] == "online"]
+
+    def pools(self, label: str) -> list[dict[str, Any]]:
+        """What each online host's pool of `label` offers (for admission: a task is accepted
+        when one host could run it). Read at most every 5 s: every submit asks."""
+        now = time.monotonic()
+        if self._listed is None or now - self._listed[0] > 5.0:
+            self._listed = (now, self.listing())
+        return [
+            host["capabilities"][label]
+            for host in self._listed[1]
+            if host["state"] == "online" and label in host.get("capabilities", {})
+        ]
 
     def stop(self) -> None:
         self._stop.set()

@@ -61,7 +61,12 @@ class Admission:
         controls = self.controls()
         needs = {**controls.requires.get(record.type, Requirements()).model_dump(),
                  **{k: v for k, v in (record.requires or {}).items() if v}}  # fmt: skip
-        lacks = missing(Requirements.model_validate(needs), controls.capabilities(record.label))
+        offered = controls.capabilities(record.label)
+        pools = offered if isinstance(offered, list) else [offered]  # farm: one per host
+        wanted = Requirements.model_validate(needs)
+        every = [missing(wanted, pool) for pool in pools] or [missing(wanted, {
+            "tags": [], "gpu": False, "blender": None, "engines": []})]  # fmt: skip
+        lacks = min(every, key=len)  # what the best-placed pool lacks; [] where one qualifies
         if lacks:
             raise NotQualified(f"no worker pool can run this {record.type} task on label "
                                f"{record.label!r}: it lacks {', '.join(lacks)}")  # fmt: skip

@@ -14,7 +14,8 @@ class SubmitControls:
 
     limits: dict[str, Limit]
     requires: dict[str, Requirements]
-    capabilities: Callable[[str], dict[str, Any]]  # label → what its pool offers
+    # label → what its pool offers (farm mode: a list, one per online host with workers for it)
+    capabilities: Callable[[str], dict[str, Any] | list[dict[str, Any]]]
     roots: tuple[tuple[Path, ...], tuple[Path, ...]] = ((Path("/"),), (Path("/"),))
     max_queued_per_uid: int | None = None
     min_free_bytes: int = 0
