@@ -208,10 +208,10 @@ def test_dead_tasks_are_listed_and_can_be_retried_by_hand(
     assert [e["message"] for e in entry["errors"]] == ["flaky failure 1 of 2",
                                                        "flaky failure 2 of 2"]  # fmt: skip
     again = daemon.client.retry(record.id)
-    assert again.status in ("pending", "running", "completed") and again.attempts == 2
-    assert again.retried_at_attempt == 2  # attempts go on counting; the budget starts here
+    assert again.status in ("pending", "running", "completed") and again.attempts >= 3
+    assert again.retried_at_attempt == 3  # attempts only grow; the budget starts here
     done = daemon.client.wait(record.id, 60)
-    assert done.status == "completed" and done.attempts == 3  # a fresh budget
+    assert done.status == "completed" and done.attempts == 4  # a fresh budget
     assert daemon.client.failed() == []
 
 

@@ -188,8 +188,11 @@ class Daemon:
         pool = WorkerPool(self.running)
         policy = self.stores.farm.policy if self.stores.farm is not None else None
         host = self.env.host  # farm mode: a record's `worker` says which host runs it
-        for label, queue in self.router.queues.items():
-            for index in range(self.settings.workers[label]):
+        for label, count in self.settings.workers.items():
+            if count <= 0:
+                continue
+            queue = self.router.queue_for(label)
+            for index in range(count):
                 name = f"{host}/{label}-{index}" if host else f"{label}-{index}"
                 make = partial(QueueWorker, name, queue, self.records, self.running, self.clock,
                                env=self.env, retry=self.retry,

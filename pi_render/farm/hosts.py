@@ -29,11 +29,18 @@ class HostRegistry:
     def start(self) -> None:
         """Register; refuses (ConfigError) a name a live daemon of another machine, or another
         live daemon of this one, holds: two hosts of one name would release each other's work."""
-        self.db.run(self._check_name)
-        self.db.run(lambda conn: conn.execute(
-            "INSERT INTO hosts (name, info, started_at, last_seen) VALUES (%s, %s, now(), now()) "
-            "ON CONFLICT (name) DO UPDATE SET info = EXCLUDED.info, started_at = now(), "
-            "last_seen = now()", (self.name, self._info("online"))))  # fmt: skip
+
+        def register(conn: Connection) -> None:
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"host:{self.name}",))
+            self._check_name(conn)
+            conn.execute(
+                "INSERT INTO hosts (name, info, started_at, last_seen) VALUES "
+                "(%s, %s, now(), now()) ON CONFLICT (name) DO UPDATE SET info = EXCLUDED.info, "
+                "started_at = now(), last_seen = now()",
+                (self.name, self._info("online")),
+            )
+
+        self.db.run(register)  # check and claim the name as one step: two starts cannot both
         self._thread = threading.Thread(target=self._run, name="host-beat", daemon=True)
         self._thread.start()
 
@@ -148,8 +155,10 @@ def boot_id() -> str:
 
 
 def _alive(pid: int) -> bool:
+    """Whether `pid` (on this machine) is a live process other than this one: a row with this
+    very pid is this daemon's previous life (a container restart reuses pid 1)."""
     if pid <= 0 or pid == os.getpid():
-        return pid == os.getpid()
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

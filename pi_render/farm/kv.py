@@ -1,5 +1,6 @@
 """A JsonTable (`manifest/base.py`) in the farm's database: one `kv` table, one `store` name
-per use. Writes staged by any thread go out together in one transaction at the next `commit`."""
+per use. Writes staged by any thread go out together in one transaction at the next `commit`,
+which returns only once they are in (the lock is held through the write)."""
 
 import threading
 
@@ -25,20 +26,19 @@ class PostgresJsonTable:
         """Raises StorageError (nothing of the staged writes is kept then)."""
         with self._lock:
             pending, self._pending = self._pending, []
+            if pending:
+                self.db.run(lambda conn: self._write(conn, pending))
 
-        def write(conn: Connection) -> None:
-            for key, value in pending:
-                if value is None:
-                    conn.execute("DELETE FROM kv WHERE store = %s AND key = %s", (self.store, key))
-                else:
-                    conn.execute(
-                        "INSERT INTO kv (store, key, value) VALUES (%s, %s, %s) ON CONFLICT "
-                        "(store, key) DO UPDATE SET value = EXCLUDED.value",
-                        (self.store, key, value),
-                    )
-
-        if pending:
-            self.db.run(write)
+    def _write(self, conn: Connection, pending: list[tuple[str, str | None]]) -> None:
+        for key, value in pending:
+            if value is None:
+                conn.execute("DELETE FROM kv WHERE store = %s AND key = %s", (self.store, key))
+            else:
+                conn.execute(
+                    "INSERT INTO kv (store, key, value) VALUES (%s, %s, %s) ON CONFLICT "
+                    "(store, key) DO UPDATE SET value = EXCLUDED.value",
+                    (self.store, key, value),
+                )
 
     def text(self, key: str) -> str | None:
         row = self.db.run(

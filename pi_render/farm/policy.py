@@ -22,7 +22,8 @@ class FailurePolicy:
 
     def judge(self, chunk: TaskRecord, error: ErrorInfo) -> Verdict:
         assert chunk.job is not None and error.host is not None
-        failed_on = {e.host for e in [*chunk.errors, error] if e.host is not None}
+        since_retry = chunk.errors[chunk.errors_before_retry :]  # a retry by hand starts afresh
+        failed_on = {e.host for e in [*since_retry, error] if e.host is not None}
         if len(failed_on) >= self.max_hosts:
             hosts = ", ".join(sorted(failed_on))
             return Verdict(

@@ -35,6 +35,7 @@ MIGRATIONS: list[tuple[str, ...]] = [
             holder text,
             token bigint,
             claims integer NOT NULL DEFAULT 0,
+            again boolean NOT NULL DEFAULT false,
             needs text[] NOT NULL DEFAULT '{}',
             avoid text[] NOT NULL DEFAULT '{}')""",
         "CREATE SEQUENCE queue_tokens",

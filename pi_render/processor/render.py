@@ -93,6 +93,15 @@ class RenderProcessor(Processor[RenderArgs, RenderResult]):
     task = RenderTask
 
     def _process(self, args: RenderArgs, ctx: TaskContext) -> RenderResult:
+        try:
+            return self._frames(args, ctx)
+        finally:
+            env = self.env
+            if env is not None and env.work(ctx.task_id) != env.spool(ctx.task_id):
+                shutil.rmtree(env.work(ctx.task_id), ignore_errors=True)  # farm: host scratch
+
+    def _frames(self, args: RenderArgs, ctx: TaskContext) -> RenderResult:
+        """Render what the ledger lacks; returns every frame of the task's range."""
         env = self.env
         if env is None or env.blender is None:
             raise NoBlender("no Blender found: install Debian's `blender` package, "
@@ -123,8 +132,6 @@ class RenderProcessor(Processor[RenderArgs, RenderResult]):
             with OutputFolder(output_dir, args.owner_uid) as folder:
                 self._render(args, ctx, missing, folder, done, progress, video, logged)
         self._report_kept_frames(ctx)
-        if env.work(ctx.task_id) != env.spool(ctx.task_id):  # farm: this host's scratch space
-            shutil.rmtree(env.work(ctx.task_id), ignore_errors=True)
         absent = [f for f in expected if f not in done]
         if absent:
             raise MissingFrames(f"Blender finished but frames {absent[:10]} are missing")

@@ -28,7 +28,8 @@ BY_LANE = {number: lane for lane, number in LANES.items()}
 NOW = "coalesce(%(now)s::timestamptz, now())"  # the database's clock, unless a test gives one
 
 CLAIM = f"""
-UPDATE queue_items SET token = nextval('queue_tokens'), claims = claims + 1, holder = %(host)s,
+UPDATE queue_items SET token = nextval('queue_tokens'), holder = %(host)s, again = false,
+    claims = CASE WHEN again THEN 1 ELSE claims + 1 END,
     lease_until = {NOW} + %(lease)s * interval '1 second'
 WHERE task_id = (
     SELECT task_id FROM queue_items
@@ -111,19 +112,25 @@ class PostgresTaskQueue(WaitingRoom):
                               needs=sorted(needs), avoid=sorted(avoid))  # fmt: skip
 
         def put(conn: Connection) -> None:
-            conn.execute(
+            placed = conn.execute(
                 "INSERT INTO queue_items (task_id, label, lane, not_before, needs, avoid) "
                 "VALUES (%(id)s, %(label)s, %(lane)s, %(not_before)s, %(needs)s, %(avoid)s) "
                 "ON CONFLICT (task_id) DO UPDATE SET label = EXCLUDED.label, "
                 "lane = EXCLUDED.lane, not_before = EXCLUDED.not_before, token = NULL, "
-                "lease_until = NULL, holder = NULL, claims = 0, "
+                "lease_until = NULL, holder = NULL, claims = 0, again = false, "
                 "needs = CASE WHEN cardinality(EXCLUDED.needs) > 0 THEN EXCLUDED.needs "
                 "ELSE queue_items.needs END, avoid = ARRAY(SELECT DISTINCT unnest("
                 "queue_items.avoid || EXCLUDED.avoid)), seq = nextval('queue_items_seq_seq') "
                 # a row another host holds is its own: its worker acks, nacks or loses it
                 "WHERE queue_items.token IS NULL OR queue_items.holder = %(host)s",
                 params,
-            )
+            ).rowcount
+            if not placed:  # held elsewhere: once that delivery ends, the row waits again
+                conn.execute(
+                    "UPDATE queue_items SET again = true, lane = %(lane)s, not_before = "
+                    "%(not_before)s WHERE task_id = %(id)s",
+                    params,
+                )
             conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, self.label))
 
         self.db.run(put)
@@ -175,11 +182,32 @@ class PostgresTaskQueue(WaitingRoom):
             "WHERE task_id = %(id)s AND token = %(token)s", params).rowcount) > 0  # fmt: skip
 
     def ack(self, item: QueueItem) -> None:
+        """Done with this delivery: the row goes, unless it was put again meanwhile (a retry by
+        hand on another host), in which case it waits again."""
         task_id, token = cast(tuple[str, int], item.receipt)
-        self.db.run(
-            lambda conn: conn.execute(
-                "DELETE FROM queue_items WHERE task_id = %s AND token = %s", (task_id, token)
-            )
+
+        def ack(conn: Connection) -> None:
+            gone = conn.execute(
+                "DELETE FROM queue_items WHERE task_id = %s AND token = %s AND NOT again",
+                (task_id, token),
+            ).rowcount
+            if not gone and self._release(conn, task_id, token, fresh=True):
+                conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, self.label))
+
+        self.db.run(ack)
+
+    @staticmethod
+    def _release(conn: Connection, task_id: str, token: int, fresh: bool = False) -> bool:
+        """The delivery ends and the row waits again, in its place (`fresh`: as a new put, not
+        a redelivery); False if that delivery was not out."""
+        claims = "0" if fresh else "claims"
+        return (
+            conn.execute(
+                "UPDATE queue_items SET token = NULL, lease_until = NULL, holder = NULL, "
+                f"again = false, claims = {claims} WHERE task_id = %s AND token = %s",
+                (task_id, token),
+            ).rowcount
+            > 0
         )
 
     def nack(self, item: QueueItem) -> None:
@@ -187,10 +215,7 @@ class PostgresTaskQueue(WaitingRoom):
         task_id, token = cast(tuple[str, int], item.receipt)
 
         def nack(conn: Connection) -> None:
-            given = conn.execute(
-                "UPDATE queue_items SET token = NULL, lease_until = NULL, holder = NULL "
-                "WHERE task_id = %s AND token = %s", (task_id, token)).rowcount  # fmt: skip
-            if given:
+            if self._release(conn, task_id, token):
                 conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, self.label))
 
         self.db.run(nack)

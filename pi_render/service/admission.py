@@ -14,6 +14,7 @@ from pi_render.controls import (
     limit_key,
     missing,
 )
+from pi_render.errors import NoConsumer
 from pi_render.identity import Caller
 from pi_render.manifest.contract import RecordStore
 from pi_render.service.controls import SubmitControls
@@ -62,6 +63,9 @@ class Admission:
         needs = {**controls.requires.get(record.type, Requirements()).model_dump(),
                  **{k: v for k, v in (record.requires or {}).items() if v}}  # fmt: skip
         offered = controls.capabilities(record.label)
+        if isinstance(offered, list) and not offered:  # farm: no online host runs the label
+            raise NoConsumer(f"no online host of the farm has workers for label "
+                             f"{record.label!r} (pi-render hosts)")  # fmt: skip
         pools = offered if isinstance(offered, list) else [offered]  # farm: one per host
         wanted = Requirements.model_validate(needs)
         every = [missing(wanted, pool) for pool in pools] or [missing(wanted, {

@@ -146,14 +146,28 @@ class Jobs:
             log.warning("job not updated: %s", exc, extra={"task_id": record.job})
 
     def update(self, job_id: str) -> TaskRecord | None:
-        """Read the chunks and frames, then compare-and-set the job. Reads come first (not
-        inside the change: that would hold one connection while asking for another): a
-        summary read before a later chunk change may land after it, but that change runs its
-        own update, and a job that has ended is never changed again."""
-        chunks = self.records.chunks_of(job_id)
-        frames = self.frames.get(job_id)
-        now = self.clock.now()
-        job = self.records.change(job_id, lambda j: summarize(j, chunks, frames, now))
+        """Read the job's version, its chunks and frames, then compare-and-set the job only if
+        it is still at that version (else read again). Reads come first, not inside the change
+        (that would hold one connection while asking for another); the version check keeps a
+        summary read before a retry of the job from failing it again."""
+        job: TaskRecord | None = None
+        chunks: list[TaskRecord] = []
+        for _ in range(5):
+            seen = self.records.get(job_id).version
+            chunks = self.records.chunks_of(job_id)
+            frames = self.frames.get(job_id)
+            now = self.clock.now()
+            moved: list[bool] = []
+
+            def change(j: TaskRecord) -> TaskRecord | None:
+                if j.version != seen:
+                    moved.append(True)
+                    return None
+                return summarize(j, chunks, frames, now)
+
+            job = self.records.change(job_id, change)
+            if not moved:
+                break
         if job is not None and job.status in (TaskStatus.FAILED, TaskStatus.CANCELLED):
             for chunk in chunks:  # the job has ended: the rest would be wasted work
                 if not chunk.status.is_final:

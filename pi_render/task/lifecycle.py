@@ -152,7 +152,11 @@ def retry_now(record: TaskRecord) -> TaskRecord | None:
     return record.model_copy(
         update={
             "status": TaskStatus.PENDING,
-            "retried_at_attempt": record.attempts,  # attempts go on counting (fencing)
+            # attempts only grow: a worker still at the old attempt is fenced out at once, and
+            # the budget (and the farm's count of failing hosts) starts afresh from here
+            "attempts": record.attempts + 1,
+            "retried_at_attempt": record.attempts + 1,
+            "errors_before_retry": len(record.errors),
             "next_attempt_at": None,
             "finished_at": None,
             "error": None,

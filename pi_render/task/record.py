@@ -55,6 +55,7 @@ class TaskRecord(BaseModel):
     error: ErrorInfo | None = None
     attempts: int = 0  # only ever grows: a writer's attempt fences its writes
     retried_at_attempt: int = 0  # a retry by hand gives a fresh budget from here
+    errors_before_retry: int = 0  # errors before the last retry by hand (history only)
     created_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
