@@ -76,6 +76,8 @@ def test_three_hosts_render_every_frame_of_a_job_exactly_once(
     assert {h["name"]: h["state"] for h in hosts[0].client.hosts()} == {
         "h1": "online", "h2": "online", "h3": "online"}  # fmt: skip
     assert all(Path(f["path"]).is_file() for f in (done.result or {})["frames"])
+    farm_health = hosts[2].client.health()["farm"]
+    assert farm_health["host"] == "h3" and farm_health["outbox_frames"] == 0
     for host in hosts:  # each chunk's scratch folder was its host's own, and is gone
         work = host.data_dir / "work"
         assert not work.exists() or not any(work.iterdir()), host.root

@@ -3,7 +3,6 @@
 import importlib
 import logging
 import os
-import shutil
 import signal
 import threading
 from collections.abc import Callable
@@ -23,6 +22,7 @@ from pi_render.clock import Clock, SystemClock
 from pi_render.config import Settings, load_settings
 from pi_render.controls import pool_capabilities
 from pi_render.daemon.file_modes import make_private
+from pi_render.daemon.health import health_report
 from pi_render.daemon.lock import DataDirLock
 from pi_render.daemon.recovery import recover, release_waiting
 from pi_render.daemon.sdnotify import sd_notify, watchdog_interval_s
@@ -363,45 +363,9 @@ class Daemon:
             for label, queue in list(self.router.queues.items())
         }
 
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
     def health(self) -> dict[str, Any]:
-        workers = self.pool.status()
-        degraded = [label for label, w in workers.items() if w["alive"] < w["configured"]]
-        return {
-            "status": "degraded" if degraded or self._stopping.is_set() else "ok",
-            "stopping": self._stopping.is_set(),
-            "version": __version__,
-            "pid": os.getpid(),
-            "uptime_s": round(self.clock.monotonic() - self.started_at, 3),
-            "data_dir": str(self.settings.data_dir),
-            "socket": str(self.settings.socket),
-            "workers": workers,
-            "degraded_labels": degraded,
-            "queues": {label: q.depth() for label, q in list(self.router.queues.items())},
-            "running": len(self.running),
-            "blender": (
-                None
-                if self.env.blender is None
-                else {
-                    "kind": self.env.blender.kind,
-                    "path": self.env.blender.path,
-                    "version": self.env.blender.version,
-                }
-            ),
-            "sandbox": self.env.sandbox.describe() if self.env.sandbox else None,
-            "records": self.records.count_by_status(),
-            "stale_heartbeats": self.service.stale(3 * self.settings.heartbeat_s),
-            "hooks_owed": len(self.outbox.owed()),
-            "capabilities": {label: self.capabilities(label) for label in list(self.router.queues)},
-            "disk_free_bytes": {
-                "data_dir": _free(self.settings.data_dir),
-                "output_root": _free(self.settings.outputs),
-            },
-        }
-
-
-def _free(path: Path) -> int | None:
-    """Free bytes on the file system holding `path` (or its nearest existing parent)."""
-    for candidate in (path, *path.parents):
-        if candidate.exists():
-            return shutil.disk_usage(candidate).free
-    return None
+        return health_report(self)

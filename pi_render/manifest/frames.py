@@ -47,6 +47,9 @@ class FrameStore(Protocol):
         """Report frames kept locally while the store was away (farm mode); returns how many.
         Raises StorageError while it still is."""
 
+    def kept(self) -> int:
+        """How many frames wait locally to be reported."""
+
     def forget_task(self, task_id: str) -> None: ...
 
     def close(self) -> None: ...
@@ -67,6 +70,9 @@ class FrameLedger:
 
     def flush(self) -> int:
         return 0  # one host: every frame is recorded as it lands
+
+    def kept(self) -> int:
+        return 0
 
     def get(self, task_id: str) -> list[FrameOutput]:
         rows = self._store.query(

@@ -112,6 +112,12 @@ class PostgresFrameLedger:
             log.info("reported %d frame(s) kept while the farm database was away", len(rows))
         return len(rows)
 
+    def kept(self) -> int:
+        """Frames waiting in the local outbox to be reported."""
+        if self._outbox is None:
+            return 0
+        return len(self._outbox.query("SELECT key FROM frames"))
+
     def get(self, key: str) -> list[FrameOutput]:
         rows = self.db.run(
             lambda conn: conn.execute(

@@ -1,0 +1,55 @@
+"""What `pi-render health` (`GET /health`) says of a daemon: workers, queues, Blender, the
+sandbox, records, disks and, in farm mode, this host and its database."""
+
+import os
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pi_render import __version__
+
+if TYPE_CHECKING:
+    from pi_render.daemon.core import Daemon
+
+
+def health_report(daemon: "Daemon") -> dict[str, Any]:
+    d = daemon
+    workers = d.pool.status()
+    degraded = [label for label, w in workers.items() if w["alive"] < w["configured"]]
+    blender = d.env.blender
+    farm = d.stores.farm
+    return {
+        "status": "degraded" if degraded or d.stopping else "ok",
+        "stopping": d.stopping,
+        "version": __version__,
+        "pid": os.getpid(),
+        "uptime_s": round(d.clock.monotonic() - d.started_at, 3),
+        "data_dir": str(d.settings.data_dir),
+        "socket": str(d.settings.socket),
+        "workers": workers,
+        "degraded_labels": degraded,
+        "queues": {label: q.depth() for label, q in list(d.router.queues.items())},
+        "running": len(d.running),
+        "blender": None if blender is None else {
+            "kind": blender.kind, "path": blender.path, "version": blender.version},
+        "sandbox": d.env.sandbox.describe() if d.env.sandbox else None,
+        "records": d.records.count_by_status(),
+        "stale_heartbeats": d.service.stale(3 * d.settings.heartbeat_s),
+        "hooks_owed": len(d.outbox.owed()),
+        "capabilities": {label: d.capabilities(label) for label in list(d.router.queues)},
+        "disk_free_bytes": {
+            "data_dir": free_bytes(d.settings.data_dir),
+            "output_root": free_bytes(d.settings.outputs),
+        },
+        "farm": None if farm is None else {
+            "host": farm.hosts.name, "shared_dir": str(d.settings.paths.common),
+            "outbox_frames": d.frames.kept()},
+    }  # fmt: skip
+
+
+def free_bytes(path: Path) -> int | None:
+    """Free bytes on the file system holding `path` (or its nearest existing parent)."""
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            return shutil.disk_usage(candidate).free
+    return None
