@@ -109,12 +109,6 @@ class FarmDatabase:
                 self.unreachable_since = datetime.now().astimezone()
                 log.error("farm database unreachable")
 
-    def now(self) -> datetime:
-        """The database's clock: leases and host liveness are judged by it, not by hosts'."""
-        row = self.run(lambda conn: conn.execute("SELECT now()").fetchone())
-        assert row is not None
-        return row[0]  # type: ignore[no-any-return]
-
     def close(self) -> None:
         self.pool.close()
 

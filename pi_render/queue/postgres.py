@@ -53,7 +53,6 @@ class QueueWakeups:
         self.db = db
         self._rooms: dict[str, WaitingRoom] = {}
         self._stop = threading.Event()
-        self.listening = threading.Event()
         self._thread = threading.Thread(target=self._run, name="queue-wakeups", daemon=True)
         self._thread.start()
 
@@ -64,8 +63,8 @@ class QueueWakeups:
         follow(self.db, [CHANNEL], self._stop, "queue wake-ups", self._connected, self._note)
 
     def _connected(self) -> None:
-        self.listening.set()
-        self._wake_every_room()  # puts made while we were away
+        """(Re)connected: puts made while we were away were not heard, so every room looks."""
+        self._wake_every_room()
 
     def _note(self, label: str) -> None:
         room = self._rooms.get(label)
