@@ -141,6 +141,7 @@ def create_app(
     access: tuple[AccessPolicy, AuditLog] | None = None,
     hosts: Callable[[], list[dict[str, Any]]] = lambda: [],
     unblock: Callable[[str, str], dict[str, Any]] | None = None,
+    metrics: Callable[[], bytes] = lambda: b"",
 ) -> FastAPI:
     defined = workflows or {}
     app = FastAPI(title="pi-render", version=__version__)
@@ -322,6 +323,11 @@ def create_app(
     @app.get("/queues")
     def get_queues() -> dict[str, Any]:
         return queues()
+
+    @app.get("/metrics")
+    def get_metrics() -> Response:
+        """Prometheus text format (docs/metrics.md)."""
+        return Response(metrics(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.get("/hosts")
     def get_hosts() -> list[dict[str, Any]]:

@@ -111,6 +111,16 @@ class Client:
             raise ApiError(response.status_code, response.json())
         return response.text, int(response.headers.get("X-Log-Size", offset))
 
+    def metrics(self) -> str:
+        """`GET /metrics`: Prometheus text format."""
+        try:
+            response = self._http.get("/metrics")
+        except (httpx.TransportError, FileNotFoundError) as exc:
+            raise DaemonUnreachable(f"no pi-render daemon answers on {self.socket_path} ({exc})")
+        if response.status_code >= 400:
+            raise ApiError(response.status_code, response.json())
+        return response.text
+
     def get(self, task_id: str) -> TaskRecord:
         return TaskRecord.model_validate(self._call("GET", f"/tasks/{task_id}"))
 

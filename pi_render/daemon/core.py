@@ -30,6 +30,7 @@ from pi_render.daemon.stores import follow_farm, offered_tags, open_stores
 from pi_render.errors import ConfigError, PiRenderError
 from pi_render.hooks.worker import HookWorker
 from pi_render.manifest.contract import TaskData
+from pi_render.metrics import Metrics
 from pi_render.processor.base import ProcessorEnv
 from pi_render.processor.blender import BlenderInstall, find_blender
 from pi_render.processor.context import StopReason
@@ -121,6 +122,9 @@ class Daemon:
                 workflow_runs=self.workflow_runs, forget_files=self._forget_files,
                 frames=self.frames, farm=farm is not None,
             )  # fmt: skip
+            self.metrics = Metrics(self._metrics_state)
+            self.records.add_listener(self.metrics.on_record)
+            self.env.on_frame = self.metrics.frame_landed
             waiters = FinalStateWaiters()
             self.records.add_listener(waiters)
             self.records.add_listener(self.service.on_record)
@@ -135,7 +139,7 @@ class Daemon:
                 app = create_app(self.service, waiters, self.health, self.queues,
                                  self.cron_listing, {w.name: w for w in settings.workflows},
                                  settings.max_request_bytes, self._access(sock_gid),
-                                 self.hosts, self._unblock)  # fmt: skip
+                                 self.hosts, self._unblock, self.metrics.render)  # fmt: skip
                 guard = ConnectionGuard(settings.header_timeout_s, settings.max_connections_per_uid)
                 self._server = make_server(app, guard)
                 signal.signal(signal.SIGTERM, self._on_signal)
@@ -362,6 +366,22 @@ class Daemon:
             label: {**queue.depth(), "paused": queue.paused, "workers": workers.get(label, {})}
             for label, queue in list(self.router.queues.items())
         }
+
+    def _metrics_state(self) -> dict[str, Any]:
+        """What the scrape-time gauges read (see pi_render/metrics.py)."""
+        health = self.health()
+        farm = self.stores.farm
+        hosts = None
+        if farm is not None:
+            states = [host["state"] for host in farm.hosts.listing()]
+            hosts = {state: states.count(state) for state in ("online", "offline", "stopped")}
+        paused = {label: queue.paused for label, queue in list(self.router.queues.items())}
+        blender = health["blender"]["version"] if health["blender"] else None
+        return {"records": health["records"], "running": health["running"],
+                "queues": health["queues"], "paused": paused, "workers": health["workers"],
+                "free": {"data_dir": health["disk_free_bytes"]["data_dir"],
+                         "output": health["disk_free_bytes"]["output_root"]},
+                "version": health["version"], "blender": blender, "hosts": hosts}  # fmt: skip
 
     @property
     def stopping(self) -> bool:

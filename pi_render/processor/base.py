@@ -1,6 +1,7 @@
 """Processors do a task's work; `run()` validates around the subclass's `_process()`."""
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Generic
@@ -33,6 +34,7 @@ class ProcessorEnv:
     frames: "FrameStore"
     sandbox: "Sandbox | None" = None  # None: Blender runs bare
     host: str | None = None  # farm mode: this host's name (frames and errors carry it)
+    on_frame: Callable[[float | None], None] = lambda seconds: None  # metrics: a frame landed
 
     @property
     def logs(self) -> Path:

@@ -204,6 +204,7 @@ class RenderProcessor(Processor[RenderArgs, RenderResult]):
 
         holder = Holder(ctx.task_id, ctx.attempt)
         key = ctx.job or ctx.task_id
+        since = [ctx.clock.monotonic()]  # when the frame now landing began (the last landed)
 
         def land(path: Path) -> None:
             frame = frame_number(path)
@@ -217,6 +218,9 @@ class RenderProcessor(Processor[RenderArgs, RenderResult]):
             env.frames.put(key, output, holder)  # durable before anyone is told
             done[frame] = output
             progress.frame_done()
+            now = ctx.clock.monotonic()
+            env.on_frame(now - since[0])
+            since[0] = now
 
         def on_event(event: BlenderEvent) -> None:
             if event.kind == "frame_start" and event.value and event.value.lstrip("-").isdigit():

@@ -1,0 +1,72 @@
+"""`GET /metrics`: Prometheus text that prometheus_client's own parser reads, whose counters
+move as tasks run, and whose gauges come from the stores."""
+
+from collections.abc import Callable
+from pathlib import Path
+
+from conftest import DaemonProcess
+from prometheus_client.parser import text_string_to_metric_families
+
+FAKE = Path(__file__).parent / "fakes" / "fake_blender.py"
+
+
+def scrape(daemon: DaemonProcess) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample: (name, sorted labels) → value."""
+    samples = {}
+    for family in text_string_to_metric_families(daemon.client.metrics()):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def value(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str,
+          **labels: str) -> float:  # fmt: skip
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def test_counters_move_as_tasks_run_and_gauges_read_the_stores(
+    make_daemon: Callable[..., DaemonProcess], scenes: dict[str, Path]
+) -> None:
+    config = (f'blender = "{FAKE}"\nblender_env_keep = ["PATH", "FAKE_BLENDER", '
+              f'"FAKE_BLENDER_SLEEP"]\n[workers]\ndefault = 1\nrender = 1\n')  # fmt: skip
+    daemon = make_daemon(config, extra_env={"FAKE_BLENDER": "render",
+                                            "FAKE_BLENDER_SLEEP": "0.05"}).start()  # fmt: skip
+    before = scrape(daemon)
+    assert value(before, "pi_render_tasks_submitted_total", type="noop") == 0
+    assert value(before, "pi_render_workers_up", label="render") == 1
+    ids = [daemon.client.submit("noop", {"payload": n}).id for n in range(3)]
+    render = daemon.client.render({"source": str(scenes["tiny"])})
+    for task_id in [*ids, render.id]:
+        assert daemon.client.wait(task_id, 60).status == "completed"
+    after = scrape(daemon)
+    assert value(after, "pi_render_tasks_submitted_total", type="noop") == 3
+    assert value(after, "pi_render_tasks_finished_total", type="noop", status="completed") == 3
+    assert value(after, "pi_render_tasks_finished_total", type="render", status="completed") == 1
+    assert value(after, "pi_render_frames_rendered_total") == 3
+    assert value(after, "pi_render_frame_render_seconds_count") == 3
+    assert value(after, "pi_render_task_duration_seconds_count", type="noop") == 3
+    assert value(after, "pi_render_task_queue_wait_seconds_count", type="render") == 1
+    assert value(after, "pi_render_tasks", status="completed") == 4  # read from the records
+    assert value(after, "pi_render_tasks_running") == 0
+    assert value(after, "pi_render_queue_depth", label="default", state="normal") == 0
+    assert value(after, "pi_render_free_bytes", disk="output") > 0
+    build = [k for k in after if k[0] == "pi_render_build_info"]
+    assert build and dict(build[0][1])["blender"] == "9.9.9"
+    assert not any("task_id" in dict(labels) or "uid" in dict(labels) for _, labels in after)
+
+
+def test_failures_count_retries_blender_reasons_and_dead_tasks(
+    make_daemon: Callable[..., DaemonProcess], scenes: dict[str, Path]
+) -> None:
+    config = (f'blender = "{FAKE}"\nblender_env_keep = ["PATH", "FAKE_BLENDER"]\n'
+              "[workers]\ndefault = 1\nrender = 1\n"
+              "[retry.render]\nmax_attempts = 2\nbase_delay_s = 0.1\n")  # fmt: skip
+    daemon = make_daemon(config, extra_env={"FAKE_BLENDER": "fail"}).start()
+    render = daemon.client.render({"source": str(scenes["tiny"])})
+    dead = daemon.client.wait(render.id, 60)
+    assert dead.status == "failed" and dead.error is not None
+    samples = scrape(daemon)
+    assert value(samples, "pi_render_task_retries_total", type="render") == 1
+    assert value(samples, "pi_render_tasks_finished_total", type="render", status="failed") == 1
+    assert value(samples, "pi_render_blender_failures_total", reason=dead.error.type) == 2
+    assert value(samples, "pi_render_tasks_dead") == 1
