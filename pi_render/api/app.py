@@ -7,11 +7,12 @@ from typing import Any, Literal
 from fastapi import FastAPI, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from pi_render import __version__
 from pi_render.api.access import NO_SUCH_TASK, AccessControl, AccessPolicy, AuditLog
+from pi_render.api.events import EventLog
 from pi_render.api.limits import BodyLimit
 from pi_render.api.waiters import FinalStateWaiters
 from pi_render.controls import Requirements
@@ -142,6 +143,7 @@ def create_app(
     hosts: Callable[[], list[dict[str, Any]]] = lambda: [],
     unblock: Callable[[str, str], dict[str, Any]] | None = None,
     metrics: Callable[[], bytes] = lambda: b"",
+    events: EventLog | None = None,
 ) -> FastAPI:
     defined = workflows or {}
     app = FastAPI(title="pi-render", version=__version__)
@@ -323,6 +325,18 @@ def create_app(
     @app.get("/queues")
     def get_queues() -> dict[str, Any]:
         return queues()
+
+    @app.get("/events")
+    def get_events(request: Request, after: int | None = Query(None, ge=0)) -> Response:
+        """Server-Sent Events: task changes and landed frames, numbered; resumable with
+        `Last-Event-ID` or `?after=N` (without either: from now on)."""
+        if events is None:
+            raise PiRenderError("this daemon has no event stream")
+        last_id = request.headers.get("last-event-id", "")
+        start = after if after is not None else (
+            int(last_id) if last_id.isdigit() else events.last)  # fmt: skip
+        return StreamingResponse(events.stream(start), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-store"})  # fmt: skip
 
     @app.get("/metrics")
     def get_metrics() -> Response:

@@ -16,6 +16,7 @@ from pi_render import __version__
 from pi_render.api.access import AccessPolicy, AuditLog
 from pi_render.api.app import create_app
 from pi_render.api.connections import ConnectionGuard
+from pi_render.api.events import EventLog
 from pi_render.api.server import SocketServer, bind_unix_socket, make_server, socket_gid
 from pi_render.api.waiters import FinalStateWaiters
 from pi_render.clock import Clock, SystemClock
@@ -124,12 +125,14 @@ class Daemon:
             )  # fmt: skip
             self.metrics = Metrics(self._metrics_state)
             self.records.add_listener(self.metrics.on_record)
-            self.env.on_frame = self.metrics.frame_landed
+            self.events = EventLog()
+            self.records.add_listener(self.events.on_record)
+            self.env.on_frame = self._frame_landed
             waiters = FinalStateWaiters()
             self.records.add_listener(waiters)
             self.records.add_listener(self.service.on_record)
             if stores.farm is not None:
-                follow_farm(stores.records, waiters, self.running)
+                follow_farm(stores.records, [waiters, self.events.on_record], self.running)
                 stores.farm.hosts.start()
             self.recover()
             self.pool = self._build_pool()
@@ -139,7 +142,8 @@ class Daemon:
                 app = create_app(self.service, waiters, self.health, self.queues,
                                  self.cron_listing, {w.name: w for w in settings.workflows},
                                  settings.max_request_bytes, self._access(sock_gid),
-                                 self.hosts, self._unblock, self.metrics.render)  # fmt: skip
+                                 self.hosts, self._unblock, self.metrics.render,
+                                 self.events)  # fmt: skip
                 guard = ConnectionGuard(settings.header_timeout_s, settings.max_connections_per_uid)
                 self._server = make_server(app, guard)
                 signal.signal(signal.SIGTERM, self._on_signal)
@@ -366,6 +370,10 @@ class Daemon:
             label: {**queue.depth(), "paused": queue.paused, "workers": workers.get(label, {})}
             for label, queue in list(self.router.queues.items())
         }
+
+    def _frame_landed(self, task_id: str, frame: int, seconds: float | None) -> None:
+        self.metrics.frame_landed(seconds)
+        self.events.on_frame(task_id, frame)
 
     def _metrics_state(self) -> dict[str, Any]:
         """What the scrape-time gauges read (see pi_render/metrics.py)."""

@@ -107,13 +107,15 @@ def offered_tags(settings: Settings, label: str) -> list[str]:
     return sorted({*farm_tags, *caps["tags"], *(["gpu"] if caps["gpu"] else [])})
 
 
-def follow_farm(records: RecordStore, waiters: Callable[[TaskRecord], None],
+def follow_farm(records: RecordStore, listeners: list[Callable[[TaskRecord], None]],
                 running: RunningTasks) -> None:  # fmt: skip
-    """Hear the final moves made on other hosts: a client waiting here is answered, and a task
-    cancelled elsewhere that runs here is stopped (its Blender with it)."""
+    """Hear the final moves made on other hosts: clients waiting here are answered (and the
+    event stream tells them), and a task cancelled elsewhere that runs here is stopped (its
+    Blender with it)."""
 
     def on_final(record: TaskRecord) -> None:
-        waiters(record)
+        for listener in listeners:
+            listener(record)
         if record.status is TaskStatus.CANCELLED:
             running.request_stop(record.id, StopReason.CANCEL)
 

@@ -34,7 +34,8 @@ class ProcessorEnv:
     frames: "FrameStore"
     sandbox: "Sandbox | None" = None  # None: Blender runs bare
     host: str | None = None  # farm mode: this host's name (frames and errors carry it)
-    on_frame: Callable[[float | None], None] = lambda seconds: None  # metrics: a frame landed
+    # a frame landed: (the ledger key: the task, or its job; frame; seconds it took)
+    on_frame: Callable[[str, int, float | None], None] = lambda key, frame, seconds: None
 
     @property
     def logs(self) -> Path:

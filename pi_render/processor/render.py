@@ -219,7 +219,7 @@ class RenderProcessor(Processor[RenderArgs, RenderResult]):
             done[frame] = output
             progress.frame_done()
             now = ctx.clock.monotonic()
-            env.on_frame(now - since[0])
+            env.on_frame(key, frame, now - since[0])
             since[0] = now
 
         def on_event(event: BlenderEvent) -> None:

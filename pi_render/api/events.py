@@ -1,0 +1,87 @@
+"""The daemon's one event stream (`GET /events`, Server-Sent Events): every committed change of
+a task and every landed frame, numbered. A client that reconnects with `Last-Event-ID` (or
+`?after=N`) gets what it missed from the last 10,000; one that fell further behind gets a
+`reset` event and reloads. The dashboard process follows it once and fans it out."""
+
+import asyncio
+import json
+import threading
+from collections import deque
+from collections.abc import AsyncIterator
+from typing import Any
+
+from pi_render.task.record import TaskRecord
+
+KEEP = 10_000
+KEEPALIVE_S = 15.0
+
+
+class EventLog:
+    def __init__(self, keep: int = KEEP) -> None:
+        self._events: deque[tuple[int, str, str]] = deque(maxlen=keep)  # (seq, kind, json)
+        self._seq = 0
+        self._lock = threading.Lock()
+        self._listeners: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
+
+    def publish(self, kind: str, data: dict[str, Any]) -> int:
+        with self._lock:
+            self._seq += 1
+            self._events.append((self._seq, kind, json.dumps({"seq": self._seq, **data})))
+            listeners = list(self._listeners)
+            seq = self._seq
+        for loop, event in listeners:
+            loop.call_soon_threadsafe(event.set)
+        return seq
+
+    def on_record(self, record: TaskRecord) -> None:
+        """Records listener: what a page needs to redraw a task's row (not its arguments)."""
+        detail = record.progress_detail or {}
+        self.publish("task", {
+            "id": record.id, "type": record.type, "status": record.status.value,
+            "progress": record.progress, "frames_done": detail.get("frames_done"),
+            "frames_total": detail.get("frames_total"), "eta_s": detail.get("eta_s"),
+            "job": record.job, "worker": record.worker, "version": record.version})  # fmt: skip
+
+    def on_frame(self, task_id: str, frame: int) -> None:
+        self.publish("frame", {"task_id": task_id, "frame": frame})
+
+    def after(self, seq: int) -> tuple[list[tuple[int, str, str]], bool]:
+        """Events after `seq`, and whether some between were already dropped (reset)."""
+        with self._lock:
+            if not self._events:
+                return [], seq < self._seq
+            oldest = self._events[0][0]
+            return [e for e in self._events if e[0] > seq], seq < oldest - 1
+
+    @property
+    def last(self) -> int:
+        with self._lock:
+            return self._seq
+
+    async def stream(self, after: int) -> AsyncIterator[str]:
+        """SSE lines from `after` on, until the client goes."""
+        loop = asyncio.get_running_loop()
+        wake = asyncio.Event()
+        entry = (loop, wake)
+        with self._lock:
+            self._listeners.add(entry)
+        try:
+            seq = after
+            while True:
+                wake.clear()
+                events, lost = self.after(seq)
+                if lost:
+                    yield f"id: {self.last}\nevent: reset\ndata: {{}}\n\n"
+                    seq = self.last
+                    continue
+                for number, kind, data in events:
+                    yield f"id: {number}\nevent: {kind}\ndata: {data}\n\n"
+                    seq = number
+                if not events:
+                    try:
+                        await asyncio.wait_for(wake.wait(), KEEPALIVE_S)
+                    except TimeoutError:
+                        yield ": keepalive\n\n"
+        finally:
+            with self._lock:
+                self._listeners.discard(entry)
