@@ -7,6 +7,9 @@ cd "$(dirname "$0")/.."
 # postgresql: the farm's database (farm mode; the tests start their own server from it)
 APT_PACKAGES=(python3 python3-venv python3-dev curl sqlite3 blender ffmpeg systemd bubblewrap acl
               postgresql)
+# chromium: only for the dashboard's browser tests (Playwright drives Debian's; it cannot
+# download one); scripts/test.sh asks for it
+if [ "${PI_RENDER_SETUP_TESTS:-0}" = 1 ]; then APT_PACKAGES+=(chromium); fi
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
@@ -24,5 +27,5 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e ".[test,bench,farm]"
+.venv/bin/python -m pip install -q -e ".[test,bench,farm,web]"
 echo "setup: ready ($(.venv/bin/pi-render version))"

@@ -2,7 +2,7 @@
 # Set everything up, then run the whole test suite: flake8, mypy --strict, pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+PI_RENDER_SETUP_TESTS=1 bash scripts/setup.sh
 echo "== flake8"
 .venv/bin/flake8 pi_render tests bench
 echo "== mypy --strict"

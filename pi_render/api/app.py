@@ -326,6 +326,16 @@ def create_app(
     def get_queues() -> dict[str, Any]:
         return queues()
 
+    @app.get("/me")
+    def whoami(request: Request) -> dict[str, Any]:
+        """The caller as the daemon sees it (SO_PEERCRED) and its role: the dashboard shows
+        only the buttons that role may use."""
+        caller = _caller(request)
+        if caller is None:
+            return {"uid": None, "gid": None, "role": "admin"}  # no peer: in-process tests
+        role = access[0].role_of(caller.uid, caller.gid) if access is not None else "admin"
+        return {"uid": caller.uid, "gid": caller.gid, "role": role}
+
     @app.get("/events")
     def get_events(request: Request, after: int | None = Query(None, ge=0)) -> Response:
         """Server-Sent Events: task changes and landed frames, numbered; resumable with

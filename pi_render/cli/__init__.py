@@ -337,4 +337,4 @@ def main() -> None:
     app()
 
 
-from pi_render.cli import blend, daemon, farm, render  # noqa: E402,F401  (register commands)
+from pi_render.cli import blend, daemon, farm, render, web  # noqa: E402,F401  (commands)

@@ -1,0 +1,112 @@
+"""What keeps the dashboard safe on a shared machine (pure ASGI middleware):
+
+- a request whose `Host` is not the address served is refused (DNS rebinding);
+- a foreign `Origin` is refused;
+- everything but `/login` needs the session cookie, which only the one-time link printed at
+  start can set (`HttpOnly; SameSite=Strict`); `/metrics` takes a bearer token instead;
+- a state-changing request needs the session's CSRF token (form field `csrf` or header
+  `X-CSRF-Token`).
+"""
+
+import hmac
+import secrets
+import threading
+from typing import Any
+from urllib.parse import parse_qs
+
+COOKIE = "pi_render_session"
+SAFE = ("GET", "HEAD")
+
+
+class Sessions:
+    """The one-time login token, the sessions it opened, and each one's CSRF token."""
+
+    def __init__(self) -> None:
+        self.login_token: str | None = secrets.token_urlsafe(32)
+        self.metrics_token = secrets.token_urlsafe(32)
+        self._csrf: dict[str, str] = {}  # session id → its CSRF token
+        self._lock = threading.Lock()
+
+    def log_in(self, token: str) -> str | None:
+        """A session id for the one-time token (once: the token is then spent)."""
+        with self._lock:
+            if self.login_token is None or not same(token, self.login_token):
+                return None
+            self.login_token = None
+            session = secrets.token_urlsafe(32)
+            self._csrf[session] = secrets.token_urlsafe(32)
+            return session
+
+    def csrf_of(self, session: str | None) -> str | None:
+        with self._lock:
+            return self._csrf.get(session or "")
+
+
+class Guard:
+    def __init__(self, app: Any, sessions: Sessions, hosts: set[str]) -> None:
+        self.app, self.sessions, self.hosts = app, sessions, hosts
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        host = headers.get("host", "")
+        if host not in self.hosts:
+            await _refuse(send, 421, "this dashboard answers only to its own address")
+            return
+        origin = headers.get("origin")
+        if origin is not None and origin not in {f"http://{h}" for h in self.hosts}:
+            await _refuse(send, 403, "a foreign origin may not use this dashboard")
+            return
+        path, method = scope["path"], scope["method"]
+        if path == "/login" or path.startswith("/static/"):
+            await self.app(scope, receive, send)
+            return
+        if path == "/metrics":
+            bearer = headers.get("authorization", "")
+            expected = f"Bearer {self.sessions.metrics_token}"
+            if not same(bearer, expected):
+                await _refuse(send, 401, "a bearer token is needed (printed at start)")
+                return
+            await self.app(scope, receive, send)
+            return
+        session = _cookie(headers.get("cookie", ""), COOKIE)
+        csrf = self.sessions.csrf_of(session)
+        if csrf is None:
+            await _refuse(send, 401, "log in through the link pi-render web printed")
+            return
+        scope.setdefault("state", {})["csrf"] = csrf
+        if method not in SAFE:
+            given = headers.get("x-csrf-token") or _query(scope, "csrf")
+            if given is None or not same(given, csrf):
+                await _refuse(send, 403, "missing or wrong CSRF token")
+                return
+        await self.app(scope, receive, send)
+
+
+def same(given: str, expected: str) -> bool:
+    """A constant-time comparison that any text may reach (compare_digest refuses non-ASCII
+    str, and a header or query can carry anything)."""
+    return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected.encode())
+
+
+def _cookie(header: str, name: str) -> str | None:
+    for part in header.split(";"):
+        key, _, value = part.strip().partition("=")
+        if key == name:
+            return value
+    return None
+
+
+def _query(scope: dict[str, Any], name: str) -> str | None:
+    values = parse_qs(scope.get("query_string", b"").decode("latin-1")).get(name)
+    return values[0] if values else None
+
+
+async def _refuse(send: Any, status: int, message: str) -> None:
+    body = message.encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"text/plain; charset=utf-8"),
+                            (b"content-length", str(len(body)).encode())]})  # fmt: skip
+    await send({"type": "http.response.body", "body": body})

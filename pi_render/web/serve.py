@@ -1,0 +1,61 @@
+"""Run the dashboard: follow the daemon's event stream once (a thread that reconnects and
+resumes), print the one-time login link, and serve on loopback unless told otherwise."""
+
+import json
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from pi_render.api.events import EventLog
+from pi_render.web.guard import Sessions
+
+log = logging.getLogger(__name__)
+
+
+def follow_daemon(socket: Path, events: EventLog, stop: threading.Event) -> None:
+    """Re-publish the daemon's events here, resuming with Last-Event-ID after a drop."""
+    last: str | None = None
+    transport = httpx.HTTPTransport(uds=str(socket))
+    while not stop.is_set():
+        try:
+            with httpx.Client(transport=transport, base_url="http://pi-render",
+                              timeout=httpx.Timeout(30, read=60)) as client:  # fmt: skip
+                headers = {"Last-Event-ID": last} if last else {}
+                with client.stream("GET", "/events", headers=headers) as response:
+                    fields: dict[str, str] = {}
+                    for line in response.iter_lines():
+                        if stop.is_set():
+                            return
+                        if line == "" and "data" in fields:
+                            last = fields.get("id", last)
+                            data: dict[str, Any] = json.loads(fields["data"])
+                            events.publish(fields.get("event", "message"), data)
+                            fields = {}
+                        elif line and not line.startswith(":"):
+                            name, _, value = line.partition(": ")
+                            fields[name] = value
+        except (httpx.HTTPError, OSError, ValueError) as exc:
+            log.warning("lost the daemon's event stream (reconnecting): %s", exc)
+        stop.wait(1.0)
+
+
+def serve(socket: Path, host: str, port: int, sessions: Sessions) -> None:
+    import uvicorn
+
+    from pi_render.web.app import create_web_app
+
+    events = EventLog()
+    stop = threading.Event()
+    threading.Thread(target=follow_daemon, args=(socket, events, stop), name="events",
+                     daemon=True).start()  # fmt: skip
+    served = {f"{host}:{port}"} | ({f"localhost:{port}"} if host == "127.0.0.1" else set())
+    app = create_web_app(socket, served, sessions, events)
+    try:
+        # browsers hold their event streams open: a stop must not wait for them to leave
+        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False,
+                    timeout_graceful_shutdown=3)  # fmt: skip
+    finally:
+        stop.set()

@@ -1,0 +1,80 @@
+"""Frames and their thumbnails, served only from inside the task's own output folder: the path
+is resolved (no symlink may lead out) and opened as a regular file with O_NOFOLLOW, then
+checked again through the handle. A thumbnail (a JPEG 320 px wide) is made once per frame
+and kept by (path, size, mtime)."""
+
+import io
+import os
+import stat
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+WIDTH = 320
+MAX_FRAME_BYTES = 512 << 20  # a bigger "frame" is not something to open in a web process
+
+
+class FrameRefused(Exception):
+    """Raised when a frame's path is outside its task's output folder, or not a plain file."""
+
+
+def open_frame(output_dir: str, frame_path: str) -> tuple[int, os.stat_result]:
+    """An fd of the frame, inside `output_dir` (both resolved). Raises FrameRefused."""
+    folder = Path(output_dir).resolve()
+    target = Path(frame_path)
+    try:
+        resolved = target.resolve(strict=True)
+    except OSError:
+        raise FrameRefused(f"frame {frame_path} is not there") from None
+    if resolved.parent != folder:
+        raise FrameRefused("a frame must be directly in its task's output folder")
+    try:
+        fd = os.open(resolved, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise FrameRefused(f"cannot open the frame: {exc.strerror}") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_FRAME_BYTES:
+        os.close(fd)
+        raise FrameRefused("not a plain file of a sensible size")
+    return fd, info
+
+
+class Thumbnails:
+    def __init__(self, keep: int = 2000) -> None:
+        self._cache: OrderedDict[tuple[str, int, int], bytes] = OrderedDict()
+        self._keep = keep
+        self._lock = threading.Lock()
+
+    def thumbnail(self, output_dir: str, frame_path: str) -> bytes:
+        """A small JPEG of the frame. Raises FrameRefused."""
+        fd, info = open_frame(output_dir, frame_path)
+        key = (frame_path, info.st_size, info.st_mtime_ns)
+        with self._lock:
+            cached = self._cache.get(key)
+        if cached is not None:
+            os.close(fd)
+            return cached
+        with os.fdopen(fd, "rb") as handle:
+            data = handle.read(MAX_FRAME_BYTES + 1)
+        made = _jpeg(data)
+        with self._lock:
+            self._cache[key] = made
+            if len(self._cache) > self._keep:
+                self._cache.popitem(last=False)
+        return made
+
+
+def _jpeg(data: bytes) -> bytes:
+    from PIL import Image  # the web extra's; imported when a thumbnail is first asked for
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.draft("RGB", (WIDTH, WIDTH))
+            frame = image.convert("RGB")
+    except Exception as exc:  # Pillow's many errors: the file is not an image it reads
+        raise FrameRefused(f"not an image this dashboard can show: {exc}") from None
+    height = max(1, round(frame.height * WIDTH / max(1, frame.width)))
+    frame = frame.resize((WIDTH, height))
+    out = io.BytesIO()
+    frame.save(out, "JPEG", quality=80)
+    return out.getvalue()

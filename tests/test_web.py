@@ -1,0 +1,161 @@
+"""The dashboard through its app (a real daemon behind it, over its real socket): the guard
+(Host, Origin, one-time login, CSRF, bearer token), the pages, thumbnails served only from a
+task's own folder, and upload → inspect → render."""
+
+import re
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from conftest import DaemonProcess, wait_until
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from pi_render.api.events import EventLog
+from pi_render.web.app import create_web_app
+from pi_render.web.guard import Sessions
+from pi_render.web.serve import follow_daemon
+from pi_render.web.thumbs import FrameRefused, open_frame
+
+FAKE = Path(__file__).parent / "fakes" / "fake_blender.py"
+
+
+@pytest.fixture
+def renderer(make_daemon: Callable[..., DaemonProcess]) -> DaemonProcess:
+    config = (f'blender = "{FAKE}"\nblender_env_keep = ["PATH", "FAKE_BLENDER", '
+              f'"FAKE_BLENDER_SLEEP"]\n[workers]\ndefault = 1\nrender = 1\n')  # fmt: skip
+    return make_daemon(config, extra_env={"FAKE_BLENDER": "render",
+                                          "FAKE_BLENDER_SLEEP": "0.02"}).start()  # fmt: skip
+
+
+@pytest.fixture
+def web(renderer: DaemonProcess) -> Iterator[tuple[TestClient, Sessions]]:
+    sessions = Sessions()
+    app = create_web_app(renderer.socket, {"testserver"}, sessions, EventLog())
+    with TestClient(app, follow_redirects=False) as client:
+        yield client, sessions
+
+
+def logged_in(web: tuple[TestClient, Sessions]) -> tuple[TestClient, str]:
+    client, sessions = web
+    answer = client.get(f"/login?token={sessions.login_token}")
+    assert answer.status_code == 303
+    cookie = answer.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie
+    page = client.get("/")
+    assert page.status_code == 200
+    found = re.search(r'name="csrf" content="([^"]+)"', page.text)
+    assert found is not None
+    return client, found.group(1)
+
+
+def test_the_guard_refuses_strangers_rebinding_foreign_origins_and_forged_posts(
+    web: tuple[TestClient, Sessions], renderer: DaemonProcess
+) -> None:
+    client, sessions = web
+    token = sessions.login_token
+    assert client.get("/").status_code == 401  # no session
+    assert client.get(f"/login?token={token}", headers={"Host": "evil.example:8765"}
+                      ).status_code == 421  # DNS rebinding: not our address  # fmt: skip
+    assert client.get("/login?token=%C3%A9").status_code == 403
+    client, csrf = logged_in(web)
+    assert client.get(f"/login?token={token}").status_code == 403  # the link works once
+    record = renderer.client.submit("noop", {})
+    assert client.post(f"/tasks/{record.id}/cancel").status_code == 403  # no CSRF token
+    assert client.post(f"/tasks/{record.id}/cancel?csrf=wrong").status_code == 403
+    assert client.post(f"/tasks/{record.id}/cancel?csrf=%C3%A9").status_code == 403  # non-ASCII
+    assert client.get("/", headers={"Origin": "http://evil.example"}).status_code == 403
+    assert client.get("/metrics").status_code == 401  # scrapers need the bearer token
+    scraped = client.get("/metrics", headers={"Authorization": f"Bearer "
+                                              f"{sessions.metrics_token}"})  # fmt: skip
+    names = {f.name for f in text_string_to_metric_families(scraped.text)}
+    assert "pi_render_tasks_submitted" in names
+
+
+def test_pages_show_a_render_its_thumbnails_and_buttons_that_work(
+    web: tuple[TestClient, Sessions], renderer: DaemonProcess, scenes: dict[str, Path]
+) -> None:
+    client, csrf = logged_in(web)
+    done = renderer.client.wait(renderer.client.render({"source": str(scenes["tiny"])}).id, 60)
+    assert done.status == "completed"
+    listing = client.get("/?status=completed")
+    assert done.id in listing.text
+    page = client.get(f"/tasks/{done.id}")
+    assert page.status_code == 200 and 'id="cancel"' in page.text  # admin: its buttons
+    for frame in (1, 2, 3):
+        thumb = client.get(f"/tasks/{done.id}/frames/{frame}.jpg")
+        assert thumb.status_code == 200 and thumb.content[:3] == b"\xff\xd8\xff"  # a JPEG
+        full = client.get(f"/tasks/{done.id}/frames/{frame}")
+        assert full.content[:8] == b"\x89PNG\r\n\x1a\n"
+    assert client.get(f"/tasks/{done.id}/frames/99.jpg").status_code == 404
+    renderer.client.pause("default", label=True)  # so the next task waits to be cancelled
+    pending = renderer.client.submit("noop", {})
+    cancelled = client.post(f"/tasks/{pending.id}/cancel?csrf={csrf}")
+    assert cancelled.status_code == 303
+    assert renderer.client.wait(pending.id, 30).status == "cancelled"
+    for path in ("/health", "/cron", "/failed", "/submit"):
+        assert client.get(path).status_code == 200, path
+
+
+def test_a_viewer_sees_no_buttons_that_change_things(renderer: DaemonProcess) -> None:
+    from jinja2 import Environment, FileSystemLoader
+
+    import pi_render.web.app as web_app
+
+    record = renderer.client.submit("noop", {})
+    env = Environment(loader=FileSystemLoader(web_app.HERE / "templates"), autoescape=True)
+    html = env.get_template("task.html").render(
+        csrf="x", me={"uid": 1000, "role": "viewer"}, task=record, chunks=[], frames=[], log=""
+    )
+    assert "<form" not in html and "cancel" not in html.lower().split("<main>")[1]
+
+
+def test_frames_are_served_only_from_inside_their_tasks_folder(tmp_path: Path) -> None:
+    folder = tmp_path / "out"
+    folder.mkdir()
+    (tmp_path / "secret.png").write_bytes(b"\x89PNG secret")
+    (folder / "frame_0001.png").symlink_to(tmp_path / "secret.png")
+    (folder / "frame_0002.png").write_bytes(b"\x89PNG")
+    with pytest.raises(FrameRefused):
+        open_frame(str(folder), str(folder / "frame_0001.png"))  # a link that leads out
+    with pytest.raises(FrameRefused):
+        open_frame(str(folder), str(tmp_path / "secret.png"))  # not in the folder
+    with pytest.raises(FrameRefused):
+        open_frame(str(folder), "/dev/zero")
+    fd, _ = open_frame(str(folder), str(folder / "frame_0002.png"))
+    import os
+
+    os.close(fd)
+
+
+def test_upload_inspect_then_render(
+    web: tuple[TestClient, Sessions], renderer: DaemonProcess, scenes: dict[str, Path]
+) -> None:
+    client, csrf = logged_in(web)
+    with open(scenes["tiny"], "rb") as blend:
+        shown = client.post(f"/submit?csrf={csrf}", files={"file": ("tiny.blend", blend)})
+    assert shown.status_code == 200 and "1-3" in shown.text  # what inspect read from it
+    action = re.search(r'action="(/submit/[^"?]+)\?csrf=', shown.text)
+    assert action is not None
+    started = client.post(f"{action.group(1)}?csrf={csrf}",
+                          data={"frames": "2-3", "priority": "high"})  # fmt: skip
+    assert started.status_code == 303
+    task_id = started.headers["location"].rsplit("/", 1)[1]
+    done = renderer.client.wait(task_id, 60)
+    assert done.status == "completed"
+    assert [f["frame"] for f in (done.result or {})["frames"]] == [2, 3]
+
+
+def test_the_web_process_follows_the_daemons_events(renderer: DaemonProcess) -> None:
+    events, stop = EventLog(), threading.Event()
+    thread = threading.Thread(target=follow_daemon, args=(renderer.socket, events, stop),
+                              daemon=True)  # fmt: skip
+    thread.start()
+    try:
+        wait_until(lambda: renderer.client.submit("noop", {}) and events.last > 0, 30,
+                   "events to arrive from the daemon")  # fmt: skip
+        seen, _ = events.after(0)
+        assert any(kind == "task" for _, kind, _ in seen)
+    finally:
+        stop.set()

@@ -1,0 +1,105 @@
+"""The dashboard in a real browser: Debian's chromium driven by Playwright, against a real
+daemon and a real `pi-render web` process. CI installs chromium; there a missing one fails."""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import DaemonProcess
+
+FAKE = Path(__file__).parent / "fakes" / "fake_blender.py"
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).parent.parent / "docs"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("CI must provide chromium (apt package chromium; see scripts/setup.sh)")
+        pytest.skip("chromium is not installed (apt install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run",
+                  "--disable-dev-shm-usage"])  # fmt: skip
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def dashboard(make_daemon: Callable[..., DaemonProcess]) -> Iterator[tuple[DaemonProcess, str]]:
+    config = (f'blender = "{FAKE}"\nblender_env_keep = ["PATH", "FAKE_BLENDER", '
+              f'"FAKE_BLENDER_SLEEP"]\n[workers]\ndefault = 1\nrender = 1\n')  # fmt: skip
+    daemon = make_daemon(config, extra_env={"FAKE_BLENDER": "render",
+                                            "FAKE_BLENDER_SLEEP": "0.4"}).start()  # fmt: skip
+    bind = f"127.0.0.1:{free_port()}"
+    web = subprocess.Popen([sys.executable, "-m", "pi_render", "web", "--bind", bind,
+                            "--socket", str(daemon.socket), "--json"],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    try:
+        assert web.stdout is not None
+        text = ""
+        while not text.rstrip().endswith("}"):  # `--json` prints one object, then serves
+            line = web.stdout.readline()
+            assert line, "pi-render web exited before printing its link"
+            text += line
+        link = json.loads(text)["url"]
+        yield daemon, link
+    finally:
+        web.terminate()
+        web.wait(30)
+
+
+def test_log_in_upload_watch_every_thumbnail_land_and_cancel(
+    browser: Any, dashboard: tuple[DaemonProcess, str], scenes: dict[str, Path],
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    daemon, link = dashboard
+    page = browser.new_page()
+    page.set_default_timeout(60_000)
+    page.goto(link)  # the one-time link: it sets the cookie and lands on the tasks page
+    assert page.url.endswith("/") and page.locator("table#tasks").count() == 1
+    page.goto(link.split("/login")[0] + "/submit")
+    page.set_input_files("input[type=file]", str(scenes["tiny"]))
+    page.click("button[type=submit]")
+    assert "1-3" in page.content()  # inspect read the scene's frames before submitting
+    page.click("button[type=submit]")
+    page.wait_for_url("**/tasks/*")
+    page.wait_for_function("document.getElementById('status').textContent === 'completed'")
+    page.wait_for_function(
+        "[...document.querySelectorAll('.grid img')].length === 3 && "
+        "[...document.querySelectorAll('.grid img')].every(i => i.complete && i.naturalWidth > 0)"
+    )
+    width = page.eval_on_selector("main > .bar span", "e => e.style.width")
+    assert width == "100%" or width.startswith("100")
+    shot = tmp_path / "task-page.png"  # the test's artifact
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 10_000
+    if os.environ.get("PI_RENDER_UPDATE_SCREENSHOT") == "1":
+        shutil.copy(shot, ARTIFACTS / "dashboard-task.png")  # the README's screenshot
+    second = daemon.client.render({"source": str(scenes["tiny"]), "force": True})
+    page.goto(link.split("/login")[0] + f"/tasks/{second.id}")
+    page.click("#cancel")
+    page.wait_for_function("document.getElementById('status').textContent === 'cancelled'")
+    assert daemon.client.wait(second.id, 30).status == "cancelled"
+    forged = page.evaluate(
+        f"fetch('/tasks/{second.id}/retry', {{method: 'POST'}}).then(r => r.status)"
+    )
+    assert forged == 403  # a POST without the CSRF token
