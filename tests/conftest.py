@@ -281,3 +281,17 @@ def pg_cluster() -> Iterator["PostgresCluster"]:
 def pg_url(pg_cluster: "PostgresCluster") -> str:
     """A fresh, empty database on it for one test."""
     return pg_cluster.new_database()
+
+
+FAKE_BLENDER = Path(__file__).parent / "fakes" / "fake_blender.py"
+
+
+def start_fake_renderer(make_daemon: Callable[..., DaemonProcess], sleep: float = 0.05,
+                        mode: str = "render", name: str = "d",
+                        tables: str = "") -> DaemonProcess:  # fmt: skip
+    """A daemon whose Blender is the fake one (tests/fakes/fake_blender.py) in `mode`, each
+    frame taking `sleep` seconds; one default and one render worker; `tables`: more config."""
+    config = (f'blender = "{FAKE_BLENDER}"\nblender_env_keep = ["PATH", "FAKE_BLENDER", '
+              f'"FAKE_BLENDER_SLEEP"]\n[workers]\ndefault = 1\nrender = 1\n{tables}')  # fmt: skip
+    env = {"FAKE_BLENDER": mode, "FAKE_BLENDER_SLEEP": str(sleep)}
+    return make_daemon(config, name=name, extra_env=env).start()

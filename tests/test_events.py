@@ -8,9 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from conftest import DaemonProcess
-
-FAKE = Path(__file__).parent / "fakes" / "fake_blender.py"
+from conftest import DaemonProcess, start_fake_renderer
 
 
 def sse(daemon: DaemonProcess, **params: Any) -> Iterator[tuple[int, str, dict[str, Any]]]:
@@ -34,10 +32,7 @@ def sse(daemon: DaemonProcess, **params: Any) -> Iterator[tuple[int, str, dict[s
 def test_events_follow_a_render_frame_by_frame_and_resume_where_they_left_off(
     make_daemon: Callable[..., DaemonProcess], scenes: dict[str, Path]
 ) -> None:
-    config = (f'blender = "{FAKE}"\nblender_env_keep = ["PATH", "FAKE_BLENDER", '
-              f'"FAKE_BLENDER_SLEEP"]\n[workers]\ndefault = 1\nrender = 1\n')  # fmt: skip
-    daemon = make_daemon(config, extra_env={"FAKE_BLENDER": "render",
-                                            "FAKE_BLENDER_SLEEP": "0.05"}).start()  # fmt: skip
+    daemon = start_fake_renderer(make_daemon, 0.05)
     seen: list[tuple[int, str, dict[str, Any]]] = []
     subscribed = threading.Event()
     render_id: list[str] = []

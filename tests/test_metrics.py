@@ -4,10 +4,8 @@ move as tasks run, and whose gauges come from the stores."""
 from collections.abc import Callable
 from pathlib import Path
 
-from conftest import DaemonProcess
+from conftest import DaemonProcess, start_fake_renderer
 from prometheus_client.parser import text_string_to_metric_families
-
-FAKE = Path(__file__).parent / "fakes" / "fake_blender.py"
 
 
 def scrape(daemon: DaemonProcess) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -27,10 +25,7 @@ def value(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: s
 def test_counters_move_as_tasks_run_and_gauges_read_the_stores(
     make_daemon: Callable[..., DaemonProcess], scenes: dict[str, Path]
 ) -> None:
-    config = (f'blender = "{FAKE}"\nblender_env_keep = ["PATH", "FAKE_BLENDER", '
-              f'"FAKE_BLENDER_SLEEP"]\n[workers]\ndefault = 1\nrender = 1\n')  # fmt: skip
-    daemon = make_daemon(config, extra_env={"FAKE_BLENDER": "render",
-                                            "FAKE_BLENDER_SLEEP": "0.05"}).start()  # fmt: skip
+    daemon = start_fake_renderer(make_daemon, 0.05)
     before = scrape(daemon)
     assert value(before, "pi_render_tasks_submitted_total", type="noop") == 0
     assert value(before, "pi_render_workers_up", label="render") == 1
@@ -58,10 +53,8 @@ def test_counters_move_as_tasks_run_and_gauges_read_the_stores(
 def test_failures_count_retries_blender_reasons_and_dead_tasks(
     make_daemon: Callable[..., DaemonProcess], scenes: dict[str, Path]
 ) -> None:
-    config = (f'blender = "{FAKE}"\nblender_env_keep = ["PATH", "FAKE_BLENDER"]\n'
-              "[workers]\ndefault = 1\nrender = 1\n"
-              "[retry.render]\nmax_attempts = 2\nbase_delay_s = 0.1\n")  # fmt: skip
-    daemon = make_daemon(config, extra_env={"FAKE_BLENDER": "fail"}).start()
+    retry = "[retry.render]\nmax_attempts = 2\nbase_delay_s = 0.1\n"
+    daemon = start_fake_renderer(make_daemon, mode="fail", tables=retry)
     render = daemon.client.render({"source": str(scenes["tiny"])})
     dead = daemon.client.wait(render.id, 60)
     assert dead.status == "failed" and dead.error is not None

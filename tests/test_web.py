@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import DaemonProcess, wait_until
+from conftest import DaemonProcess, start_fake_renderer, wait_until
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -18,15 +18,10 @@ from pi_render.web.guard import Sessions
 from pi_render.web.serve import follow_daemon
 from pi_render.web.thumbs import FrameRefused, open_frame
 
-FAKE = Path(__file__).parent / "fakes" / "fake_blender.py"
-
 
 @pytest.fixture
 def renderer(make_daemon: Callable[..., DaemonProcess]) -> DaemonProcess:
-    config = (f'blender = "{FAKE}"\nblender_env_keep = ["PATH", "FAKE_BLENDER", '
-              f'"FAKE_BLENDER_SLEEP"]\n[workers]\ndefault = 1\nrender = 1\n')  # fmt: skip
-    return make_daemon(config, extra_env={"FAKE_BLENDER": "render",
-                                          "FAKE_BLENDER_SLEEP": "0.02"}).start()  # fmt: skip
+    return start_fake_renderer(make_daemon, 0.02)
 
 
 @pytest.fixture

@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import DaemonProcess
+from conftest import DaemonProcess, start_fake_renderer
 
-FAKE = Path(__file__).parent / "fakes" / "fake_blender.py"
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).parent.parent / "docs"
 
@@ -45,10 +44,7 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture
 def dashboard(make_daemon: Callable[..., DaemonProcess]) -> Iterator[tuple[DaemonProcess, str]]:
-    config = (f'blender = "{FAKE}"\nblender_env_keep = ["PATH", "FAKE_BLENDER", '
-              f'"FAKE_BLENDER_SLEEP"]\n[workers]\ndefault = 1\nrender = 1\n')  # fmt: skip
-    daemon = make_daemon(config, extra_env={"FAKE_BLENDER": "render",
-                                            "FAKE_BLENDER_SLEEP": "0.4"}).start()  # fmt: skip
+    daemon = start_fake_renderer(make_daemon, 0.4)
     bind = f"127.0.0.1:{free_port()}"
     web = subprocess.Popen([sys.executable, "-m", "pi_render", "web", "--bind", bind,
                             "--socket", str(daemon.socket), "--json"],
