@@ -25,11 +25,19 @@ def web(
     from pi_render.config import load_settings
     from pi_render.errors import ConfigError
     from pi_render.web.guard import Sessions
-    from pi_render.web.serve import serve
+    from pi_render.web.serve import listen, serve
 
     host, _, port = bind.rpartition(":")
     if not host or not port.isdigit():
         fail(f"--bind must look like 127.0.0.1:8765, not {bind!r}", EXIT_USAGE)
+    try:
+        path = socket or load_settings().socket
+        sock = listen(host.strip("[]"), int(port))
+    except ConfigError as exc:
+        fail(str(exc), EXIT_USAGE)
+    except OSError as exc:
+        fail(f"cannot serve on {bind}: {exc.strerror}", EXIT_USAGE)
+    served = {bind} | ({f"localhost:{port}"} if host == "127.0.0.1" else set())
     sessions = Sessions()
     link = f"http://{bind}/login?token={sessions.login_token}"
     if as_json:
@@ -39,8 +47,4 @@ def web(
         out.print(f"pi-render web on http://{bind}/ — log in once with:\n  {link}")
         out.print(f"Prometheus: GET http://{bind}/metrics with 'Authorization: Bearer "
                   f"{sessions.metrics_token}'")  # fmt: skip
-    try:
-        path = socket or load_settings().socket
-    except ConfigError as exc:
-        fail(str(exc), EXIT_USAGE)
-    serve(path, host, int(port), sessions)
+    serve(path, sock, served, sessions)

@@ -3,6 +3,7 @@ resumes), print the one-time login link, and serve on loopback unless told other
 
 import json
 import logging
+import socket
 import threading
 from pathlib import Path
 from typing import Any
@@ -42,20 +43,31 @@ def follow_daemon(socket: Path, events: EventLog, stop: threading.Event) -> None
         stop.wait(1.0)
 
 
-def serve(socket: Path, host: str, port: int, sessions: Sessions) -> None:
+def listen(host: str, port: int) -> socket.socket:
+    """Bind before the link is printed: a browser that follows it at once is queued, not
+    refused."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(128)
+    return sock
+
+
+def serve(daemon_socket: Path, sock: socket.socket, served: set[str],
+          sessions: Sessions) -> None:  # fmt: skip
     import uvicorn
 
     from pi_render.web.app import create_web_app
 
     events = EventLog()
     stop = threading.Event()
-    threading.Thread(target=follow_daemon, args=(socket, events, stop), name="events",
+    threading.Thread(target=follow_daemon, args=(daemon_socket, events, stop), name="events",
                      daemon=True).start()  # fmt: skip
-    served = {f"{host}:{port}"} | ({f"localhost:{port}"} if host == "127.0.0.1" else set())
-    app = create_web_app(socket, served, sessions, events)
+    app = create_web_app(daemon_socket, served, sessions, events)
+    # browsers hold their event streams open: a stop must not wait for them to leave
+    config = uvicorn.Config(app, log_level="warning", access_log=False,
+                            timeout_graceful_shutdown=3)  # fmt: skip
     try:
-        # browsers hold their event streams open: a stop must not wait for them to leave
-        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False,
-                    timeout_graceful_shutdown=3)  # fmt: skip
+        uvicorn.Server(config).run(sockets=[sock])
     finally:
         stop.set()
