@@ -2,6 +2,7 @@
 (Host, Origin, one-time login, CSRF, bearer token), the pages, thumbnails served only from a
 task's own folder, and upload → inspect → render."""
 
+import io
 import re
 import threading
 from collections.abc import Callable, Iterator
@@ -154,3 +155,20 @@ def test_the_web_process_follows_the_daemons_events(renderer: DaemonProcess) -> 
         assert any(kind == "task" for _, kind, _ in seen)
     finally:
         stop.set()
+
+
+def test_thumbnails_refuse_decompression_bombs_and_stay_small(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from pi_render.web.thumbs import Thumbnails
+
+    folder = tmp_path / "out"
+    folder.mkdir()
+    Image.new("1", (12_000, 12_000)).save(folder / "frame_0001.png")  # 144 MP, a small file
+    assert (folder / "frame_0001.png").stat().st_size < 1 << 20
+    with pytest.raises(FrameRefused, match="too many pixels"):
+        Thumbnails().thumbnail(str(folder), str(folder / "frame_0001.png"))
+    Image.new("RGB", (4, 8000), "red").save(folder / "frame_0002.png")  # absurdly tall
+    made = Thumbnails().thumbnail(str(folder), str(folder / "frame_0002.png"))
+    with Image.open(io.BytesIO(made)) as thumb:
+        assert thumb.format == "JPEG" and thumb.height <= 1280 and thumb.width <= 320

@@ -11,6 +11,7 @@ from collections import OrderedDict
 from pathlib import Path
 
 WIDTH = 320
+MAX_PIXELS = 100_000_000  # a 16K frame is 134 MP; 10K × 10K fits
 MAX_FRAME_BYTES = 512 << 20  # a bigger "frame" is not something to open in a web process
 
 
@@ -65,16 +66,22 @@ class Thumbnails:
 
 
 def _jpeg(data: bytes) -> bytes:
+    """A JPEG that fits in WIDTH × 4·WIDTH (never bigger than the frame). An image of more than
+    MAX_PIXELS is refused from its header, before it is decoded (a decompression bomb)."""
     from PIL import Image  # the web extra's; imported when a thumbnail is first asked for
 
     try:
         with Image.open(io.BytesIO(data)) as image:
+            if image.width * image.height > MAX_PIXELS:
+                raise FrameRefused(f"the frame is {image.width}×{image.height}: too many "
+                                   "pixels to make a thumbnail of")  # fmt: skip
             image.draft("RGB", (WIDTH, WIDTH))
+            image.thumbnail((WIDTH, 4 * WIDTH))
             frame = image.convert("RGB")
+    except FrameRefused:
+        raise
     except Exception as exc:  # Pillow's many errors: the file is not an image it reads
         raise FrameRefused(f"not an image this dashboard can show: {exc}") from None
-    height = max(1, round(frame.height * WIDTH / max(1, frame.width)))
-    frame = frame.resize((WIDTH, height))
     out = io.BytesIO()
     frame.save(out, "JPEG", quality=80)
     return out.getvalue()
