@@ -101,3 +101,24 @@ def test_a_job_is_never_split_into_more_than_a_thousand_chunks() -> None:
         )
         == []
     )
+
+
+def test_a_huge_frame_range_is_split_by_arithmetic_not_by_listing_it() -> None:
+    import time
+    from datetime import datetime, timezone
+
+    from pi_render.service.jobs import MAX_CHUNKS, split
+    from pi_render.task.record import TaskRecord
+
+    job = TaskRecord(
+        id="j",
+        type="render",
+        label="render",
+        created_at=datetime.now(timezone.utc),
+        args={"start_frame": 0, "end_frame": 2**31 - 2, "frame_step": 1},
+    )
+    started = time.monotonic()
+    ids = iter(range(10**6))
+    chunks = split(job, 1, lambda: f"c{next(ids)}")
+    assert len(chunks) == MAX_CHUNKS and chunks[-1].args["end_frame"] == 2**31 - 2
+    assert time.monotonic() - started < 5  # a list of 2^31 frames would take minutes and GBs

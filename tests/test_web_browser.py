@@ -99,3 +99,26 @@ def test_log_in_upload_watch_every_thumbnail_land_and_cancel(
         f"fetch('/tasks/{second.id}/retry', {{method: 'POST'}}).then(r => r.status)"
     )
     assert forged == 403  # a POST without the CSRF token
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another user")
+def test_another_local_user_cannot_use_the_dashboard_even_with_its_link(
+    dashboard: tuple[DaemonProcess, str],
+) -> None:
+    import pwd
+
+    _, link = dashboard
+    nobody = pwd.getpwnam("nobody")
+
+    def drop() -> None:
+        os.setgroups([])
+        os.setgid(nobody.pw_gid)
+        os.setuid(nobody.pw_uid)
+
+    theirs = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", link],
+                            capture_output=True, text=True, timeout=30,
+                            preexec_fn=drop)  # fmt: skip
+    assert theirs.stdout == "403"  # refused by the uid of its socket, token or not
+    mine = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", link],
+                          capture_output=True, text=True, timeout=30)  # fmt: skip
+    assert mine.stdout == "303"  # the link was not spent by the refused request

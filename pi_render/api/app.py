@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pi_render import __version__
 from pi_render.api.access import NO_SUCH_TASK, AccessControl, AccessPolicy, AuditLog
-from pi_render.api.events import EventLog
+from pi_render.api.events import EventLog, event_number
 from pi_render.api.limits import BodyLimit
 from pi_render.api.waiters import FinalStateWaiters
 from pi_render.controls import Requirements
@@ -342,9 +342,8 @@ def create_app(
         `Last-Event-ID` or `?after=N` (without either: from now on)."""
         if events is None:
             raise PiRenderError("this daemon has no event stream")
-        last_id = request.headers.get("last-event-id", "")
-        start = after if after is not None else (
-            int(last_id) if last_id.isdigit() else events.last)  # fmt: skip
+        resumed = event_number(request.headers.get("last-event-id"))
+        start = after if after is not None else (resumed if resumed is not None else events.last)
         return StreamingResponse(events.stream(start), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-store"})  # fmt: skip
 

@@ -5,8 +5,10 @@ a task and every landed frame, numbered. A client that reconnects with `Last-Eve
 
 import asyncio
 import json
+import re
 import threading
 from collections import deque
+from itertools import islice
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,6 +16,11 @@ from pi_render.task.record import TaskRecord
 
 KEEP = 10_000
 KEEPALIVE_S = 15.0
+
+
+def event_number(text: str | None) -> int | None:
+    """A Last-Event-ID or `after` as a number, or None (anything else is ignored)."""
+    return int(text) if text and re.fullmatch(r"[0-9]{1,18}", text) else None
 
 
 class EventLog:
@@ -50,8 +57,9 @@ class EventLog:
         with self._lock:
             if not self._events:
                 return [], seq < self._seq
-            oldest = self._events[0][0]
-            return [e for e in self._events if e[0] > seq], seq < oldest - 1
+            oldest = self._events[0][0]  # numbers run without gaps: find the place by them
+            start = max(0, seq - oldest + 1)
+            return list(islice(self._events, start, None)), seq < oldest - 1
 
     @property
     def last(self) -> int:

@@ -27,20 +27,15 @@ def split(job: TaskRecord, chunk_size: int, new_id: Callable[[], str]) -> list[T
     if chunk_size <= 0 or args.get("output_type") == "FFMPEG":
         return []  # a video is one file: it cannot be rendered in pieces
     step = int(args.get("frame_step") or 1)
-    frames = list(range(int(args["start_frame"]), int(args["end_frame"]) + 1, step))
+    frames = range(int(args["start_frame"]), int(args["end_frame"]) + 1, step)  # never listed
     if len(frames) <= chunk_size:
         return []
     chunk_size = max(chunk_size, -(-len(frames) // MAX_CHUNKS))
     chunks = []
     for first in range(0, len(frames), chunk_size):
         part = frames[first : first + chunk_size]
-        chunk_args = {
-            **args,
-            "start_frame": part[0],
-            "end_frame": part[-1],
-            "chunk_size": 0,
-            "snapshot_bytes": 0,
-        }  # the job's snapshot: counted once, on the job
+        chunk_args = {**args, "start_frame": part[0], "end_frame": part[-1], "chunk_size": 0,
+                      "snapshot_bytes": 0}  # the job's snapshot: counted once, on the job
         chunks.append(job.model_copy(update={
             "id": new_id(), "args": chunk_args, "job": job.id, "content_key": None,
             "origin": None, "parent": None}))  # fmt: skip

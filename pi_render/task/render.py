@@ -58,6 +58,9 @@ class RenderOutputType(StrEnum):
 _FROM_FILE_FORMAT = {"TARGA": "TGA", "TARGA_RAW": "RAWTGA", "JPEG2000": "JP2"}
 
 
+MAX_FRAME = 1_048_574  # Blender's MAXFRAME
+
+
 class InvalidRenderRequest(PiRenderError):
     """Raised at submit when the file or the requested settings cannot be rendered."""
 
@@ -151,6 +154,9 @@ class RenderTask(TaskBase[RenderArgs, RenderResult]):
                     f"frames {start}-{end} are outside the file's range "
                     f"{scene.frame_start}-{scene.frame_end} (scene {scene.name!r})"
                 )
+            if not -MAX_FRAME <= start <= end <= MAX_FRAME:  # a crafted file can say anything
+                raise InvalidRenderRequest(f"frames {start}-{end}: Blender renders frames "
+                                           f"{-MAX_FRAME} to {MAX_FRAME} only")  # fmt: skip
             if args.output_dir is None:
                 output_dir = ctx.output_root / ctx.task_id
             else:

@@ -3,6 +3,7 @@ event stream): `/` tasks, `/tasks/{id}`, `/submit`, `/health`, `/cron`, `/failed
 thumbnails; `/events` (the daemon's stream, fanned out); `/metrics` (re-served for scrapers)."""
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from pi_render.api.client import Client
-from pi_render.api.events import EventLog
+from pi_render.api.events import EventLog, event_number
 from pi_render.errors import PiRenderError
 from pi_render.task.record import Priority, TaskRecord
 from pi_render.web.guard import COOKIE, Guard, Sessions
@@ -26,6 +27,7 @@ from pi_render.web.thumbs import FrameRefused, Thumbnails, open_frame
 
 HERE = Path(__file__).parent
 PAGE = 50
+GRID = 500  # thumbnails on one task page (a 1M-frame job shows its first 500)
 MAX_UPLOAD = 4 << 30
 
 
@@ -116,35 +118,41 @@ def create_web_app(socket: Path, hosts: set[str], sessions: Sessions,
             fd, info = open_frame(output_dir, path)
         except FrameRefused as exc:
             return PlainTextResponse(str(exc), status_code=404)
-        with os.fdopen(fd, "rb") as handle:
-            data = handle.read(info.st_size)
         kind = {
             ".png": "image/png",
             ".jpg": "image/jpeg",
             ".jpeg": "image/jpeg",
             ".webp": "image/webp",
         }.get(Path(path).suffix.lower(), "application/octet-stream")
-        return Response(data, media_type=kind)
+        return StreamingResponse(_chunks(fd, info.st_size), media_type=kind,
+                                 headers={"Content-Length": str(info.st_size)})  # fmt: skip
 
     @app.get("/submit", response_class=HTMLResponse)
     def submit_form(request: Request) -> HTMLResponse:
         return page(request, "submit.html", inspected=None)
 
     @app.post("/submit", response_class=HTMLResponse)
-    async def upload(request: Request, file: UploadFile) -> HTMLResponse:
+    def upload(request: Request, file: UploadFile) -> HTMLResponse:
         """Store the upload where the daemon said (as this dashboard's user), then show what
-        the file will render before anything is queued."""
+        the file will render before anything is queued. A plain `def`: the copy and the
+        inspection run in a worker thread, never on the event loop."""
+        if int(request.headers.get("content-length") or 0) > MAX_UPLOAD:
+            raise PiRenderError("the upload is larger than 4 GiB")
         name = Path(file.filename or "upload.blend").name
         data_type = "MultiFile" if name.lower().endswith(".zip") else "SingleFile"
         with client() as daemon:
             upload_id, target = daemon.init_new_task(data_type)
         written = 0
-        with open(target, "xb") as out:  # the daemon made the folder; the file is new
-            while chunk := await file.read(1 << 20):
-                written += len(chunk)
-                if written > MAX_UPLOAD:
-                    raise PiRenderError("the upload is larger than 4 GiB")
-                out.write(chunk)
+        try:
+            with open(target, "xb") as out:  # the daemon made the folder; the file is new
+                while chunk := file.file.read(1 << 20):
+                    written += len(chunk)
+                    if written > MAX_UPLOAD:
+                        raise PiRenderError("the upload is larger than 4 GiB")
+                    out.write(chunk)
+        except BaseException:
+            Path(target).unlink(missing_ok=True)  # nothing half-written is left behind
+            raise
         return page(request, "submit.html", inspected=_inspect(target, data_type),
                     upload_id=upload_id, name=name)  # fmt: skip
 
@@ -186,8 +194,8 @@ def create_web_app(socket: Path, hosts: set[str], sessions: Sessions,
 
     @app.get("/events")
     def stream(request: Request) -> Response:
-        last = request.headers.get("last-event-id", "")
-        start = int(last) if last.isdigit() else events.last
+        resumed = event_number(request.headers.get("last-event-id"))
+        start = resumed if resumed is not None else events.last
         return StreamingResponse(events.stream(start), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-store"})  # fmt: skip
 
@@ -200,15 +208,26 @@ def create_web_app(socket: Path, hosts: set[str], sessions: Sessions,
     return Guard(app, sessions, hosts)
 
 
+def _chunks(fd: int, size: int) -> Iterator[bytes]:
+    """The frame's bytes through the handle that was checked, a MiB at a time."""
+    with os.fdopen(fd, "rb") as handle:
+        left = size
+        while left > 0 and (chunk := handle.read(min(left, 1 << 20))):
+            left -= len(chunk)
+            yield chunk
+
+
 def _frames(record: TaskRecord) -> list[int]:
-    """Frame numbers to show: the result's once done, else the range asked for."""
+    """Frame numbers to show (at most GRID of them): the result's once done, else the range
+    asked for."""
     if record.result and record.result.get("frames"):
-        return sorted({int(f["frame"]) for f in record.result["frames"]})
+        return sorted({int(f["frame"]) for f in record.result["frames"][:GRID]})
     args = record.args
     if args.get("start_frame") is None or args.get("end_frame") is None:
         return []
-    return list(range(int(args["start_frame"]), int(args["end_frame"]) + 1,
-                      int(args.get("frame_step") or 1)))  # fmt: skip
+    wanted = range(int(args["start_frame"]), int(args["end_frame"]) + 1,
+                   int(args.get("frame_step") or 1))  # fmt: skip
+    return list(wanted[:GRID])
 
 
 def _frame_path(client: Any, task_id: str, frame: int) -> tuple[str, str]:

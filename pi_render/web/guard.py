@@ -1,5 +1,6 @@
 """What keeps the dashboard safe on a shared machine (pure ASGI middleware):
 
+- on loopback, a connection from another uid's socket is refused (cookies reach every port);
 - a request whose `Host` is not the address served is refused (DNS rebinding);
 - a foreign `Origin` is refused;
 - everything but `/login` needs the session cookie, which only the one-time link printed at
@@ -9,13 +10,22 @@
 """
 
 import hmac
+import os
 import secrets
 import threading
 from typing import Any
 from urllib.parse import parse_qs
 
+from pi_render.web.peer import loopback_peer_uid
+
 COOKIE = "pi_render_session"
 SAFE = ("GET", "HEAD")
+SAFETY_HEADERS = [
+    (b"x-frame-options", b"DENY"),
+    (b"content-security-policy", b"frame-ancestors 'none'"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"same-origin"),  # no-referrer would make form POSTs say "Origin: null"
+]
 
 
 class Sessions:
@@ -43,14 +53,20 @@ class Sessions:
 
 
 class Guard:
-    def __init__(self, app: Any, sessions: Sessions, hosts: set[str]) -> None:
+    def __init__(self, app: Any, sessions: Sessions, hosts: set[str],
+                 check_peer: bool = True) -> None:  # fmt: skip
         self.app, self.sessions, self.hosts = app, sessions, hosts
+        self.check_peer = check_peer  # off only for in-process tests (no socket to look up)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        if not self._same_user(scope):
+            await _refuse(send, 403, "this dashboard serves only the user who started it")
+            return
+        send = _with_safety_headers(send)
         host = headers.get("host", "")
         if host not in self.hosts:
             await _refuse(send, 421, "this dashboard answers only to its own address")
@@ -60,7 +76,7 @@ class Guard:
             await _refuse(send, 403, "a foreign origin may not use this dashboard")
             return
         path, method = scope["path"], scope["method"]
-        if path == "/login" or path.startswith("/static/"):
+        if (path == "/login" and method == "GET") or path.startswith("/static/"):
             await self.app(scope, receive, send)
             return
         if path == "/metrics":
@@ -83,6 +99,27 @@ class Guard:
                 await _refuse(send, 403, "missing or wrong CSRF token")
                 return
         await self.app(scope, receive, send)
+
+    def _same_user(self, scope: dict[str, Any]) -> bool:
+        """On loopback, the client's socket must be this process's uid (see web/peer.py)."""
+        client, server = scope.get("client"), scope.get("server")
+        if not client or not server or not self.check_peer:
+            return True
+        if client[0] not in ("127.0.0.1", "::1", "::ffff:127.0.0.1"):
+            return True  # bound off loopback on purpose: the network and the token decide
+        return loopback_peer_uid(int(client[1]), int(server[1])) == os.getuid()
+
+
+def _with_safety_headers(send: Any) -> Any:
+    """No framing (clickjacking), no sniffing, no Referer to other sites (tokens live in form
+    URLs)."""
+
+    async def wrapped(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            message["headers"] = [*message.get("headers", []), *SAFETY_HEADERS]
+        await send(message)
+
+    return wrapped
 
 
 def same(given: str, expected: str) -> bool:

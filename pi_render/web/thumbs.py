@@ -9,9 +9,10 @@ import stat
 import threading
 from collections import OrderedDict
 from pathlib import Path
+from typing import BinaryIO
 
 WIDTH = 320
-MAX_PIXELS = 100_000_000  # a 16K frame is 134 MP; 10K × 10K fits
+MAX_PIXELS = 64_000_000  # 8K × 8K fits; beyond, a thumbnail costs too much memory to make
 MAX_FRAME_BYTES = 512 << 20  # a bigger "frame" is not something to open in a web process
 
 
@@ -20,19 +21,24 @@ class FrameRefused(Exception):
 
 
 def open_frame(output_dir: str, frame_path: str) -> tuple[int, os.stat_result]:
-    """An fd of the frame, inside `output_dir` (both resolved). Raises FrameRefused."""
+    """An fd of the frame, directly inside `output_dir`: the folder is opened first (no link
+    in its last part), then the frame by name relative to that handle, with O_NOFOLLOW, and
+    checked through its own handle. Raises FrameRefused."""
     folder = Path(output_dir).resolve()
     target = Path(frame_path)
-    try:
-        resolved = target.resolve(strict=True)
-    except OSError:
-        raise FrameRefused(f"frame {frame_path} is not there") from None
-    if resolved.parent != folder:
+    if not frame_path or target.parent.resolve() != folder or target.name in ("", ".", ".."):
         raise FrameRefused("a frame must be directly in its task's output folder")
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
-        fd = os.open(resolved, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        folder_fd = os.open(folder, flags | os.O_DIRECTORY)
+    except OSError as exc:
+        raise FrameRefused(f"cannot open the output folder: {exc.strerror}") from None
+    try:
+        fd = os.open(target.name, flags | os.O_NONBLOCK, dir_fd=folder_fd)
     except OSError as exc:
         raise FrameRefused(f"cannot open the frame: {exc.strerror}") from None
+    finally:
+        os.close(folder_fd)
     info = os.fstat(fd)
     if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_FRAME_BYTES:
         os.close(fd)
@@ -45,6 +51,7 @@ class Thumbnails:
         self._cache: OrderedDict[tuple[str, int, int], bytes] = OrderedDict()
         self._keep = keep
         self._lock = threading.Lock()
+        self._decoding = threading.BoundedSemaphore(2)
 
     def thumbnail(self, output_dir: str, frame_path: str) -> bytes:
         """A small JPEG of the frame. Raises FrameRefused."""
@@ -55,9 +62,9 @@ class Thumbnails:
         if cached is not None:
             os.close(fd)
             return cached
-        with os.fdopen(fd, "rb") as handle:
-            data = handle.read(MAX_FRAME_BYTES + 1)
-        made = _jpeg(data)
+        with self._decoding:  # a few at once: each decode may take hundreds of MB
+            with os.fdopen(fd, "rb") as handle:
+                made = _jpeg(handle)
         with self._lock:
             self._cache[key] = made
             if len(self._cache) > self._keep:
@@ -65,13 +72,13 @@ class Thumbnails:
         return made
 
 
-def _jpeg(data: bytes) -> bytes:
+def _jpeg(handle: BinaryIO) -> bytes:
     """A JPEG that fits in WIDTH × 4·WIDTH (never bigger than the frame). An image of more than
     MAX_PIXELS is refused from its header, before it is decoded (a decompression bomb)."""
     from PIL import Image  # the web extra's; imported when a thumbnail is first asked for
 
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with Image.open(handle) as image:
             if image.width * image.height > MAX_PIXELS:
                 raise FrameRefused(f"the frame is {image.width}×{image.height}: too many "
                                    "pixels to make a thumbnail of")  # fmt: skip
