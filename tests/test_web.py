@@ -172,3 +172,32 @@ def test_thumbnails_refuse_decompression_bombs_and_stay_small(tmp_path: Path) ->
     made = Thumbnails().thumbnail(str(folder), str(folder / "frame_0002.png"))
     with Image.open(io.BytesIO(made)) as thumb:
         assert thumb.format == "JPEG" and thumb.height <= 1280 and thumb.width <= 320
+
+
+def test_exr_frames_and_videos_get_thumbnails_too(tmp_path: Path) -> None:
+    import subprocess
+
+    import numpy as np
+    import OpenEXR  # type: ignore[import-not-found]
+    from PIL import Image
+
+    from pi_render.web.thumbs import Thumbnails
+
+    folder = tmp_path / "out"
+    folder.mkdir()
+    linear = np.zeros((24, 48, 4), dtype=np.float32)
+    linear[..., 0], linear[..., 3] = 0.5, 1.0  # half red, linear: sRGB ~188
+    OpenEXR.File({"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage},
+                 {"RGBA": linear}).write(str(folder / "frame_0001.exr"))  # fmt: skip
+    made = Thumbnails().thumbnail(str(folder), str(folder / "frame_0001.exr"))
+    with Image.open(io.BytesIO(made)) as thumb:
+        pixel = thumb.convert("RGB").getpixel((10, 10))
+        assert isinstance(pixel, tuple)
+        red, green = int(pixel[0]), int(pixel[1])
+        assert thumb.size == (48, 24) and 175 <= red <= 200 and green < 20
+    video = folder / "frame_0001.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "color=c=blue:s=64x32:d=1",
+                    "-pix_fmt", "yuv420p", str(video)], check=True, timeout=60)  # fmt: skip
+    poster = Thumbnails().thumbnail(str(folder), str(video))
+    with Image.open(io.BytesIO(poster)) as thumb:
+        assert thumb.format == "JPEG" and thumb.size == (64, 32)

@@ -1,17 +1,20 @@
 """Frames and their thumbnails, served only from inside the task's own output folder: the path
 is resolved (no symlink may lead out) and opened as a regular file with O_NOFOLLOW, then
-checked again through the handle. A thumbnail (a JPEG 320 px wide) is made once per frame
-and kept by (path, size, mtime)."""
+checked again through the handle. A thumbnail (a JPEG at most 320 px wide) is made once per
+frame and kept by (path, size, mtime): PNG, JPEG, TIFF, WebP with Pillow, OpenEXR with the
+OpenEXR wheel, and a video's first frame with ffmpeg (a poster)."""
 
 import io
 import os
 import stat
+import subprocess
 import threading
 from collections import OrderedDict
 from pathlib import Path
 from typing import BinaryIO
 
 WIDTH = 320
+VIDEOS = {".mp4", ".mkv", ".mov", ".avi", ".webm"}
 MAX_PIXELS = 64_000_000  # 8K × 8K fits; beyond, a thumbnail costs too much memory to make
 MAX_FRAME_BYTES = 512 << 20  # a bigger "frame" is not something to open in a web process
 
@@ -62,14 +65,88 @@ class Thumbnails:
         if cached is not None:
             os.close(fd)
             return cached
+        suffix = Path(frame_path).suffix.lower()
         with self._decoding:  # a few at once: each decode may take hundreds of MB
-            with os.fdopen(fd, "rb") as handle:
-                made = _jpeg(handle)
+            if suffix in VIDEOS:
+                made = _poster(fd)
+            elif suffix == ".exr":
+                try:
+                    made = _exr_jpeg(fd)
+                finally:
+                    os.close(fd)
+            else:
+                with os.fdopen(fd, "rb") as handle:
+                    made = _jpeg(handle)
         with self._lock:
             self._cache[key] = made
             if len(self._cache) > self._keep:
                 self._cache.popitem(last=False)
         return made
+
+
+def _exr_jpeg(fd: int) -> bytes:
+    """An OpenEXR frame (linear, HDR) as a thumbnail: its RGB(A) layer (or the first channel),
+    clipped and encoded for sRGB. The film look an artist set in Blender (Filmic, AgX) is not
+    applied: highlights read brighter than in Blender's viewer."""
+    import numpy as np
+    import OpenEXR  # type: ignore[import-not-found]
+    from PIL import Image
+
+    try:
+        with OpenEXR.File(f"/dev/fd/{fd}") as exr:  # the handle that was checked
+            low, high = exr.header()["dataWindow"]
+            if (high[0] - low[0] + 1) * (high[1] - low[1] + 1) > MAX_PIXELS:
+                raise FrameRefused("the frame has too many pixels to make a thumbnail of")
+            channels = exr.channels()
+            name = next((n for n in channels if n.endswith(("RGBA", "RGB"))), next(iter(channels)))
+            pixels = np.asarray(channels[name].pixels, dtype=np.float32)
+    except FrameRefused:
+        raise
+    except Exception as exc:  # the reader's many errors: not an EXR it reads
+        raise FrameRefused(f"not an EXR this dashboard can show: {exc}") from None
+    if pixels.ndim == 2:
+        pixels = np.repeat(pixels[..., None], 3, axis=2)
+    rgb = np.clip(np.nan_to_num(pixels[..., :3]), 0.0, 1.0)
+    srgb = np.where(rgb <= 0.0031308, 12.92 * rgb, 1.055 * np.power(rgb, 1 / 2.4) - 0.055)
+    image = Image.fromarray((srgb * 255 + 0.5).astype(np.uint8), "RGB")
+    image.thumbnail((WIDTH, 4 * WIDTH))
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=80)
+    return out.getvalue()
+
+
+def _poster(fd: int) -> bytes:
+    """A video's first frame, by ffmpeg reading the handle that was checked."""
+    try:
+        made = subprocess.run(
+            [
+                "ffmpeg",
+                "-v",
+                "error",
+                "-i",
+                f"/dev/fd/{fd}",
+                "-frames:v",
+                "1",
+                "-vf",
+                f"scale='min({WIDTH},iw)':-2",
+                "-f",
+                "image2pipe",
+                "-vcodec",
+                "mjpeg",
+                "-",
+            ],
+            capture_output=True,
+            timeout=30,
+            pass_fds=(fd,),
+            stdin=subprocess.DEVNULL,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise FrameRefused(f"no poster frame: {exc}") from None
+    finally:
+        os.close(fd)
+    if made.returncode != 0 or not made.stdout.startswith(b"\xff\xd8"):
+        raise FrameRefused(f"no poster frame: {made.stderr.decode(errors='replace')[-200:]}")
+    return made.stdout
 
 
 def _jpeg(handle: BinaryIO) -> bytes:
