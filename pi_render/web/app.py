@@ -123,6 +123,12 @@ def create_web_app(socket: Path, hosts: set[str], sessions: Sessions,
             ".jpg": "image/jpeg",
             ".jpeg": "image/jpeg",
             ".webp": "image/webp",
+            ".tif": "image/tiff",
+            ".tiff": "image/tiff",
+            ".exr": "image/x-exr",
+            ".mp4": "video/mp4",
+            ".webm": "video/webm",
+            ".mkv": "video/x-matroska",
         }.get(Path(path).suffix.lower(), "application/octet-stream")
         return StreamingResponse(_chunks(fd, info.st_size), media_type=kind,
                                  headers={"Content-Length": str(info.st_size)})  # fmt: skip
