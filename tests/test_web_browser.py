@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from conftest import DaemonProcess, start_fake_renderer
 
@@ -122,3 +123,43 @@ def test_another_local_user_cannot_use_the_dashboard_even_with_its_link(
     mine = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", link],
                           capture_output=True, text=True, timeout=30)  # fmt: skip
     assert mine.stdout == "303"  # the link was not spent by the refused request
+
+
+def test_a_metrics_token_file_keeps_the_scrape_token_across_restarts(
+    make_daemon: Callable[..., DaemonProcess], tmp_path: Path
+) -> None:
+    daemon = make_daemon().start()
+    token = tmp_path / "token"
+    token.write_text("s3cret-token-for-prometheus\n")
+    argv = [
+        sys.executable,
+        "-m",
+        "pi_render",
+        "web",
+        "--bind",
+        f"127.0.0.1:{free_port()}",
+        "--socket",
+        str(daemon.socket),
+        "--metrics-token-file",
+        str(token),
+        "--json",
+    ]
+    token.chmod(0o644)
+    refused = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "chmod 0600" in refused.stderr + refused.stdout
+    token.chmod(0o600)
+    web = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+    try:
+        assert web.stdout is not None
+        text = ""
+        while not text.rstrip().endswith("}"):
+            text += web.stdout.readline()
+        printed = json.loads(text)
+        assert printed["metrics_token"] == "s3cret-token-for-prometheus"
+        with httpx.Client(base_url=f"http://{printed['bind']}") as client:
+            answer = client.get("/metrics", headers={"Authorization": f"Bearer "
+                                                     f"{printed['metrics_token']}"})  # fmt: skip
+            assert answer.status_code == 200 and "pi_render_build_info" in answer.text
+    finally:
+        web.terminate()
+        web.wait(30)

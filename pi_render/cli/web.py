@@ -1,7 +1,8 @@
 """`pi-render web`: the dashboard (the web extra)."""
 
 import sys
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Optional
 
 import typer
 
@@ -13,6 +14,9 @@ def web(
     bind: Annotated[str, typer.Option(help="host:port to serve on (loopback by default).")] = (
         "127.0.0.1:8765"
     ),
+    metrics_token_file: Annotated[
+        Optional[Path], typer.Option(help="A 0600 file holding the /metrics bearer token.")
+    ] = None,
     socket: SocketOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -39,6 +43,15 @@ def web(
         fail(f"cannot serve on {bind}: {exc.strerror}", EXIT_USAGE)
     served = {bind} | ({f"localhost:{port}"} if host == "127.0.0.1" else set())
     sessions = Sessions()
+    if metrics_token_file is not None:  # the same token across restarts, for a scrape config
+        try:
+            if metrics_token_file.stat().st_mode & 0o077:
+                fail(f"{metrics_token_file} is readable by others: chmod 0600 it", EXIT_USAGE)
+            sessions.metrics_token = metrics_token_file.read_text().strip()
+        except OSError as exc:
+            fail(f"cannot read {metrics_token_file}: {exc.strerror}", EXIT_USAGE)
+        if len(sessions.metrics_token) < 16:
+            fail("the metrics token must be at least 16 characters", EXIT_USAGE)
     link = f"http://{bind}/login?token={sessions.login_token}"
     if as_json:
         emit_json({"url": link, "metrics_token": sessions.metrics_token, "bind": bind})
