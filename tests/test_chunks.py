@@ -5,12 +5,16 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable
+from datetime import datetime, timezone
 from pathlib import Path
 
 from conftest import DaemonProcess, wait_until
 
 from pi_render.farm.paths import to_farm, to_local
+from pi_render.service.jobs import MAX_CHUNKS, split
+from pi_render.task.record import TaskRecord
 
 FAKE = Path(__file__).parent / "fakes" / "fake_blender.py"
 
@@ -77,48 +81,28 @@ def test_path_maps_swap_whole_components_both_ways() -> None:
     assert to_farm("/elsewhere/1.png", farm_map) == "/elsewhere/1.png"
 
 
-def test_a_job_is_never_split_into_more_than_a_thousand_chunks() -> None:
-    from datetime import datetime, timezone
+def job_over(first: int, last: int, **more: object) -> TaskRecord:
+    """A render job's record over frames `first`..`last` (what `split` reads of it)."""
+    args = {"start_frame": first, "end_frame": last, "frame_step": 1, **more}
+    return TaskRecord(id="j", type="render", label="render",
+                      created_at=datetime.now(timezone.utc), args=args)  # fmt: skip
 
-    from pi_render.service.jobs import MAX_CHUNKS, split
-    from pi_render.task.record import TaskRecord
 
-    job = TaskRecord(
-        id="j",
-        type="render",
-        label="render",
-        created_at=datetime.now(timezone.utc),
-        args={"start_frame": 1, "end_frame": 100_000, "frame_step": 1},
-    )
+def numbered() -> Callable[[], str]:
     ids = iter(range(10**6))
-    chunks = split(job, 1, lambda: f"c{next(ids)}")
+    return lambda: f"c{next(ids)}"
+
+
+def test_a_job_is_never_split_into_more_than_a_thousand_chunks() -> None:
+    chunks = split(job_over(1, 100_000), 1, numbered())
     assert len(chunks) == MAX_CHUNKS
     assert chunks[0].args["start_frame"] == 1 and chunks[-1].args["end_frame"] == 100_000
     assert sum(c.args["end_frame"] - c.args["start_frame"] + 1 for c in chunks) == 100_000
-    assert (
-        split(
-            job.model_copy(update={"args": {**job.args, "output_type": "FFMPEG"}}), 5, lambda: "x"
-        )
-        == []
-    )
+    assert split(job_over(1, 100, output_type="FFMPEG"), 5, numbered()) == []  # a video: whole
 
 
 def test_a_huge_frame_range_is_split_by_arithmetic_not_by_listing_it() -> None:
-    import time
-    from datetime import datetime, timezone
-
-    from pi_render.service.jobs import MAX_CHUNKS, split
-    from pi_render.task.record import TaskRecord
-
-    job = TaskRecord(
-        id="j",
-        type="render",
-        label="render",
-        created_at=datetime.now(timezone.utc),
-        args={"start_frame": 0, "end_frame": 2**31 - 2, "frame_step": 1},
-    )
     started = time.monotonic()
-    ids = iter(range(10**6))
-    chunks = split(job, 1, lambda: f"c{next(ids)}")
+    chunks = split(job_over(0, 2**31 - 2), 1, numbered())
     assert len(chunks) == MAX_CHUNKS and chunks[-1].args["end_frame"] == 2**31 - 2
     assert time.monotonic() - started < 5  # a list of 2^31 frames would take minutes and GBs
