@@ -101,25 +101,29 @@ class Client:
         body = self._call("POST", "/render-tasks/run_task", json={"task_id": task_id, **overrides})
         return TaskRecord.model_validate(body)
 
-    def log(self, task_id: str, offset: int = 0) -> tuple[str, int]:
-        """Log text from `offset` and the offset to continue from."""
+    def _text(self, path: str, **params: Any) -> httpx.Response:
+        """A route that answers in text, not JSON (a log, metrics): the response itself."""
         try:
-            response = self._http.get(f"/tasks/{task_id}/log", params={"offset": offset})
+            response = self._http.get(path, params=params)
         except (httpx.TransportError, FileNotFoundError) as exc:
             raise DaemonUnreachable(f"no pi-render daemon answers on {self.socket_path} ({exc})")
         if response.status_code >= 400:
             raise ApiError(response.status_code, response.json())
+        return response
+
+    def log(self, task_id: str, offset: int = 0) -> tuple[str, int]:
+        """Log text from `offset` and the offset to continue from."""
+        response = self._text(f"/tasks/{task_id}/log", offset=offset)
         return response.text, int(response.headers.get("X-Log-Size", offset))
 
     def metrics(self) -> str:
         """`GET /metrics`: Prometheus text format."""
-        try:
-            response = self._http.get("/metrics")
-        except (httpx.TransportError, FileNotFoundError) as exc:
-            raise DaemonUnreachable(f"no pi-render daemon answers on {self.socket_path} ({exc})")
-        if response.status_code >= 400:
-            raise ApiError(response.status_code, response.json())
-        return response.text
+        return self._text("/metrics").text
+
+    def me(self) -> dict[str, Any]:
+        """The caller as the daemon sees it: uid, gid and role."""
+        result: dict[str, Any] = self._call("GET", "/me")
+        return result
 
     def get(self, task_id: str) -> TaskRecord:
         return TaskRecord.model_validate(self._call("GET", f"/tasks/{task_id}"))

@@ -44,7 +44,7 @@ def create_web_app(socket: Path, hosts: set[str], sessions: Sessions,
 
     def page(request: Request, template: str, **context: Any) -> HTMLResponse:
         with client() as daemon:
-            me = daemon._call("GET", "/me")
+            me = daemon.me()
         html = templates.get_template(template).render(
             csrf=request.scope["state"]["csrf"], me=me, **context
         )
@@ -93,11 +93,14 @@ def create_web_app(socket: Path, hosts: set[str], sessions: Sessions,
     @app.post("/tasks/{task_id}/{action}")
     def control(task_id: str, action: str, priority: str = Form("high")) -> Response:
         with client() as daemon:
-            if action in ("cancel", "retry", "pause", "resume"):
-                daemon._call("POST", f"/tasks/{task_id}/{action}")
+            if action == "cancel":
+                daemon.cancel(task_id)
+            elif action == "retry":
+                daemon.retry(task_id)
+            elif action in ("pause", "resume"):
+                daemon.pause(task_id, paused=action == "pause")
             elif action == "priority":
-                daemon._call("POST", f"/tasks/{task_id}/priority",
-                             json={"priority": Priority(priority).value})  # fmt: skip
+                daemon.reprioritise(task_id, Priority(priority).value)
             else:
                 return PlainTextResponse("no such action", status_code=404)
         return RedirectResponse(f"/tasks/{task_id}", status_code=303)
@@ -189,7 +192,7 @@ def create_web_app(socket: Path, hosts: set[str], sessions: Sessions,
     @app.get("/cron", response_class=HTMLResponse)
     def cron(request: Request) -> HTMLResponse:
         with client() as daemon:
-            jobs = daemon._call("GET", "/cron")
+            jobs = daemon.cron()
         return page(request, "cron.html", jobs=jobs)
 
     @app.get("/failed", response_class=HTMLResponse)
