@@ -8,6 +8,7 @@ import signal
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import DaemonProcess, wait_until
@@ -405,3 +406,25 @@ def test_a_task_needing_a_tag_is_taken_only_by_a_host_that_offers_it(farm: Farm)
     assert done.status == "completed" and (done.worker or "").startswith("h2/")
     with pytest.raises(ApiError, match="lacks tag 'nowhere'"):
         hosts[0].client.submit("noop", {}, requires={"tags": ["nowhere"]})
+
+
+def test_a_hosts_event_stream_shows_frames_another_host_renders_as_they_land(
+    farm: Farm, scenes: dict[str, Path]
+) -> None:
+    from test_events import sse
+
+    hosts = farm(2, sleep=0.2)
+    hosts[0].client.pause("render", label=True)  # h1 renders nothing: every frame is h2's
+    job = hosts[0].client.render({"source": str(scenes["tiny"]), "chunk_size": 1})
+    heard: list[tuple[str, dict[str, Any]]] = []
+    for _, kind, data in sse(hosts[0], after=0):
+        heard.append((kind, data))
+        if kind == "task" and data["id"] == job.id and data["status"] == "completed":
+            break
+    frames = sorted(d["frame"] for k, d in heard if k == "frame" and d["task_id"] == job.id)
+    assert frames == [1, 2, 3]  # on h1's stream, though h2 rendered them
+    chunks = {d["id"]: d for k, d in heard if k == "task" and d["job"] == job.id
+              and d["status"] == "running" and str(d["worker"]).startswith("h2/")}  # fmt: skip
+    assert len(chunks) == 3  # each chunk's start on h2, not only its end
+    done = hosts[0].client.wait(job.id, 60)
+    assert Counter(f["host"] for f in (done.result or {})["frames"]) == {"h2": 3}

@@ -1,6 +1,9 @@
 """`GET /metrics`: Prometheus text that prometheus_client's own parser reads, whose counters
 move as tasks run, and whose gauges come from the stores."""
 
+import json
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -63,3 +66,32 @@ def test_failures_count_retries_blender_reasons_and_dead_tasks(
     assert value(samples, "pi_render_tasks_finished_total", type="render", status="failed") == 1
     assert value(samples, "pi_render_blender_failures_total", reason=dead.error.type) == 2
     assert value(samples, "pi_render_tasks_dead") == 1
+
+
+def test_pi_render_metrics_writes_a_node_exporter_textfile_whole(
+    make_daemon: Callable[..., DaemonProcess], tmp_path: Path
+) -> None:
+    daemon = make_daemon().start()
+    daemon.client.wait(daemon.client.submit("noop", {}).id, 60)
+    textfiles = tmp_path / "textfiles"
+    textfiles.mkdir()
+    target = textfiles / "pi_render.prom"
+    target.write_text("# an older scrape\n")
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "pi_render", "metrics", "--socket",
+                               str(daemon.socket), *args],
+                              capture_output=True, text=True, timeout=60)  # fmt: skip
+
+    done = cli("--textfile", str(target), "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["textfile"] == str(target)
+    written = {s.name: s.value for f in text_string_to_metric_families(target.read_text())
+               for s in f.samples if s.labels.get("type") == "noop"}  # fmt: skip
+    assert written["pi_render_tasks_submitted_total"] == 1
+    assert [p.name for p in textfiles.iterdir()] == ["pi_render.prom"]  # no temp file left
+    refused = cli("--textfile", str(textfiles / "pi_render.txt"))
+    assert refused.returncode == 2 and "*.prom" in refused.stderr + refused.stdout
+    samples = json.loads(cli("--json").stdout)
+    assert {"name": "pi_render_tasks_submitted_total", "labels": {"type": "noop"},
+            "value": 1.0} in samples  # fmt: skip

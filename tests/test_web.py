@@ -46,6 +46,38 @@ def logged_in(web: tuple[TestClient, Sessions]) -> tuple[TestClient, str]:
     return client, found.group(1)
 
 
+def test_a_session_ends_at_logout_or_after_its_lifetime_and_a_fresh_link_logs_in_again(
+    renderer: DaemonProcess,
+) -> None:
+    now = [1000.0]
+    sessions = Sessions(lifetime_s=3600, clock=lambda: now[0])
+    app = create_web_app(renderer.socket, {"testserver"}, sessions, EventLog())
+    with TestClient(app, follow_redirects=False) as client:
+        login = client.get(f"/login?token={sessions.login_token}")
+        assert login.status_code == 303 and "Max-Age=3600" in login.headers["set-cookie"]
+        first = re.search(r'name="csrf" content="([^"]+)"', client.get("/").text)
+        assert first is not None
+        now[0] += 3599
+        assert client.get("/").status_code == 200
+        now[0] += 1  # the session's hour is up
+        ended = client.get("/")
+        assert ended.status_code == 401 and "kill -USR1" in ended.text
+        client.cookies.clear()
+        assert client.get(f"/login?token={sessions.new_login_token()}").status_code == 303
+        page = client.get("/")
+        assert page.status_code == 200 and 'id="logout"' in page.text
+        fresh = re.search(r'name="csrf" content="([^"]+)"', page.text)
+        assert fresh is not None and fresh.group(1) != first.group(
+            1
+        )  # a new session, a new CSRF token
+        assert client.post("/logout").status_code == 403  # logging out needs the CSRF token too
+        out = client.post(f"/logout?csrf={fresh.group(1)}")
+        assert out.status_code == 200 and 'pi_render_session=""' in out.headers["set-cookie"]
+        client.cookies.clear()
+        client.cookies.set("pi_render_session", page.request.headers["cookie"].split("=", 1)[1])
+        assert client.get("/").status_code == 401  # the old cookie is dead on the server too
+
+
 def test_the_guard_refuses_strangers_rebinding_foreign_origins_and_forged_posts(
     web: tuple[TestClient, Sessions], renderer: DaemonProcess
 ) -> None:
@@ -104,7 +136,8 @@ def test_a_viewer_sees_no_buttons_that_change_things(renderer: DaemonProcess) ->
     html = env.get_template("task.html").render(
         csrf="x", me={"uid": 1000, "role": "viewer"}, task=record, chunks=[], frames=[], log=""
     )
-    assert "<form" not in html and "cancel" not in html.lower().split("<main>")[1]
+    main = html.split("<main>")[1].lower()  # the nav's only form is "Log out"
+    assert "<form" not in main and "cancel" not in main
 
 
 def test_frames_are_served_only_from_inside_their_tasks_folder(tmp_path: Path) -> None:
@@ -201,3 +234,19 @@ def test_exr_frames_and_videos_get_thumbnails_too(tmp_path: Path) -> None:
     poster = Thumbnails().thumbnail(str(folder), str(video))
     with Image.open(io.BytesIO(poster)) as thumb:
         assert thumb.format == "JPEG" and thumb.size == (64, 32)
+
+
+def test_the_log_tail_is_the_end_of_a_long_log_from_a_lines_start(
+    web: tuple[TestClient, Sessions], renderer: DaemonProcess
+) -> None:
+    client, _ = logged_in(web)
+    record = renderer.client.submit("noop", {})
+    log = next(renderer.data_dir.rglob("logs")) / f"{record.id}.log"
+    lines = [
+        f"Fra:{n} Mem:9.40M | Time:00:00.{n % 100:02d} | Rendering sample" for n in range(40_000)
+    ]
+    log.write_text("\n".join(lines) + "\n")  # 2.3 MB: more than one read of the daemon's log
+    tail = client.get(f"/tasks/{record.id}/log.txt").text
+    assert tail.endswith(lines[-1] + "\n") and tail.startswith("Fra:") and len(tail) <= 8000
+    page = client.get(f"/tasks/{record.id}").text
+    assert lines[-1] in page and lines[0] not in page

@@ -3,20 +3,25 @@ daemon and a real `pi-render web` process. CI installs chromium; there a missing
 
 import json
 import os
+import shlex
 import shutil
 import socket
 import subprocess
 import sys
+import sysconfig
+import tempfile
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from conftest import DaemonProcess, start_fake_renderer
+from conftest import DaemonProcess, start_fake_renderer, wait_until
 
 CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = Path(__file__).parent.parent / "docs"
+REPO = Path(__file__).resolve().parent.parent
+ARTIFACTS = REPO / "docs"
 
 
 def free_port() -> int:
@@ -43,63 +48,125 @@ def browser() -> Iterator[Any]:
         launched.close()
 
 
-@pytest.fixture
-def dashboard(make_daemon: Callable[..., DaemonProcess]) -> Iterator[tuple[DaemonProcess, str]]:
-    daemon = start_fake_renderer(make_daemon, 0.4)
+@contextmanager
+def dashboard_of(daemon: DaemonProcess, as_nobody: bool = False) -> Iterator[str]:
+    """A real `pi-render web` for `daemon`; yields its one-time login link. `as_nobody`: run
+    it as that user (Debian's python3 over this venv's packages, since the venv's interpreter
+    may live under a private home), a bind mount lending it this checkout wherever it is."""
     bind = f"127.0.0.1:{free_port()}"
-    web = subprocess.Popen([sys.executable, "-m", "pi_render", "web", "--bind", bind,
-                            "--socket", str(daemon.socket), "--json"],
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    argv = ["-m", "pi_render", "web", "--bind", bind, "--socket", str(daemon.socket), "--json"]
+    if as_nobody:
+        lent = Path(tempfile.mkdtemp(prefix="pr-repo-"))
+        lent.chmod(0o755)
+        site = Path(sysconfig.get_paths()["purelib"]).relative_to(REPO)
+        path = f"{lent}:{lent / site}"
+        command = (f"mount --bind {shlex.quote(str(REPO))} {shlex.quote(str(lent))} && exec "
+                   f"setpriv --reuid=nobody --regid=nogroup --clear-groups env PYTHONPATH={path}"
+                   f" /usr/bin/python3 {shlex.join(argv)}")  # fmt: skip
+        argv = ["unshare", "--mount", "--propagation", "private", "sh", "-c", command]
+    else:
+        argv = [sys.executable, *argv]
+    web = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                           cwd="/")  # fmt: skip
     try:
         assert web.stdout is not None
         text = ""
         while not text.rstrip().endswith("}"):  # `--json` prints one object, then serves
             line = web.stdout.readline()
-            assert line, "pi-render web exited before printing its link"
+            assert line, f"pi-render web exited before printing its link:\n{text}"
             text += line
-        link = json.loads(text)["url"]
-        yield daemon, link
+        yield json.loads(text[text.index("{") :])["url"]
     finally:
         web.terminate()
         web.wait(30)
 
 
-def test_log_in_upload_watch_every_thumbnail_land_and_cancel(
-    browser: Any, dashboard: tuple[DaemonProcess, str], scenes: dict[str, Path],
+@pytest.fixture
+def dashboard(make_daemon: Callable[..., DaemonProcess]) -> Iterator[tuple[DaemonProcess, str]]:
+    daemon = start_fake_renderer(make_daemon, mode="hang")  # a render runs until cancelled
+    with dashboard_of(daemon) as link:
+        yield daemon, link
+
+
+def test_log_in_upload_a_scene_and_watch_real_blender_fill_in_every_thumbnail(
+    browser: Any, make_daemon: Callable[..., DaemonProcess], scenes: dict[str, Path],
     tmp_path: Path,
 ) -> None:  # fmt: skip
+    daemon = make_daemon().start()  # real Blender
+    with dashboard_of(daemon) as link:
+        page = browser.new_page()
+        page.set_default_timeout(120_000)
+        page.goto(link)  # the one-time link: it sets the cookie and lands on the tasks page
+        assert page.url.endswith("/") and page.locator("table#tasks").count() == 1
+        page.goto(link.split("/login")[0] + "/submit")
+        page.set_input_files("input[type=file]", str(scenes["tiny"]))
+        page.click("button[type=submit]")
+        assert "1-3" in page.content()  # inspect read the scene's frames before submitting
+        page.click("button[type=submit]")
+        page.wait_for_url("**/tasks/*")
+        page.wait_for_function("document.getElementById('status').textContent === 'completed'")
+        page.wait_for_function(
+            "[...document.querySelectorAll('.grid img')].length === 3 && "
+            "[...document.querySelectorAll('.grid img')].every(i => i.complete && "
+            "i.naturalWidth > 0)"
+        )
+        width = page.eval_on_selector("main > .bar span", "e => e.style.width")
+        assert width.startswith("100")
+        page.wait_for_function("document.getElementById('log').textContent.includes('Saved')")
+        shot = tmp_path / "task-page.png"  # the test's artifact
+        page.screenshot(path=str(shot), full_page=True)
+        assert shot.stat().st_size > 10_000
+        if os.environ.get("PI_RENDER_UPDATE_SCREENSHOT") == "1":
+            shutil.copy(shot, ARTIFACTS / "dashboard-task.png")  # the README's screenshot
+
+
+def test_cancel_a_render_from_its_page_and_a_post_without_the_csrf_token_is_refused(
+    browser: Any, dashboard: tuple[DaemonProcess, str], scenes: dict[str, Path]
+) -> None:
     daemon, link = dashboard
     page = browser.new_page()
     page.set_default_timeout(60_000)
-    page.goto(link)  # the one-time link: it sets the cookie and lands on the tasks page
-    assert page.url.endswith("/") and page.locator("table#tasks").count() == 1
-    page.goto(link.split("/login")[0] + "/submit")
-    page.set_input_files("input[type=file]", str(scenes["tiny"]))
-    page.click("button[type=submit]")
-    assert "1-3" in page.content()  # inspect read the scene's frames before submitting
-    page.click("button[type=submit]")
-    page.wait_for_url("**/tasks/*")
-    page.wait_for_function("document.getElementById('status').textContent === 'completed'")
-    page.wait_for_function(
-        "[...document.querySelectorAll('.grid img')].length === 3 && "
-        "[...document.querySelectorAll('.grid img')].every(i => i.complete && i.naturalWidth > 0)"
-    )
-    width = page.eval_on_selector("main > .bar span", "e => e.style.width")
-    assert width == "100%" or width.startswith("100")
-    shot = tmp_path / "task-page.png"  # the test's artifact
-    page.screenshot(path=str(shot), full_page=True)
-    assert shot.stat().st_size > 10_000
-    if os.environ.get("PI_RENDER_UPDATE_SCREENSHOT") == "1":
-        shutil.copy(shot, ARTIFACTS / "dashboard-task.png")  # the README's screenshot
-    second = daemon.client.render({"source": str(scenes["tiny"]), "force": True})
-    page.goto(link.split("/login")[0] + f"/tasks/{second.id}")
+    page.goto(link)
+    running = daemon.client.render({"source": str(scenes["tiny"])})
+    wait_until(lambda: daemon.client.get(running.id).status == "running", 30, "the render")
+    page.goto(link.split("/login")[0] + f"/tasks/{running.id}")
     page.click("#cancel")
     page.wait_for_function("document.getElementById('status').textContent === 'cancelled'")
-    assert daemon.client.wait(second.id, 30).status == "cancelled"
+    assert daemon.client.wait(running.id, 30).status == "cancelled"
     forged = page.evaluate(
-        f"fetch('/tasks/{second.id}/retry', {{method: 'POST'}}).then(r => r.status)"
+        f"fetch('/tasks/{running.id}/retry', {{method: 'POST'}}).then(r => r.status)"
     )
     assert forged == 403  # a POST without the CSRF token
+    assert daemon.client.get(running.id).status == "cancelled"
+    page.click("#logout")
+    assert page.evaluate("fetch('/').then(r => r.status)") == 401  # the session has ended
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another user")
+def test_a_viewers_dashboard_has_no_buttons_that_change_things(
+    browser: Any, make_daemon: Callable[..., DaemonProcess], scenes: dict[str, Path]
+) -> None:
+    from test_access import open_socket_to_nobody
+
+    daemon = start_fake_renderer(make_daemon, mode="hang",
+                                 tables='[roles.viewer]\nusers = ["nobody"]\n')  # fmt: skip
+    open_socket_to_nobody(daemon)
+    running = daemon.client.render({"source": str(scenes["tiny"])})
+    with dashboard_of(daemon, as_nobody=True) as link:
+        page = browser.new_page()
+        page.set_default_timeout(60_000)
+        page.goto(link)
+        assert "viewer" in page.inner_text("nav .who")
+        page.goto(link.split("/login")[0] + f"/tasks/{running.id}")
+        assert page.inner_text("h1") and page.locator("#status").count() == 1
+        assert page.locator("main form, main button, #cancel").count() == 0
+        refused = page.evaluate(
+            f"fetch('/tasks/{running.id}/cancel?csrf=' + "
+            f"document.querySelector('meta[name=csrf]').content, {{method: 'POST'}})"
+            f".then(r => r.status)"
+        )
+        assert refused == 403  # the daemon refuses a viewer, whatever the page shows
+    assert daemon.client.get(running.id).status == "running"
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another user")

@@ -116,6 +116,13 @@ class Client:
         response = self._text(f"/tasks/{task_id}/log", offset=offset)
         return response.text, int(response.headers.get("X-Log-Size", offset))
 
+    def log_tail(self, task_id: str, limit: int = 8000) -> str:
+        """About the last `limit` bytes of the log, from the start of a line: the size is asked
+        first, so a long log costs no more than its tail."""
+        _, size = self.log(task_id, 1 << 62)  # past the end: nothing but the size
+        text, _ = self.log(task_id, max(0, size - limit))
+        return text.partition("\n")[2] if size > limit else text
+
     def metrics(self) -> str:
         """`GET /metrics`: Prometheus text format."""
         return self._text("/metrics").text

@@ -8,8 +8,8 @@ import json
 import re
 import threading
 from collections import deque
-from itertools import islice
 from collections.abc import AsyncIterator
+from itertools import islice
 from typing import Any
 
 from pi_render.task.record import TaskRecord

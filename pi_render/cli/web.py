@@ -1,12 +1,14 @@
-"""`pi-render web`: the dashboard (the web extra)."""
+"""`pi-render web`: the dashboard (the web extra); `pi-render metrics`: the daemon's Prometheus
+metrics, printed or written as a node_exporter textfile."""
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from pi_render.cli import EXIT_USAGE, JsonOpt, SocketOpt, app, emit_json, fail, out
+from pi_render.cli import EXIT_USAGE, JsonOpt, SocketOpt, app, client_for, emit_json, fail, out
 
 
 @app.command()
@@ -52,12 +54,59 @@ def web(
             fail(f"cannot read {metrics_token_file}: {exc.strerror}", EXIT_USAGE)
         if len(sessions.metrics_token) < 16:
             fail("the metrics token must be at least 16 characters", EXIT_USAGE)
-    link = f"http://{bind}/login?token={sessions.login_token}"
-    if as_json:
-        emit_json({"url": link, "metrics_token": sessions.metrics_token, "bind": bind})
+
+    def announce() -> None:
+        link = f"http://{bind}/login?token={sessions.login_token}"
+        if as_json:
+            emit_json({"url": link, "metrics_token": sessions.metrics_token, "bind": bind,
+                       "pid": os.getpid()})  # fmt: skip
+        else:
+            out.print(f"pi-render web on http://{bind}/ (pid {os.getpid()}) — log in once "
+                      f"with:\n  {link}")  # fmt: skip
+            out.print(f"Prometheus: GET http://{bind}/metrics with 'Authorization: Bearer "
+                      f"{sessions.metrics_token}'")  # fmt: skip
         sys.stdout.flush()  # the one-time link must reach a pipe now, not at exit
-    else:
-        out.print(f"pi-render web on http://{bind}/ — log in once with:\n  {link}")
-        out.print(f"Prometheus: GET http://{bind}/metrics with 'Authorization: Bearer "
-                  f"{sessions.metrics_token}'")  # fmt: skip
-    serve(path, sock, served, sessions)
+
+    serve(path, sock, served, sessions, announce)
+
+
+@app.command()
+def metrics(
+    textfile: Annotated[
+        Optional[Path],
+        typer.Option(help="Write them here for node_exporter's textfile collector (*.prom)."),
+    ] = None,
+    socket: SocketOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The daemon's Prometheus metrics (text format), or each sample as JSON."""
+    with client_for(socket) as client:
+        text = client.metrics()
+    if textfile is not None:
+        write_textfile(textfile, text)
+    if as_json:
+        from prometheus_client.parser import text_string_to_metric_families
+
+        samples = [{"name": s.name, "labels": s.labels, "value": s.value}
+                   for f in text_string_to_metric_families(text) for s in f.samples]  # fmt: skip
+        emit_json({"textfile": str(textfile), "samples": samples} if textfile else samples)
+    elif textfile is None:
+        sys.stdout.write(text)
+
+
+def write_textfile(target: Path, text: str) -> None:
+    """All or nothing, as the collector asks: a temp file in the same folder (not *.prom, so
+    it is never read half written), fsynced, then renamed over the old one."""
+    if target.suffix != ".prom":
+        fail("node_exporter reads only *.prom files: name it e.g. pi_render.prom", EXIT_USAGE)
+    temp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, target)
+    except OSError as exc:
+        temp.unlink(missing_ok=True)
+        fail(f"cannot write {target}: {exc.strerror}", 1)

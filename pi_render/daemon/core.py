@@ -132,7 +132,7 @@ class Daemon:
             self.records.add_listener(waiters)
             self.records.add_listener(self.service.on_record)
             if stores.farm is not None:
-                follow_farm(stores.records, [waiters, self.events.on_record], self.running)
+                follow_farm(stores, waiters, self.events, self.running)
                 stores.farm.hosts.start()
             self.recover()
             self.pool = self._build_pool()

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from pi_render.api.events import EventLog
 from pi_render.clock import Clock
 from pi_render.config import Settings
 from pi_render.controls import pool_capabilities
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from pi_render.farm.db import FarmDatabase
     from pi_render.farm.hosts import HostRegistry, SlotClaims
     from pi_render.farm.policy import FailurePolicy
+    from pi_render.farm.relay import RemoteProgress
     from pi_render.queue.postgres import QueueWakeups
 
 
@@ -36,6 +38,7 @@ class FarmParts:
     hosts: "HostRegistry"
     slots: "SlotClaims"
     policy: "FailurePolicy"
+    progress: "RemoteProgress | None" = None  # started by follow_farm
 
 
 @dataclass
@@ -49,6 +52,8 @@ class Stores:
     farm: FarmParts | None = None
 
     def close(self) -> None:
+        if self.farm is not None and self.farm.progress is not None:
+            self.farm.progress.close()
         self.router.close()
         self.records.close()
         self.frames.close()
@@ -107,17 +112,22 @@ def offered_tags(settings: Settings, label: str) -> list[str]:
     return sorted({*farm_tags, *caps["tags"], *(["gpu"] if caps["gpu"] else [])})
 
 
-def follow_farm(records: RecordStore, listeners: list[Callable[[TaskRecord], None]],
+def follow_farm(stores: Stores, waiters: Callable[[TaskRecord], None], events: EventLog,
                 running: RunningTasks) -> None:  # fmt: skip
-    """Hear the final moves made on other hosts: clients waiting here are answered (and the
-    event stream tells them), and a task cancelled elsewhere that runs here is stopped (its
-    Blender with it)."""
+    """Hear what other hosts do: a final move answers the clients waiting here, and a task
+    cancelled elsewhere that runs here is stopped (its Blender with it); every change and
+    frame reaches this host's event stream (farm/relay.py)."""
+    from pi_render.farm.relay import RemoteProgress
+
+    assert stores.farm is not None
 
     def on_final(record: TaskRecord) -> None:
-        for listener in listeners:
-            listener(record)
+        waiters(record)
         if record.status is TaskStatus.CANCELLED:
             running.request_stop(record.id, StopReason.CANCEL)
 
-    add = getattr(records, "add_final_listener")
+    add = getattr(stores.records, "add_final_listener")
     add(on_final)
+    stores.farm.progress = RemoteProgress(stores.farm.db, stores.records.find,
+                                          events.on_record, events.on_frame)  # fmt: skip
+    stores.farm.progress.start()

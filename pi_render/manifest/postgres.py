@@ -11,6 +11,7 @@ from typing import Any
 
 from pi_render.errors import DuplicateOrigin, TaskNotFound
 from pi_render.farm.db import Connection, FarmDatabase, follow
+from pi_render.farm.relay import announce_change
 from pi_render.manifest.contract import Change, Listener, next_version, where_clause
 from pi_render.task.record import TaskRecord, TaskStatus
 
@@ -121,6 +122,7 @@ class PostgresRecordStore:
             )
             if new.status.is_final and not old.status.is_final:
                 conn.execute("SELECT pg_notify(%s, %s)", (FINAL_CHANNEL, task_id))
+            announce_change(conn, task_id)  # other hosts' event streams (farm/relay.py)
             return new
 
         new = self.db.run(write)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from pi_render.errors import StaleAttempt
 from pi_render.farm.db import Connection, FarmDatabase, FarmUnreachable
+from pi_render.farm.relay import announce_frame
 from pi_render.manifest.base import DurableJsonTable
 from pi_render.manifest.frames import FrameOutput, Holder
 
@@ -80,7 +81,10 @@ class PostgresFrameLedger:
                    f"body = EXCLUDED.body WHERE {fenced}")  # fmt: skip
 
         def put(conn: Connection) -> int:
-            return conn.execute(sql, params).rowcount
+            written: int = conn.execute(sql, params).rowcount
+            if written:
+                announce_frame(conn, key, output.frame)  # other hosts' dashboards
+            return written
 
         if self.db.run(put) == 0 and not only_if_absent:
             raise StaleAttempt(f"frame {output.frame} not recorded: attempt {attempt} of task "

@@ -34,8 +34,13 @@ def split(job: TaskRecord, chunk_size: int, new_id: Callable[[], str]) -> list[T
     chunks = []
     for first in range(0, len(frames), chunk_size):
         part = frames[first : first + chunk_size]
-        chunk_args = {**args, "start_frame": part[0], "end_frame": part[-1], "chunk_size": 0,
-                      "snapshot_bytes": 0}  # the job's snapshot: counted once, on the job
+        chunk_args = {
+            **args,
+            "start_frame": part[0],
+            "end_frame": part[-1],
+            "chunk_size": 0,
+            "snapshot_bytes": 0,
+        }  # the job's snapshot: counted once, on the job
         chunks.append(job.model_copy(update={
             "id": new_id(), "args": chunk_args, "job": job.id, "content_key": None,
             "origin": None, "parent": None}))  # fmt: skip

@@ -59,12 +59,21 @@ def create_web_app(socket: Path, hosts: set[str], sessions: Sessions,
         session = sessions.log_in(token)
         if session is None:
             return PlainTextResponse(
-                "this login link was used already or is wrong: restart "
-                "pi-render web for a new one",
+                "this login link was used already or is wrong: `kill -USR1` the pi-render web "
+                "process (or restart it) for a new one",
                 status_code=403,
             )
         response = RedirectResponse("/", status_code=303)
-        response.set_cookie(COOKIE, session, httponly=True, samesite="strict", path="/")
+        response.set_cookie(COOKIE, session, httponly=True, samesite="strict", path="/",
+                            max_age=int(sessions.lifetime_s))  # fmt: skip
+        return response
+
+    @app.post("/logout")
+    def logout(request: Request) -> Response:
+        sessions.log_out(request.scope["state"]["session"])
+        response = PlainTextResponse("logged out: the link pi-render web prints on SIGUSR1 "
+                                     "logs you in again")  # fmt: skip
+        response.delete_cookie(COOKIE, httponly=True, samesite="strict", path="/")
         return response
 
     @app.get("/", response_class=HTMLResponse)
@@ -80,15 +89,14 @@ def create_web_app(socket: Path, hosts: set[str], sessions: Sessions,
         with client() as daemon:
             record = daemon.get(task_id)
             chunks = daemon.chunks(task_id) if record.chunks else []
-            text, _ = daemon.log(record.id)
+            tail = daemon.log_tail(record.id)
         return page(request, "task.html", task=record, chunks=chunks, frames=_frames(record),
-                    log=text[-8000:])  # fmt: skip
+                    log=tail)  # fmt: skip
 
     @app.get("/tasks/{task_id}/log.txt", response_class=PlainTextResponse)
     def log_tail(task_id: str) -> str:
         with client() as daemon:
-            text, _ = daemon.log(task_id)
-        return text[-8000:]
+            return daemon.log_tail(task_id)
 
     @app.post("/tasks/{task_id}/{action}")
     def control(task_id: str, action: str, priority: str = Form("high")) -> Response:

@@ -6,13 +6,17 @@
 - everything but `/login` needs the session cookie, which only the one-time link printed at
   start can set (`HttpOnly; SameSite=Strict`); `/metrics` takes a bearer token instead;
 - a state-changing request needs the session's CSRF token (form field `csrf` or header
-  `X-CSRF-Token`).
+  `X-CSRF-Token`);
+- a session lasts `lifetime_s` (12 h by default) and ends sooner at `POST /logout`; SIGUSR1
+  arms a fresh one-time link (see web/serve.py).
 """
 
 import hmac
 import os
 import secrets
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -28,13 +32,22 @@ SAFETY_HEADERS = [
 ]
 
 
-class Sessions:
-    """The one-time login token, the sessions it opened, and each one's CSRF token."""
+SESSION_LIFETIME_S = 12 * 3600
 
-    def __init__(self) -> None:
+
+class Sessions:
+    """The one-time login token, the sessions it opened, and each one's CSRF token and end.
+
+    A session ends `lifetime_s` after its login (a cookie left in a browser on a shared desk
+    does not open the dashboard next week); `clock` is injectable for tests."""
+
+    def __init__(self, lifetime_s: float = SESSION_LIFETIME_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
         self.login_token: str | None = secrets.token_urlsafe(32)
         self.metrics_token = secrets.token_urlsafe(32)
-        self._csrf: dict[str, str] = {}  # session id → its CSRF token
+        self.lifetime_s = lifetime_s
+        self._clock = clock
+        self._open: dict[str, tuple[str, float]] = {}  # session id → (CSRF token, ends at)
         self._lock = threading.Lock()
 
     def log_in(self, token: str) -> str | None:
@@ -44,12 +57,29 @@ class Sessions:
                 return None
             self.login_token = None
             session = secrets.token_urlsafe(32)
-            self._csrf[session] = secrets.token_urlsafe(32)
+            self._open[session] = (secrets.token_urlsafe(32), self._clock() + self.lifetime_s)
             return session
 
     def csrf_of(self, session: str | None) -> str | None:
+        """The session's CSRF token while it lasts; None for an unknown or ended session."""
         with self._lock:
-            return self._csrf.get(session or "")
+            found = self._open.get(session or "")
+            if found is None:
+                return None
+            if self._clock() >= found[1]:
+                del self._open[session or ""]
+                return None
+            return found[0]
+
+    def log_out(self, session: str) -> None:
+        with self._lock:
+            self._open.pop(session, None)
+
+    def new_login_token(self) -> str:
+        """Arm a fresh one-time token (the previous one, if unspent, stops working)."""
+        with self._lock:
+            self.login_token = secrets.token_urlsafe(32)
+            return self.login_token
 
 
 class Guard:
@@ -90,9 +120,15 @@ class Guard:
         session = _cookie(headers.get("cookie", ""), COOKIE)
         csrf = self.sessions.csrf_of(session)
         if csrf is None:
-            await _refuse(send, 401, "log in through the link pi-render web printed")
+            hours = self.sessions.lifetime_s / 3600
+            await _refuse(
+                send,
+                401,
+                f"log in through the link pi-render web printed (a session "
+                f"lasts {hours:g} h; `kill -USR1` pi-render web for a new link)",
+            )
             return
-        scope.setdefault("state", {})["csrf"] = csrf
+        scope.setdefault("state", {}).update(csrf=csrf, session=session)
         if method not in SAFE:
             given = headers.get("x-csrf-token") or _query(scope, "csrf")
             if given is None or not same(given, csrf):
@@ -101,13 +137,14 @@ class Guard:
         await self.app(scope, receive, send)
 
     def _same_user(self, scope: dict[str, Any]) -> bool:
-        """On loopback, the client's socket must be this process's uid (see web/peer.py)."""
+        """On loopback, the client's socket must be this process's uid or root's (see
+        web/peer.py; root can read this process's memory and cookie jar anyway)."""
         client, server = scope.get("client"), scope.get("server")
         if not client or not server or not self.check_peer:
             return True
         if client[0] not in ("127.0.0.1", "::1", "::ffff:127.0.0.1"):
             return True  # bound off loopback on purpose: the network and the token decide
-        return loopback_peer_uid(int(client[1]), int(server[1])) == os.getuid()
+        return loopback_peer_uid(int(client[1]), int(server[1])) in (os.getuid(), 0)
 
 
 def _with_safety_headers(send: Any) -> Any:

@@ -3,8 +3,10 @@ resumes), print the one-time login link, and serve on loopback unless told other
 
 import json
 import logging
+import signal
 import socket
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,7 @@ import httpx
 
 from pi_render.api.events import EventLog
 from pi_render.web.guard import Sessions
+from pi_render.web.thumbs import warm_up
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +56,10 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(daemon_socket: Path, sock: socket.socket, served: set[str],
-          sessions: Sessions) -> None:  # fmt: skip
+def serve(daemon_socket: Path, sock: socket.socket, served: set[str], sessions: Sessions,
+          announce: Callable[[], None]) -> None:  # fmt: skip
+    """`announce` prints the login link: once now, and again with a fresh token on SIGUSR1
+    (a logged-out or expired user gets back in without a restart)."""
     import uvicorn
 
     from pi_render.web.app import create_web_app
@@ -64,6 +69,14 @@ def serve(daemon_socket: Path, sock: socket.socket, served: set[str],
     threading.Thread(target=follow_daemon, args=(daemon_socket, events, stop), name="events",
                      daemon=True).start()  # fmt: skip
     app = create_web_app(daemon_socket, served, sessions, events)
+
+    def fresh_link(signum: int, frame: object) -> None:
+        sessions.new_login_token()
+        announce()
+
+    signal.signal(signal.SIGUSR1, fresh_link)
+    threading.Thread(target=warm_up, name="warm-up", daemon=True).start()
+    announce()
     # browsers hold their event streams open: a stop must not wait for them to leave
     config = uvicorn.Config(app, log_level="warning", access_log=False,
                             timeout_graceful_shutdown=3)  # fmt: skip

@@ -49,6 +49,16 @@ def open_frame(output_dir: str, frame_path: str) -> tuple[int, os.stat_result]:
     return fd, info
 
 
+def warm_up() -> None:
+    """Load Pillow's plugins and JPEG encoder now (in the background at start): done on the
+    first thumbnail instead, they cost it half a second, past the 1 s a landed frame has to
+    show in the browser."""
+    from PIL import Image
+
+    Image.init()
+    Image.new("RGB", (8, 8)).save(io.BytesIO(), "JPEG")
+
+
 class Thumbnails:
     def __init__(self, keep: int = 2000) -> None:
         self._cache: OrderedDict[tuple[str, int, int], bytes] = OrderedDict()

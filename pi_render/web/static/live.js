@@ -4,6 +4,8 @@
   var source = new EventSource("/events");
   var page = document.querySelector("h1[data-task]");
   var current = page ? page.getAttribute("data-task") : null;
+  var log = document.getElementById("log");
+  if (log) { log.scrollTop = log.scrollHeight; }  // the tail's end is what is new
   source.addEventListener("task", function (message) {
     var data = JSON.parse(message.data);
     document.querySelectorAll('tr[data-task="' + data.id + '"]').forEach(function (row) {
@@ -20,7 +22,7 @@
       var bar = document.querySelector("main > .bar span");
       if (bar) { bar.style.width = (100 * data.progress).toFixed(1) + "%"; }
       fetch("/tasks/" + current + "/log.txt").then(function (r) { return r.text(); })
-        .then(function (text) { var log = document.getElementById("log"); if (log) { log.textContent = text; } });
+        .then(function (text) { var log = document.getElementById("log"); if (log) { log.textContent = text; log.scrollTop = log.scrollHeight; } });
     }
   });
   source.addEventListener("frame", function (message) {
