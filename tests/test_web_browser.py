@@ -5,6 +5,7 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -227,6 +228,19 @@ def test_a_metrics_token_file_keeps_the_scrape_token_across_restarts(
             answer = client.get("/metrics", headers={"Authorization": f"Bearer "
                                                      f"{printed['metrics_token']}"})  # fmt: skip
             assert answer.status_code == 200 and "pi_render_build_info" in answer.text
+            first = printed["url"].replace(f"http://{printed['bind']}", "")
+            assert client.get(first).status_code == 303
+            assert client.get(first).status_code == 403  # spent
+            web.send_signal(signal.SIGUSR1)  # "a fresh link, please"
+            text = ""
+            while not text.rstrip().endswith("}"):
+                text += web.stdout.readline()
+            again = json.loads(text)
+            assert again["pid"] == web.pid and again["url"] != printed["url"]
+            client.cookies.clear()
+            assert client.get(again["url"].replace(f"http://{again['bind']}", "")
+                              ).status_code == 303  # fmt: skip
+            assert client.get("/").status_code == 200
     finally:
         web.terminate()
         web.wait(30)
