@@ -8,8 +8,8 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(python3 python3-venv python3-dev curl sqlite3 blender ffmpeg systemd bubblewrap acl
               postgresql)
 # chromium: only for the dashboard's browser tests (Playwright drives Debian's; it cannot
-# download one); scripts/test.sh asks for it
-if [ "${PI_RENDER_SETUP_TESTS:-0}" = 1 ]; then APT_PACKAGES+=(chromium); fi
+# download one); fuse3: the power-cut harness (tests/lazyfs.py); scripts/test.sh asks for them
+if [ "${PI_RENDER_SETUP_TESTS:-0}" = 1 ]; then APT_PACKAGES+=(chromium fuse3); fi
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

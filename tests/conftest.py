@@ -73,10 +73,11 @@ class DaemonProcess:
     """A `pi-render serve` subprocess with its config, log, socket and client."""
 
     def __init__(self, root: Path, socket_dir: Path, config: str = "",
-                 extra_env: dict[str, str] | None = None) -> None:  # fmt: skip
+                 extra_env: dict[str, str] | None = None,
+                 data_dir: Path | None = None) -> None:  # fmt: skip
         self.root = root
         self.extra_env = extra_env or {}
-        self.data_dir = root / "data"
+        self.data_dir = data_dir or root / "data"
         self.socket = socket_dir / "api.sock"
         self.config_path = root / "config.toml"
         grace = "" if "shutdown_grace_s" in config else "shutdown_grace_s = 5\n"

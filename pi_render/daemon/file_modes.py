@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from pi_render.data_dir import DataDir
+from pi_render.fsync import make_dirs
 
 log = logging.getLogger(__name__)
 
@@ -18,14 +19,14 @@ def make_private(data_dir: Path) -> None:
     data_dir.chmod(0o711)
     for name in PRIVATE_DIRS:
         folder = data_dir / name
-        folder.mkdir(exist_ok=True)
+        make_dirs(folder)
         folder.chmod(0o700)
     paths = DataDir(data_dir)
     uploads = paths.uploads  # each upload's folder is its uploader's: pass, never list
-    uploads.mkdir(exist_ok=True)
+    make_dirs(uploads)
     uploads.chmod(0o711)
     output = paths.output  # the default outputs' parent: the daemon's; output/<id> theirs
-    output.mkdir(exist_ok=True)
+    make_dirs(output)
     if output.stat().st_uid != os.getuid():  # given to a submitter by an older version
         os.chown(output, os.getuid(), os.getgid())
     output.chmod(0o711)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import IO
 
 from pi_render.errors import DaemonAlreadyRunning
+from pi_render.fsync import make_dirs
 
 
 class DataDirLock:
@@ -18,7 +19,7 @@ class DataDirLock:
 
     def acquire(self, socket_path: Path) -> None:
         """Raises DaemonAlreadyRunning, naming the holder."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.path.parent)
         handle = open(self.path, "a+", encoding="utf-8")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

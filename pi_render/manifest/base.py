@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from sqlitedict import SqliteDict
 
+from pi_render.fsync import make_dirs
 from pi_render.manifest.writer import TicketedWriter, translated
 from pi_render.task import codec
 
@@ -46,7 +47,7 @@ class DurableJsonTable:
 
     @translated
     def __init__(self, path: Path, table: str) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(path.parent)
         self.table = table
         self._db = SqliteDict(
             str(path),

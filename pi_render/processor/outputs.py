@@ -107,6 +107,7 @@ def _walk_down(path: Path, owner: int | None) -> int:
                 step = os.open(part, flags, dir_fd=fd)
             except FileNotFoundError:
                 os.mkdir(part, 0o700, dir_fd=fd)
+                os.fsync(fd)  # the new entry survives a power cut
                 step = os.open(part, flags, dir_fd=fd)
                 theirs = owner is not None and index == len(parts) - 1
                 # whatever the umask (the unit's is 0077): the folders on the way stay the
@@ -151,10 +152,12 @@ def place(path: Path, folder: OutputFolder, frame: int) -> FrameOutput:
 
 def _readable(path: Path) -> None:
     """Give a frame FRAME_MODE, through a handle (no link followed), whatever the umask Blender
-    wrote it under: the submitter reads it even where the daemon cannot make it theirs."""
+    wrote it under: the submitter reads it even where the daemon cannot make it theirs. Its
+    bytes are fsynced too: Blender does not, and the ledger is about to vouch for them."""
     handle = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
         os.fchmod(handle, FRAME_MODE)
+        os.fsync(handle)
     finally:
         os.close(handle)
 

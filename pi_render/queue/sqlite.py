@@ -26,6 +26,7 @@ import persistqueue
 import persistqueue.serializers.json
 
 from pi_render.clock import Clock, SystemClock
+from pi_render.fsync import make_dirs
 from pi_render.manifest.writer import translated
 from pi_render.queue.base import QueueItem, WaitingRoom
 from pi_render.task.record import Priority
@@ -53,7 +54,7 @@ class SqliteTaskQueue(WaitingRoom):
     @translated
     def __init__(self, path: Path, prune_every: int = 500, clock: Clock | None = None,
                  lease_s: float | None = None) -> None:  # fmt: skip
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(path.parent)
         self.path, self.clock, self.lease_s = path, clock or SystemClock(), lease_s
         self._prune_every = prune_every
         self._acks_since_prune = 0

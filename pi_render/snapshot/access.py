@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pi_render.blend.errors import BlendFileError
+from pi_render.fsync import make_dirs
 from pi_render.paths import readable_by
 from pi_render.snapshot.as_user import as_user
 
@@ -78,7 +79,7 @@ class SubmitterAccess:
             os.close(fd)
         data = b"".join(chunks)
         self.blend_bytes += len(data)
-        self.workdir.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.workdir)  # the first folder of the task's spool: durable, as the rest
         kept = self.workdir / f"{len(self.blends)}.blend"
         kept.write_bytes(data)
         self.blends[path] = kept

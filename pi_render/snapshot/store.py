@@ -12,7 +12,7 @@ import uuid
 from pathlib import Path
 
 from pi_render.clock import SYSTEM
-from pi_render.fsync import fsync_path
+from pi_render.fsync import fsync_path, make_dirs
 
 log = logging.getLogger(__name__)
 
@@ -67,17 +67,18 @@ class ContentStore:
         if share:
             self._place(temp, hexdigest, target)
         else:
-            target.parent.mkdir(parents=True, exist_ok=True)
+            make_dirs(target.parent)
             os.replace(temp, target)
+            fsync_path(target.parent)
         return hexdigest, size
 
     def _temp(self) -> Path:
-        self.temp.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.temp)
         return self.temp / uuid.uuid4().hex
 
     def _place(self, temp: Path, digest: str, target: Path) -> None:
         """`target` gets the stored object if there is one, else `temp` becomes the object."""
-        target.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(target.parent)
         stored = self.object_path(digest)
         try:
             if os.stat(stored).st_size != os.stat(temp).st_size:
@@ -85,6 +86,7 @@ class ContentStore:
                 log.warning("store: object %s no longer matches its name; replaced", digest)
                 os.unlink(stored)
             os.link(stored, target)  # already stored: share it
+            fsync_path(target.parent)
             temp.unlink()
             return
         except FileNotFoundError:
@@ -93,9 +95,10 @@ class ContentStore:
             if exc.errno not in _NO_LINK:
                 raise
             os.replace(temp, target)  # no hard links here: the snapshot keeps its own copy
+            fsync_path(target.parent)
             return
         os.chmod(temp, 0o444)
-        stored.parent.mkdir(exist_ok=True)
+        make_dirs(stored.parent)
         try:
             os.link(temp, stored)
             fsync_path(stored.parent)
@@ -105,6 +108,7 @@ class ContentStore:
             if exc.errno not in _NO_LINK:
                 raise
         os.replace(temp, target)
+        fsync_path(target.parent)
 
     def collect_garbage(self, min_age_s: float = 3600.0, now: float | None = None) -> int:
         """Delete objects no snapshot links any more (and old temp files); returns how many.

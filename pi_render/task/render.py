@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pi_render.blend import BlendFileError, read_blend_info
 from pi_render.data_dir import DataDir
 from pi_render.errors import PiRenderError
+from pi_render.fsync import make_dirs
 from pi_render.manifest.frames import FrameOutput
 from pi_render.paths import PathNotAllowed, absolute_path, confined, readable_by, writable_by
 from pi_render.snapshot.access import SubmitterAccess
@@ -257,7 +258,7 @@ def _check_writable(folder: Path, owner: int | None) -> None:
     if owner is not None and owner != 0:
         return
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        make_dirs(folder)
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".pi-render-probe-"):
             pass
     except OSError as exc:
