@@ -1,5 +1,5 @@
-"""`python -m pi_render` runs the CLI."""
+"""`python -m pi_render` runs the CLI (the quick path first: pi_render/quick.py)."""
 
-from pi_render.cli import main
+from pi_render.quick import main
 
 main()

@@ -16,24 +16,12 @@ from pi_render.cron.schedule import CronJob
 from pi_render.data_dir import DataDir
 from pi_render.errors import ConfigError
 from pi_render.hooks.outbox import Hook
+from pi_render.locations import default_data_dir, default_socket
 from pi_render.retry import RetryPolicy
 from pi_render.workflows import Workflow
 
 # AF_UNIX paths are limited to 108 bytes including the terminating NUL.
 MAX_SOCKET_PATH = 107
-
-
-def default_data_dir(env: Mapping[str, str]) -> Path:
-    """`$XDG_STATE_HOME/pi-render`, else `~/.local/state/pi-render`."""
-    state = env.get("XDG_STATE_HOME")
-    base = Path(state) if state else Path(env.get("HOME", str(Path.home()))) / ".local" / "state"
-    return base / "pi-render"
-
-
-def default_socket(env: Mapping[str, str], data_dir: Path) -> Path:
-    """`$XDG_RUNTIME_DIR/pi-render/api.sock`, else `<data dir>/api.sock`."""
-    runtime = env.get("XDG_RUNTIME_DIR")
-    return Path(runtime) / "pi-render" / "api.sock" if runtime else data_dir / "api.sock"
 
 
 class WatchSettings(BaseModel):

@@ -4,6 +4,8 @@ service all ask here; none builds a path of its own)."""
 from dataclasses import dataclass
 from pathlib import Path
 
+from pi_render.locations import default_data_dir, default_socket  # noqa: F401  (re-exported)
+
 
 @dataclass(frozen=True)
 class DataDir:
