@@ -3,10 +3,12 @@
 task's own folder, and upload → inspect → render."""
 
 import io
+import os
 import re
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import DaemonProcess, start_fake_renderer, wait_until
@@ -15,7 +17,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from pi_render.api.events import EventLog
 from pi_render.web.app import create_web_app
-from pi_render.web.guard import Sessions
+from pi_render.web.guard import Guard, Sessions
+from pi_render.web.peer import peer_uid
 from pi_render.web.serve import follow_daemon
 from pi_render.web.thumbs import FrameRefused, open_frame
 
@@ -153,9 +156,18 @@ def test_frames_are_served_only_from_inside_their_tasks_folder(tmp_path: Path) -
     with pytest.raises(FrameRefused):
         open_frame(str(folder), "/dev/zero")
     fd, _ = open_frame(str(folder), str(folder / "frame_0002.png"))
-    import os
-
     os.close(fd)
+    os.link(folder / "frame_0002.png", folder / "frame_0003.png")
+    with pytest.raises(FrameRefused):  # a second name: maybe a file only the dashboard may read
+        open_frame(str(folder), str(folder / "frame_0003.png"))
+    (folder / "frame_0003.png").unlink()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "frame_0002.png").write_bytes(b"secret")
+    linked = tmp_path / "linked"
+    linked.symlink_to(elsewhere)  # an output folder swapped for a link
+    with pytest.raises(FrameRefused):
+        open_frame(str(linked), str(linked / "frame_0002.png"))
 
 
 def test_upload_inspect_then_render(
@@ -250,3 +262,44 @@ def test_the_log_tail_is_the_end_of_a_long_log_from_a_lines_start(
     assert tail.endswith(lines[-1] + "\n") and tail.startswith("Fra:") and len(tail) <= 8000
     page = client.get(f"/tasks/{record.id}").text
     assert lines[-1] in page and lines[0] not in page
+
+
+def test_the_guard_wants_a_bodys_length_and_caps_it() -> None:
+    from starlette.responses import PlainTextResponse as Text
+
+    async def ok(scope: Any, receive: Any, send: Any) -> None:
+        await Text("ok")(scope, receive, send)
+
+    sessions = Sessions()
+    session = sessions.log_in(sessions.login_token or "")
+    csrf = sessions.csrf_of(session)
+    client = TestClient(Guard(ok, sessions, {"testserver"}, max_body=10))  # no lifespan: no `with`
+    client.cookies.set("pi_render_session", session or "")
+    assert client.post(f"/x?csrf={csrf}", content=b"12345").status_code == 200
+    assert client.post(f"/x?csrf={csrf}", content=b"x" * 11).status_code == 413
+    chunked = client.post(f"/x?csrf={csrf}", content=iter([b"12", b"34"]))
+    assert chunked.status_code == 411  # no length: refused before a byte is read
+
+
+def test_malformed_form_fields_are_refused_cleanly(
+    web: tuple[TestClient, Sessions], renderer: DaemonProcess
+) -> None:
+    client, csrf = logged_in(web)
+    record = renderer.client.submit("noop", {"sleep_s": 30})
+    answer = client.post(f"/tasks/{record.id}/priority?csrf={csrf}", data={"priority": "bogus"})
+    assert answer.status_code == 422 and "not valid" in answer.text
+    answer = client.post(f"/submit/whatever?csrf={csrf}", data={"frames": "a-b"})
+    assert answer.status_code == 422
+    renderer.client.cancel(record.id)
+
+
+def test_peer_lookup_matches_the_whole_four_tuple(tmp_path: Path) -> None:
+    """Two sockets with the same port pair (another user binds 127.0.0.9:PORT and connects to
+    the dashboard on PORT): only the one with the connection's own addresses counts."""
+    table = tmp_path / "tcp"
+    header = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid\n"
+    ours = "   0: 0100007F:225F 0900007F:225F 01 00000000:00000000 00:00000000 00000000     0\n"
+    theirs = "   1: 0900007F:225F 0100007F:225F 01 00000000:00000000 00:00000000 00000000 65534\n"
+    table.write_text(header + ours + theirs)
+    assert peer_uid(("127.0.0.9", 8799), ("127.0.0.1", 8799), (str(table),)) == 65534
+    assert peer_uid(("127.0.0.8", 8799), ("127.0.0.1", 8799), (str(table),)) is None

@@ -171,7 +171,7 @@ def test_a_viewers_dashboard_has_no_buttons_that_change_things(
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another user")
-def test_another_local_user_cannot_use_the_dashboard_even_with_its_link(
+def test_another_local_user_cannot_use_the_dashboard_even_with_its_link_or_cookie(
     dashboard: tuple[DaemonProcess, str],
 ) -> None:
     import pwd
@@ -184,13 +184,23 @@ def test_another_local_user_cannot_use_the_dashboard_even_with_its_link(
         os.setgid(nobody.pw_gid)
         os.setuid(nobody.pw_uid)
 
-    theirs = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", link],
-                            capture_output=True, text=True, timeout=30,
-                            preexec_fn=drop)  # fmt: skip
-    assert theirs.stdout == "403"  # refused by the uid of its socket, token or not
-    mine = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", link],
-                          capture_output=True, text=True, timeout=30)  # fmt: skip
-    assert mine.stdout == "303"  # the link was not spent by the refused request
+    def curl(*args: str, as_nobody: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", *args],
+                              capture_output=True, text=True, timeout=30,
+                              preexec_fn=drop if as_nobody else None)  # fmt: skip
+
+    theirs = curl(link)
+    assert theirs.stdout == "000" and theirs.returncode != 0  # closed as it was accepted
+    login = curl("-D", "-", link, as_nobody=False)  # the owner logs in
+    assert login.stdout.endswith("303")
+    cookie = login.stdout.split("pi_render_session=")[1].split(";")[0]
+    base = link.split("/login")[0]
+    for source in ("127.0.0.1", "127.0.0.2"):  # any address of 127/8: still their socket
+        stolen = curl("--interface", source, "-b", f"pi_render_session={cookie}", base + "/")
+        assert stolen.stdout == "000", source
+    tossed = curl("-b", f"pi_render_session=bogus; pi_render_session={cookie}", base + "/",
+                  as_nobody=False)  # fmt: skip
+    assert tossed.stdout == "200"  # a cookie of the same name set beside it logs nobody out
 
 
 def test_a_metrics_token_file_keeps_the_scrape_token_across_restarts(
@@ -241,6 +251,9 @@ def test_a_metrics_token_file_keeps_the_scrape_token_across_restarts(
             assert client.get(again["url"].replace(f"http://{again['bind']}", "")
                               ).status_code == 303  # fmt: skip
             assert client.get("/").status_code == 200
+            for _ in range(300):  # a burst: each handler only writes a byte (no lock, no I/O)
+                web.send_signal(signal.SIGUSR1)
+            assert client.get("/static/style.css", timeout=30).status_code == 200
     finally:
         web.terminate()
         web.wait(30)

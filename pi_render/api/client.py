@@ -3,6 +3,7 @@
 import builtins
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -11,6 +12,11 @@ from pi_render.errors import DaemonUnreachable, PiRenderError
 from pi_render.task.record import TaskRecord
 
 LONG_POLL_CHUNK_S = 60.0
+
+
+def _q(part: str) -> str:
+    """One path segment, quoted: an id with `/`, `?` or `#` in it stays one segment."""
+    return quote(part, safe="")
 
 
 class ApiError(PiRenderError):
@@ -113,7 +119,7 @@ class Client:
 
     def log(self, task_id: str, offset: int = 0) -> tuple[str, int]:
         """Log text from `offset` and the offset to continue from."""
-        response = self._text(f"/tasks/{task_id}/log", offset=offset)
+        response = self._text(f"/tasks/{_q(task_id)}/log", offset=offset)
         return response.text, int(response.headers.get("X-Log-Size", offset))
 
     def log_tail(self, task_id: str, limit: int = 8000) -> str:
@@ -133,7 +139,7 @@ class Client:
         return result
 
     def get(self, task_id: str) -> TaskRecord:
-        return TaskRecord.model_validate(self._call("GET", f"/tasks/{task_id}"))
+        return TaskRecord.model_validate(self._call("GET", f"/tasks/{_q(task_id)}"))
 
     def list(
         self,
@@ -150,11 +156,11 @@ class Client:
         return [TaskRecord.model_validate(r) for r in self._call("GET", "/tasks", params=params)]
 
     def cancel(self, task_id: str) -> TaskRecord:
-        return TaskRecord.model_validate(self._call("POST", f"/tasks/{task_id}/cancel"))
+        return TaskRecord.model_validate(self._call("POST", f"/tasks/{_q(task_id)}/cancel"))
 
     def forget(self, task_id: str) -> TaskRecord:
         """Delete a finished task's record, log and snapshot; returns the record as it was."""
-        return TaskRecord.model_validate(self._call("DELETE", f"/tasks/{task_id}"))
+        return TaskRecord.model_validate(self._call("DELETE", f"/tasks/{_q(task_id)}"))
 
     def wait(self, task_id: str, timeout: float | None = None) -> TaskRecord:
         """Long-poll until the task ends or `timeout` passes (None: forever); returns the record."""
@@ -165,17 +171,20 @@ class Client:
             chunk = min(LONG_POLL_CHUNK_S, left)
             record = TaskRecord.model_validate(
                 self._call(
-                    "GET", f"/tasks/{task_id}/wait", params={"timeout": chunk}, timeout=chunk + 30
+                    "GET",
+                    f"/tasks/{_q(task_id)}/wait",
+                    params={"timeout": chunk},
+                    timeout=chunk + 30,
                 )
             )
             if record.status.is_final or (deadline is not None and SYSTEM.monotonic() >= deadline):
                 return record
 
     def retry(self, task_id: str) -> TaskRecord:
-        return TaskRecord.model_validate(self._call("POST", f"/tasks/{task_id}/retry"))
+        return TaskRecord.model_validate(self._call("POST", f"/tasks/{_q(task_id)}/retry"))
 
     def reprioritise(self, task_id: str, priority: str) -> TaskRecord:
-        answer = self._call("POST", f"/tasks/{task_id}/priority", json={"priority": priority})
+        answer = self._call("POST", f"/tasks/{_q(task_id)}/priority", json={"priority": priority})
         return TaskRecord.model_validate(answer)
 
     def failed(self) -> "builtins.list[dict[str, Any]]":
@@ -190,15 +199,17 @@ class Client:
         """Pause (or resume) a routing label, or a running render by task id."""
         verb = "pause" if paused else "resume"
         if label:
-            return self._call("POST", f"/queues/{target}/{verb}")
-        return TaskRecord.model_validate(self._call("POST", f"/tasks/{target}/{verb}"))
+            return self._call("POST", f"/queues/{_q(target)}/{verb}")
+        return TaskRecord.model_validate(self._call("POST", f"/tasks/{_q(target)}/{verb}"))
 
     def run_workflow(self, name: str, file: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._call("POST", f"/workflows/{name}/runs", json={"file": file})
+        result: dict[str, Any] = self._call(
+            "POST", f"/workflows/{_q(name)}/runs", json={"file": file}
+        )
         return result
 
     def workflow_status(self, run_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._call("GET", f"/workflows/runs/{run_id}")
+        result: dict[str, Any] = self._call("GET", f"/workflows/runs/{_q(run_id)}")
         return result
 
     def audit(self, since: str | None = None) -> "builtins.list[dict[str, Any]]":
@@ -215,7 +226,9 @@ class Client:
         return result
 
     def chunks(self, job_id: str) -> "builtins.list[TaskRecord]":
-        return [TaskRecord.model_validate(r) for r in self._call("GET", f"/tasks/{job_id}/chunks")]
+        return [
+            TaskRecord.model_validate(r) for r in self._call("GET", f"/tasks/{_q(job_id)}/chunks")
+        ]
 
     def unblock(self, job_id: str, host: str) -> dict[str, Any]:
         result: dict[str, Any] = self._call("POST", "/farm/unblock",

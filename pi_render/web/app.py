@@ -54,6 +54,11 @@ def create_web_app(socket: Path, hosts: set[str], sessions: Sessions,
     async def refused(request: Request, exc: PiRenderError) -> Response:
         return PlainTextResponse(str(exc), status_code=exc.http_status)
 
+    @app.exception_handler(ValueError)
+    async def malformed(request: Request, exc: ValueError) -> Response:
+        """A form field that is not what it says (`frames=a-b`, a priority that is none)."""
+        return PlainTextResponse(f"a form field is not valid: {exc}", status_code=422)
+
     @app.get("/login")
     def login(token: str = "") -> Response:
         session = sessions.log_in(token)
@@ -153,8 +158,6 @@ def create_web_app(socket: Path, hosts: set[str], sessions: Sessions,
         """Store the upload where the daemon said (as this dashboard's user), then show what
         the file will render before anything is queued. A plain `def`: the copy and the
         inspection run in a worker thread, never on the event loop."""
-        if int(request.headers.get("content-length") or 0) > MAX_UPLOAD:
-            raise PiRenderError("the upload is larger than 4 GiB")
         name = Path(file.filename or "upload.blend").name
         data_type = "MultiFile" if name.lower().endswith(".zip") else "SingleFile"
         with client() as daemon:
@@ -222,7 +225,7 @@ def create_web_app(socket: Path, hosts: set[str], sessions: Sessions,
             text = daemon.metrics()
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
-    return Guard(app, sessions, hosts)
+    return Guard(app, sessions, hosts, MAX_UPLOAD + (1 << 20))  # the form's fields beside it
 
 
 def _chunks(fd: int, size: int) -> Iterator[bytes]:

@@ -1,6 +1,6 @@
-"""What keeps the dashboard safe on a shared machine (pure ASGI middleware):
+"""What keeps the dashboard safe on a shared machine (pure ASGI middleware; before it, a
+connection from another local uid is closed as it is accepted: web/peer.py, web/serve.py):
 
-- on loopback, a connection from another uid's socket is refused (cookies reach every port);
 - a request whose `Host` is not the address served is refused (DNS rebinding);
 - a foreign `Origin` is refused;
 - everything but `/login` needs the session cookie, which only the one-time link printed at
@@ -8,19 +8,17 @@
 - a state-changing request needs the session's CSRF token (form field `csrf` or header
   `X-CSRF-Token`);
 - a session lasts `lifetime_s` (12 h by default) and ends sooner at `POST /logout`; SIGUSR1
-  arms a fresh one-time link (see web/serve.py).
+  arms a fresh one-time link (see web/serve.py);
+- a request body must say its length, and no more than `max_body` (refused before it is read).
 """
 
 import hmac
-import os
 import secrets
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs
-
-from pi_render.web.peer import loopback_peer_uid
 
 COOKIE = "pi_render_session"
 SAFE = ("GET", "HEAD")
@@ -77,25 +75,21 @@ class Sessions:
 
     def new_login_token(self) -> str:
         """Arm a fresh one-time token (the previous one, if unspent, stops working)."""
+        token = secrets.token_urlsafe(32)
         with self._lock:
-            self.login_token = secrets.token_urlsafe(32)
-            return self.login_token
+            self.login_token = token
+        return token
 
 
 class Guard:
-    def __init__(self, app: Any, sessions: Sessions, hosts: set[str],
-                 check_peer: bool = True) -> None:  # fmt: skip
-        self.app, self.sessions, self.hosts = app, sessions, hosts
-        self.check_peer = check_peer  # off only for in-process tests (no socket to look up)
+    def __init__(self, app: Any, sessions: Sessions, hosts: set[str], max_body: int) -> None:
+        self.app, self.sessions, self.hosts, self.max_body = app, sessions, hosts, max_body
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        if not self._same_user(scope):
-            await _refuse(send, 403, "this dashboard serves only the user who started it")
-            return
         send = _with_safety_headers(send)
         host = headers.get("host", "")
         if host not in self.hosts:
@@ -117,8 +111,12 @@ class Guard:
                 return
             await self.app(scope, receive, send)
             return
-        session = _cookie(headers.get("cookie", ""), COOKIE)
-        csrf = self.sessions.csrf_of(session)
+        session, csrf = None, None
+        for value in _cookies(headers.get("cookie", ""), COOKIE):  # another port's page may
+            csrf = self.sessions.csrf_of(value)  # set one of the same name: any live one counts
+            if csrf is not None:
+                session = value
+                break
         if csrf is None:
             hours = self.sessions.lifetime_s / 3600
             await _refuse(
@@ -134,17 +132,14 @@ class Guard:
             if given is None or not same(given, csrf):
                 await _refuse(send, 403, "missing or wrong CSRF token")
                 return
+            length = headers.get("content-length", "")
+            if "transfer-encoding" in headers or not length.isdigit():
+                await _refuse(send, 411, "a request body must say its length")
+                return
+            if int(length) > self.max_body:
+                await _refuse(send, 413, f"larger than the {self.max_body:,} bytes allowed")
+                return
         await self.app(scope, receive, send)
-
-    def _same_user(self, scope: dict[str, Any]) -> bool:
-        """On loopback, the client's socket must be this process's uid or root's (see
-        web/peer.py; root can read this process's memory and cookie jar anyway)."""
-        client, server = scope.get("client"), scope.get("server")
-        if not client or not server or not self.check_peer:
-            return True
-        if client[0] not in ("127.0.0.1", "::1", "::ffff:127.0.0.1"):
-            return True  # bound off loopback on purpose: the network and the token decide
-        return loopback_peer_uid(int(client[1]), int(server[1])) in (os.getuid(), 0)
 
 
 def _with_safety_headers(send: Any) -> Any:
@@ -165,12 +160,15 @@ def same(given: str, expected: str) -> bool:
     return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected.encode())
 
 
-def _cookie(header: str, name: str) -> str | None:
+def _cookies(header: str, name: str) -> list[str]:
+    """Every value the header gives `name` (a browser sends all that match, most specific
+    path first)."""
+    found = []
     for part in header.split(";"):
         key, _, value = part.strip().partition("=")
         if key == name:
-            return value
-    return None
+            found.append(value)
+    return found
 
 
 def _query(scope: dict[str, Any], name: str) -> str | None:

@@ -3,6 +3,7 @@ resumes), print the one-time login link, and serve on loopback unless told other
 
 import json
 import logging
+import os
 import signal
 import socket
 import threading
@@ -14,6 +15,7 @@ import httpx
 
 from pi_render.api.events import EventLog
 from pi_render.web.guard import Sessions
+from pi_render.web.peer import allowed, is_loopback
 from pi_render.web.thumbs import warm_up
 
 log = logging.getLogger(__name__)
@@ -56,6 +58,46 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
+def guarded_protocol(bound_to_loopback: bool) -> type:
+    """uvicorn's HTTP protocol, closing a connection from another local uid the moment it is
+    accepted (web/peer.py): no request of theirs is read, however slowly they send it."""
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+    class Guarded(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            client = transport.get_extra_info("peername")
+            server = transport.get_extra_info("sockname")
+            if not allowed(client and tuple(client[:2]), server and tuple(server[:2]),
+                           bound_to_loopback):  # fmt: skip
+                log.warning("refused a connection from %s: another user's", client)
+                transport.abort()
+
+    return Guarded
+
+
+def relay_fresh_links(sessions: Sessions, announce: Callable[[], None]) -> None:
+    """SIGUSR1 arms a fresh one-time link. The handler only writes a byte to a pipe (a signal
+    may come while the main thread holds any lock, or inside the handler itself); this thread
+    mints the token and prints the link, so a full stdout blocks only it."""
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+
+    def on_signal(signum: int, frame: object) -> None:
+        try:
+            os.write(write_end, b"!")
+        except BlockingIOError:
+            pass  # one is pending already
+
+    def mint() -> None:
+        while os.read(read_end, 4096):
+            sessions.new_login_token()
+            announce()
+
+    signal.signal(signal.SIGUSR1, on_signal)
+    threading.Thread(target=mint, name="fresh-links", daemon=True).start()
+
+
 def serve(daemon_socket: Path, sock: socket.socket, served: set[str], sessions: Sessions,
           announce: Callable[[], None]) -> None:  # fmt: skip
     """`announce` prints the login link: once now, and again with a fresh token on SIGUSR1
@@ -69,17 +111,13 @@ def serve(daemon_socket: Path, sock: socket.socket, served: set[str], sessions: 
     threading.Thread(target=follow_daemon, args=(daemon_socket, events, stop), name="events",
                      daemon=True).start()  # fmt: skip
     app = create_web_app(daemon_socket, served, sessions, events)
-
-    def fresh_link(signum: int, frame: object) -> None:
-        sessions.new_login_token()
-        announce()
-
-    signal.signal(signal.SIGUSR1, fresh_link)
+    relay_fresh_links(sessions, announce)
     threading.Thread(target=warm_up, name="warm-up", daemon=True).start()
     announce()
     # browsers hold their event streams open: a stop must not wait for them to leave
     config = uvicorn.Config(app, log_level="warning", access_log=False,
-                            timeout_graceful_shutdown=3)  # fmt: skip
+                            timeout_graceful_shutdown=3, limit_concurrency=256,
+                            http=guarded_protocol(is_loopback(sock.getsockname()[0])))  # fmt: skip
     try:
         uvicorn.Server(config).run(sockets=[sock])
     finally:

@@ -1,8 +1,8 @@
-"""Frames and their thumbnails, served only from inside the task's own output folder: the path
-is resolved (no symlink may lead out) and opened as a regular file with O_NOFOLLOW, then
-checked again through the handle. A thumbnail (a JPEG at most 320 px wide) is made once per
-frame and kept by (path, size, mtime): PNG, JPEG, TIFF, WebP with Pillow, OpenEXR with the
-OpenEXR wheel, and a video's first frame with ffmpeg (a poster)."""
+"""Frames and their thumbnails, served only from inside the task's own output folder: the
+folder is walked down with no link at any step, and the frame opened as a regular file with
+O_NOFOLLOW, then checked again through the handle. A thumbnail (a JPEG at most 320 px wide) is
+made once per frame and kept by (path, size, mtime): PNG, JPEG, TIFF, WebP with Pillow,
+OpenEXR with the OpenEXR wheel, and a video's first frame with ffmpeg (a poster)."""
 
 import io
 import os
@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import BinaryIO
 
 WIDTH = 320
-VIDEOS = {".mp4", ".mkv", ".mov", ".avi", ".webm"}
 MAX_PIXELS = 64_000_000  # 8K × 8K fits; beyond, a thumbnail costs too much memory to make
 MAX_FRAME_BYTES = 512 << 20  # a bigger "frame" is not something to open in a web process
 
@@ -24,29 +23,44 @@ class FrameRefused(Exception):
 
 
 def open_frame(output_dir: str, frame_path: str) -> tuple[int, os.stat_result]:
-    """An fd of the frame, directly inside `output_dir`: the folder is opened first (no link
-    in its last part), then the frame by name relative to that handle, with O_NOFOLLOW, and
-    checked through its own handle. Raises FrameRefused."""
-    folder = Path(output_dir).resolve()
-    target = Path(frame_path)
-    if not frame_path or target.parent.resolve() != folder or target.name in ("", ".", ".."):
+    """An fd of the frame, directly inside `output_dir`: the folder is walked down from `/` one
+    part at a time, none of them a link (as the daemon made it: processor/outputs.py), then the
+    frame is opened by name relative to that handle, with O_NOFOLLOW, and checked through its
+    own handle: a plain file, of a sensible size, with no other name (a hard link to a file
+    the dashboard's user may read and its submitter may not). Raises FrameRefused."""
+    folder = os.path.normpath(output_dir)
+    target = os.path.normpath(frame_path) if frame_path else ""
+    name = os.path.basename(target)
+    if not os.path.isabs(folder) or os.path.dirname(target) != folder or name in ("", ".", ".."):
         raise FrameRefused("a frame must be directly in its task's output folder")
     flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+    folder_fd = _walk_down(folder, flags | os.O_DIRECTORY)
     try:
-        folder_fd = os.open(folder, flags | os.O_DIRECTORY)
-    except OSError as exc:
-        raise FrameRefused(f"cannot open the output folder: {exc.strerror}") from None
-    try:
-        fd = os.open(target.name, flags | os.O_NONBLOCK, dir_fd=folder_fd)
+        fd = os.open(name, flags | os.O_NONBLOCK, dir_fd=folder_fd)
     except OSError as exc:
         raise FrameRefused(f"cannot open the frame: {exc.strerror}") from None
     finally:
         os.close(folder_fd)
     info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_FRAME_BYTES:
+    if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_FRAME_BYTES or info.st_nlink != 1:
         os.close(fd)
-        raise FrameRefused("not a plain file of a sensible size")
+        raise FrameRefused("not a plain file of a sensible size, with one name")
     return fd, info
+
+
+def _walk_down(folder: str, flags: int) -> int:
+    fd = os.open("/", flags)
+    for part in folder.split("/")[1:]:
+        if not part:
+            continue
+        try:
+            step = os.open(part, flags, dir_fd=fd)
+        except OSError as exc:
+            raise FrameRefused(f"cannot open the output folder: {exc.strerror}") from None
+        finally:
+            os.close(fd)
+        fd = step
+    return fd
 
 
 def warm_up() -> None:
@@ -77,8 +91,8 @@ class Thumbnails:
             return cached
         suffix = Path(frame_path).suffix.lower()
         with self._decoding:  # a few at once: each decode may take hundreds of MB
-            if suffix in VIDEOS:
-                made = _poster(fd)
+            if suffix in DEMUXERS:
+                made = _poster(fd, suffix)
             elif suffix == ".exr":
                 try:
                     made = _exr_jpeg(fd)
@@ -125,14 +139,23 @@ def _exr_jpeg(fd: int) -> bytes:
     return out.getvalue()
 
 
-def _poster(fd: int) -> bytes:
-    """A video's first frame, by ffmpeg reading the handle that was checked."""
+DEMUXERS = {".mp4": "mov", ".mov": "mov", ".mkv": "matroska", ".webm": "matroska", ".avi": "avi"}
+
+
+def _poster(fd: int, suffix: str) -> bytes:
+    """A video's first frame, by ffmpeg reading the handle that was checked, with the demuxer
+    its name says (not one guessed from its bytes: an HLS playlist named .mp4 would read other
+    files) and no protocol but the file."""
     try:
         made = subprocess.run(
             [
                 "ffmpeg",
                 "-v",
                 "error",
+                "-protocol_whitelist",
+                "file,fd",
+                "-f",
+                DEMUXERS[suffix],
                 "-i",
                 f"/dev/fd/{fd}",
                 "-frames:v",
