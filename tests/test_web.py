@@ -273,7 +273,8 @@ def test_the_guard_wants_a_bodys_length_and_caps_it() -> None:
     sessions = Sessions()
     session = sessions.log_in(sessions.login_token or "")
     csrf = sessions.csrf_of(session)
-    client = TestClient(Guard(ok, sessions, {"testserver"}, max_body=10))  # no lifespan: no `with`
+    guard: Any = Guard(ok, sessions, {"testserver"}, max_body=10)
+    client = TestClient(guard)  # no lifespan: no `with`
     client.cookies.set("pi_render_session", session or "")
     assert client.post(f"/x?csrf={csrf}", content=b"12345").status_code == 200
     assert client.post(f"/x?csrf={csrf}", content=b"x" * 11).status_code == 413
