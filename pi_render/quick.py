@@ -1,8 +1,9 @@
-"""The `pi-render` entry point: the commands scripts call most (`status`, `list` and `wait` with
-`--json`, and `version`) are answered here with the standard library alone, an HTTP request
-over the Unix socket, in a few tens of milliseconds. Everything else, and anything this parser
-is unsure of, goes to the full CLI (typer, rich, httpx, pydantic: ~0.5 s to import), which
-gives the same output, errors and exit codes; tests/test_quick_cli.py holds them to that."""
+"""The `pi-render` entry point: the commands scripts call most (`status`, `list`, `wait` and
+`render` with `--json`, and `version`) are answered here with the standard library alone, an
+HTTP request over the Unix socket, in a few tens of milliseconds. Everything else, and anything
+this parser is unsure of, goes to the full CLI (typer, rich, httpx, pydantic: ~0.5 s to
+import), which gives the same output, errors and exit codes; tests/test_quick_cli.py holds
+them to that."""
 
 import json
 import os
@@ -21,21 +22,31 @@ EXIT_TASK_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_TIMEOUT = 1, 2, 3, 4
 FINAL = {"completed", "failed", "cancelled"}  # TaskStatus's, which a test holds this to
 STATUSES = {"pending", "running", "retrying", *FINAL}
 LONG_POLL_CHUNK_S = 60.0
-OPTIONS = {"--socket", "--timeout", "--status", "--type", "--limit", "--offset"}
+OPTIONS = {"--socket", "--timeout", "--status", "--type", "--limit", "--offset", "--blend",
+           "--frames", "--step", "--format", "--output", "--scene", "--engine", "--priority",
+           "--chunk-size"}  # fmt: skip
+FLAGS = {"--json", "--wait", "--force", "--allow-missing"}
+RENDER = {"--json", "--socket", "--wait", "--force", "--allow-missing", "--blend", "--frames",
+          "--step", "--format", "--output", "--scene", "--engine", "--priority", "--timeout",
+          "--chunk-size"}  # fmt: skip
 
 
 class NotMine(Exception):
     """This command is the full CLI's to answer."""
 
 
-def get(path: str, target: str, timeout: float) -> tuple[int, bytes]:
-    """One HTTP/1.1 GET over the Unix socket (http.client costs 25 ms of imports): the status
-    and the body (uvicorn sends a JSON answer with Content-Length, or chunked)."""
+def exchange(path: str, method: str, target: str, timeout: float,
+             body: bytes | None = None) -> tuple[int, bytes]:  # fmt: skip
+    """One HTTP/1.1 request over the Unix socket (http.client costs 25 ms of imports): the
+    status and the body (uvicorn sends a JSON answer with Content-Length, or chunked)."""
+    sent = b"" if body is None else body
+    kind = "" if body is None else "Content-Type: application/json\r\n"
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
         sock.connect(path)
-        sock.sendall(f"GET {target} HTTP/1.1\r\nHost: pi-render\r\nAccept: application/json"
-                     f"\r\nConnection: close\r\n\r\n".encode())  # fmt: skip
+        sock.sendall(f"{method} {target} HTTP/1.1\r\nHost: pi-render\r\nAccept: "
+                     f"application/json\r\n{kind}Content-Length: {len(sent)}\r\n"
+                     f"Connection: close\r\n\r\n".encode() + sent)  # fmt: skip
         parts = []
         while chunk := sock.recv(1 << 16):
             parts.append(chunk)
@@ -69,8 +80,8 @@ def parse(argv: list[str]) -> tuple[str, list[str], dict[str, str]]:
     while rest:
         word = rest.pop(0)
         name, equals, value = word.partition("=")
-        if word == "--json":
-            options["--json"] = ""
+        if word in FLAGS:
+            options[word] = ""
         elif name in OPTIONS and name not in options and (equals or rest):
             options[name] = value if equals else rest.pop(0)
         elif word.startswith("-"):
@@ -105,10 +116,13 @@ def fail(message: str, code: int) -> NoReturn:
     sys.exit(code)
 
 
-def call(path: str, target: str, timeout: float = 30.0) -> Any:
-    """GET `target`; the JSON answer, or exit as the full CLI does on an error."""
+def call(path: str, target: str, timeout: float = 30.0, method: str = "GET",
+         body: Any = None) -> Any:  # fmt: skip
+    """`method` `target` (with a JSON `body`); the JSON answer, or exit as the full CLI does on
+    an error."""
+    data = None if body is None else json.dumps(body).encode()
     try:
-        status, text = get(path, target, timeout)
+        status, text = exchange(path, method, target, timeout, data)
     except (OSError, ValueError, IndexError) as exc:
         fail(f"no pi-render daemon answers on {path} ({exc}); start one with `pi-render "
              f"serve` (or `systemctl start pi-render`), or point --socket at it",
@@ -146,7 +160,45 @@ def run(argv: list[str]) -> int:
     if command == "wait" and len(words) == 1 and set(options) <= {"--json", "--socket",
                                                                   "--timeout"}:  # fmt: skip
         return wait(socket_path(options), words[0], options.get("--timeout"))
+    if command == "render" and len(words) == 1 and set(options) <= RENDER:
+        return render(words[0], options)
     raise NotMine()
+
+
+def render(file: str, options: dict[str, str]) -> int:
+    """`render FILE --json [--wait] …`: the same request the full CLI builds, the same answer."""
+    from pi_render.render_request import render_request
+
+    def number(name: str, kind: type, least: float) -> Any:
+        if name not in options:
+            return None
+        try:
+            value = kind(options[name])
+        except ValueError:
+            raise NotMine() from None
+        if value < least:
+            raise NotMine()
+        return value
+
+    if options.get("--priority", "normal") not in ("normal", "high"):
+        raise NotMine()
+    try:
+        request = render_request(
+            file, blend=options.get("--blend"), frames=options.get("--frames"),
+            step=number("--step", int, 1), output_type=options.get("--format"),
+            output=options.get("--output"), scene=options.get("--scene"),
+            engine=options.get("--engine"), priority=options.get("--priority", "normal"),
+            timeout=number("--timeout", float, float("-inf")), force="--force" in options,
+            allow_missing="--allow-missing" in options,
+            chunk_size=number("--chunk-size", int, 0))  # fmt: skip
+    except ValueError:
+        raise NotMine() from None  # --frames the full CLI explains
+    path = socket_path(options)
+    record = call(path, "/render-tasks", 120.0, "POST", request)
+    if "--wait" not in options:
+        emit(record)
+        return 0
+    return wait(path, record["id"], None)
 
 
 def list_tasks(options: dict[str, str]) -> int:

@@ -2,12 +2,14 @@
 JSON, the same errors on stderr, the same exit codes, without importing typer, httpx or
 pydantic. Each pair runs as real subprocesses against a real daemon."""
 
+import json
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from conftest import DaemonProcess
+from conftest import DaemonProcess, start_fake_renderer
 
 from pi_render.quick import FINAL, STATUSES
 from pi_render.task.record import FINAL_STATUSES, TaskStatus
@@ -53,6 +55,40 @@ def test_status_list_wait_and_version_answer_exactly_as_the_full_cli(
     assert '"version"' in same("version", "--json").stdout
     unknown = same("status", "no-such-task", "--json", *sock)
     assert unknown.returncode == 2 and "no-such-task" in unknown.stderr
+
+
+def test_render_with_json_answers_exactly_as_the_full_cli(
+    make_daemon: Callable[..., DaemonProcess], scenes: dict[str, Path], tmp_path: Path
+) -> None:
+    daemon = start_fake_renderer(make_daemon, 0.01)
+    sock = ["--socket", str(daemon.socket)]
+    first = same_but_ids("render", str(scenes["tiny"]), "--json", "--force", "--frames", "2-3",
+                         "--output", str(tmp_path / "out"), "--priority", "high",
+                         *sock)  # fmt: skip
+    assert first["status"] == "pending" and first["args"]["start_frame"] == 2
+    done = same_but_ids("render", str(scenes["tiny"]), "--json", "--wait", "--force", *sock)
+    assert done["status"] == "completed" and len(done["result"]["frames"]) == 3
+    assert same("render", str(scenes["tiny"]), "--json", "--frames", "x-y", *sock).returncode == 2
+    assert same("render", str(scenes["tiny"]), "--json", "--step", "0", *sock).returncode == 2
+
+
+def same_but_ids(*argv: str) -> dict[str, Any]:
+    """Both submit a task of their own: the records match but for what names that task."""
+    quick, full = both(*argv)
+    assert quick.returncode == full.returncode == 0, (quick.stderr, full.stderr)
+    ours, theirs = json.loads(quick.stdout), json.loads(full.stdout)
+    varying = {"id", "created_at", "updated_at", "started_at", "finished_at", "heartbeat_at",
+               "version", "args", "result", "progress_detail", "worker", "queued_at",
+               "submitted_by", "content_key"}  # fmt: skip
+    assert {k: v for k, v in ours.items() if k not in varying} == {
+        k: v for k, v in theirs.items() if k not in varying}  # fmt: skip
+    mine = {k: v for k, v in ours["args"].items() if "snapshot" not in k}
+    other = {k: v for k, v in theirs["args"].items() if "snapshot" not in k}
+    if mine.get("output_dir", "").endswith(ours["id"]):  # the default: a folder of its own
+        mine["output_dir"] = other["output_dir"] = "output/<id>"
+    assert mine == other
+    result: dict[str, Any] = ours
+    return result
 
 
 def test_errors_and_unusual_arguments_still_get_the_full_clis_answer(

@@ -2,7 +2,7 @@
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Optional
 
 import typer
 
@@ -23,16 +23,8 @@ from pi_render.cli import (
 )
 from pi_render.config import load_settings
 from pi_render.errors import ConfigError
+from pi_render.render_request import render_request
 from pi_render.task.record import Priority, TaskRecord
-
-
-def parse_frames(spec: str) -> tuple[int, int]:
-    """`1-100` → (1, 100); `7` → (7, 7)."""
-    start, _, end = spec.partition("-")
-    try:
-        return int(start), int(end or start)
-    except ValueError:
-        fail(f"--frames must look like 1-100 or 7, not {spec!r}", EXIT_USAGE)
 
 
 def render_progress(client: Client, task_id: str, timeout: float | None) -> TaskRecord:
@@ -95,17 +87,14 @@ def render(file: Annotated[
     as_json: JsonOpt = False,
 ) -> None:
     """Render a .blend and every file it needs (its own frames and format unless told)."""
-    request: dict[str, Any] = {"source": str(file.expanduser().absolute()), "blend": blend,
-                               "frame_step": step, "output_type": format, "scene": scene,
-                               "engine": engine, "timeout_s": timeout,
-                               "priority": priority.value, "force": force or None,
-                               "allow_missing": allow_missing or None,
-                               "chunk_size": chunk_size}  # fmt: skip
-    if frames:
-        request["start_frame"], request["end_frame"] = parse_frames(frames)
-    if output:
-        request["output_dir"] = str(output.expanduser().absolute())
-    request = {k: v for k, v in request.items() if v is not None}
+    try:
+        request = render_request(
+            str(file), blend=blend, frames=frames, step=step, output_type=format,
+            output=str(output) if output else None, scene=scene, engine=engine,
+            priority=priority.value, timeout=timeout, force=force, allow_missing=allow_missing,
+            chunk_size=chunk_size)  # fmt: skip
+    except ValueError:
+        fail(f"--frames must look like 1-100 or 7, not {frames!r}", EXIT_USAGE)
     with client_for(socket) as client:
         record = client.render(request)
         if wait:
