@@ -9,6 +9,7 @@ freshly made Blender 3.4 fixtures.
 """
 
 import argparse
+import gzip
 import os
 import platform
 import shutil
@@ -29,7 +30,14 @@ ROOT = Path(__file__).resolve().parent.parent
 BLEND50 = ROOT / "tests" / "data" / "blend50"
 MAKE_FIXTURES = ROOT / "tests" / "blender" / "make_fixtures.py"
 FILES = ("default_plain", "default_zstd", "default_gzip", "three_scenes_current_Shot_B",
-         "engine_cycles", "format_ffmpeg")  # fmt: skip
+         "engine_cycles", "format_ffmpeg", "gzip_objects_300", "gzip_objects_3000")  # fmt: skip
+# gzip files of other sizes (Blender ≤2.93 wrote gzip; 3.x+ reads it): N cubes, saved plain by
+# Debian's Blender, then gzipped here
+MAKE_HEAVY = (
+    "import bpy, sys\nn = int(sys.argv[-2])\nfor i in range(n):\n"
+    "    bpy.ops.mesh.primitive_cube_add(location=(i % 50, i // 50, 0))\n"
+    "bpy.ops.wm.save_as_mainfile(filepath=sys.argv[-1], compress=False)\n"
+)
 
 
 def bat_frame_range(path: Path) -> tuple[int, int, int]:
@@ -74,6 +82,13 @@ def fixture_folders(extra: list[str]) -> list[tuple[str, Path]]:
         subprocess.run([blender, "-b", "--factory-startup", "-noaudio", "--python",
                         str(MAKE_FIXTURES), "--", str(out)], check=True,
                        capture_output=True)  # fmt: skip
+        for count in (300, 3000):
+            plain = out / f"objects_{count}.blend"
+            subprocess.run([blender, "-b", "--factory-startup", "-noaudio", "--python-expr",
+                            MAKE_HEAVY, "--", str(count), str(plain)], check=True,
+                           capture_output=True)  # fmt: skip
+            with open(plain, "rb") as src, gzip.open(out / f"gzip_{plain.name}", "wb") as dst:
+                shutil.copyfileobj(src, dst)
         folders.insert(0, ("3.4", out))
     return folders
 

@@ -5,8 +5,10 @@ task's own folder, and upload → inspect → render."""
 import io
 import os
 import re
+import socket
 import threading
 from collections.abc import Callable, Iterator
+from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pi_render.api.events import EventLog
 from pi_render.web.app import create_web_app
 from pi_render.web.guard import Guard, Sessions
-from pi_render.web.peer import peer_uid
+from pi_render.web.peer import allowed, diag_lookup, table_lookup
 from pi_render.web.serve import follow_daemon
 from pi_render.web.thumbs import FrameRefused, open_frame
 
@@ -298,9 +300,31 @@ def test_peer_lookup_matches_the_whole_four_tuple(tmp_path: Path) -> None:
     """Two sockets with the same port pair (another user binds 127.0.0.9:PORT and connects to
     the dashboard on PORT): only the one with the connection's own addresses counts."""
     table = tmp_path / "tcp"
-    header = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid\n"
-    ours = "   0: 0100007F:225F 0900007F:225F 01 00000000:00000000 00:00000000 00000000     0\n"
-    theirs = "   1: 0900007F:225F 0100007F:225F 01 00000000:00000000 00:00000000 00000000 65534\n"
-    table.write_text(header + ours + theirs)
-    assert peer_uid(("127.0.0.9", 8799), ("127.0.0.1", 8799), (str(table),)) == 65534
-    assert peer_uid(("127.0.0.8", 8799), ("127.0.0.1", 8799), (str(table),)) is None
+    header = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid"
+    tail = " 0 0 1 "  # timeout, inode, refcount
+    ours = "   0: 0100007F:225F 0900007F:225F 01 00000000:00000000 00:00000000 00000000     0"
+    theirs = "   1: 0900007F:225F 0100007F:225F 04 00000000:00000000 00:00000000 00000000 65534"
+    table.write_text(f"{header}\n{ours}{tail.replace(' 0 1', ' 111 1')}\n{theirs}"
+                     f"{tail.replace(' 0 1', ' 222 1')}\n")  # fmt: skip
+    nine, one = (ip_address("127.0.0.9"), 8799), (ip_address("127.0.0.1"), 8799)
+    assert table_lookup(nine, one, (str(table),)) == (65534, 222)  # FIN_WAIT1: still found
+    assert table_lookup((ip_address("127.0.0.8"), 8799), one, (str(table),)) is None
+
+
+def test_the_kernel_names_the_owner_of_a_connection_even_half_closed() -> None:
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        client = socket.create_connection(server.getsockname())
+        accepted, address = server.accept()
+        with client, accepted:
+            port = server.getsockname()[1]
+            ends = (ip_address(address[0]), address[1]), (ip_address("127.0.0.1"), port)
+            uid, inode = diag_lookup(*ends) or (-1, 0)
+            assert uid == os.getuid() and inode != 0
+            client.shutdown(socket.SHUT_WR)  # no longer ESTABLISHED: still this user's
+            assert (diag_lookup(*ends) or (-1, 0))[0] == os.getuid()
+            assert allowed(address, ("127.0.0.1", server.getsockname()[1]), True)
+        wrong = (ip_address(address[0]), address[1] + 1), ends[1]
+        assert diag_lookup(*wrong) is None
+        assert not allowed((address[0], address[1] + 1), ("127.0.0.1", 1), False)  # local

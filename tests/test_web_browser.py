@@ -50,11 +50,12 @@ def browser() -> Iterator[Any]:
 
 
 @contextmanager
-def dashboard_of(daemon: DaemonProcess, as_nobody: bool = False) -> Iterator[str]:
+def dashboard_of(daemon: DaemonProcess, as_nobody: bool = False,
+                 host: str = "127.0.0.1") -> Iterator[str]:  # fmt: skip
     """A real `pi-render web` for `daemon`; yields its one-time login link. `as_nobody`: run
     it as that user (Debian's python3 over this venv's packages, since the venv's interpreter
     may live under a private home), a bind mount lending it this checkout wherever it is."""
-    bind = f"127.0.0.1:{free_port()}"
+    bind = f"{host}:{free_port()}"
     argv = ["-m", "pi_render", "web", "--bind", bind, "--socket", str(daemon.socket), "--json"]
     if as_nobody:
         lent = Path(tempfile.mkdtemp(prefix="pr-repo-"))
@@ -176,7 +177,7 @@ def test_another_local_user_cannot_use_the_dashboard_even_with_its_link_or_cooki
 ) -> None:
     import pwd
 
-    _, link = dashboard
+    daemon, link = dashboard
     nobody = pwd.getpwnam("nobody")
 
     def drop() -> None:
@@ -201,6 +202,12 @@ def test_another_local_user_cannot_use_the_dashboard_even_with_its_link_or_cooki
     tossed = curl("-b", f"pi_render_session=bogus; pi_render_session={cookie}", base + "/",
                   as_nobody=False)  # fmt: skip
     assert tossed.stdout == "200"  # a cookie of the same name set beside it logs nobody out
+    with dashboard_of(daemon, host="0.0.0.0") as everywhere:  # bound off loopback on purpose
+        port = everywhere.split(":")[2].split("/")[0]
+        for source in ("127.0.0.1", "127.0.0.2"):  # still this host: still refused
+            assert curl("--interface", source, f"http://127.0.0.1:{port}/").stdout == "000"
+        mine = curl(f"http://127.0.0.1:{port}/", as_nobody=False)
+        assert mine.stdout == "401"  # the owner's connection reaches the guard
 
 
 def test_a_metrics_token_file_keeps_the_scrape_token_across_restarts(

@@ -2,6 +2,7 @@
 metrics, printed or written as a node_exporter textfile."""
 
 import os
+import socket as socket_module
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -31,6 +32,7 @@ def web(
     from pi_render.config import load_settings
     from pi_render.errors import ConfigError
     from pi_render.web.guard import Sessions
+    from pi_render.web.peer import is_loopback
     from pi_render.web.serve import listen, serve
 
     host, _, port = bind.rpartition(":")
@@ -43,7 +45,12 @@ def web(
         fail(str(exc), EXIT_USAGE)
     except OSError as exc:
         fail(f"cannot serve on {bind}: {exc.strerror}", EXIT_USAGE)
-    served = {bind} | ({f"localhost:{port}"} if host == "127.0.0.1" else set())
+    port_part = f":{port}"
+    served = {bind} | ({f"localhost{port_part}"} if is_loopback(host.strip("[]")) else set())
+    if host.strip("[]") in ("0.0.0.0", "::"):  # every address: answer to this host's names
+        served |= {f"{name}{port_part}" for name in
+                   (socket_module.gethostname(), socket_module.getfqdn(), "localhost",
+                    "127.0.0.1")}  # fmt: skip
     sessions = Sessions()
     if metrics_token_file is not None:  # the same token across restarts, for a scrape config
         try:
@@ -55,16 +62,16 @@ def web(
         if len(sessions.metrics_token) < 16:
             fail("the metrics token must be at least 16 characters", EXIT_USAGE)
 
-    def announce() -> None:
-        link = f"http://{bind}/login?token={sessions.login_token}"
+    def announce(token: str) -> None:
+        link = f"http://{bind}/login?token={token}"
         if as_json:
             emit_json({"url": link, "metrics_token": sessions.metrics_token, "bind": bind,
                        "pid": os.getpid()})  # fmt: skip
         else:
             out.print(f"pi-render web on http://{bind}/ (pid {os.getpid()}) — log in once "
-                      f"with:\n  {link}")  # fmt: skip
+                      f"with:\n  {link}", markup=False, highlight=False)  # fmt: skip
             out.print(f"Prometheus: GET http://{bind}/metrics with 'Authorization: Bearer "
-                      f"{sessions.metrics_token}'")  # fmt: skip
+                      f"{sessions.metrics_token}'", markup=False, highlight=False)  # fmt: skip
         sys.stdout.flush()  # the one-time link must reach a pipe now, not at exit
 
     serve(path, sock, served, sessions, announce)

@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -58,10 +59,28 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
+class RefusalLog:
+    """Refused connections, said at most once a minute with a count: another user's connect
+    loop must not flood the log, nor block the event loop on a full stderr."""
+
+    def __init__(self) -> None:
+        self.count, self.said_at = 0, 0.0
+
+    def refused(self, client: object) -> None:
+        self.count += 1
+        now = time.monotonic()
+        if now - self.said_at >= 60.0:
+            log.warning("refused %d connection(s) from another local user (latest %s)",
+                        self.count, client)  # fmt: skip
+            self.count, self.said_at = 0, now
+
+
 def guarded_protocol(bound_to_loopback: bool) -> type:
     """uvicorn's HTTP protocol, closing a connection from another local uid the moment it is
     accepted (web/peer.py): no request of theirs is read, however slowly they send it."""
     from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+    refusals = RefusalLog()
 
     class Guarded(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
         def connection_made(self, transport: Any) -> None:
@@ -70,13 +89,13 @@ def guarded_protocol(bound_to_loopback: bool) -> type:
             server = transport.get_extra_info("sockname")
             if not allowed(client and tuple(client[:2]), server and tuple(server[:2]),
                            bound_to_loopback):  # fmt: skip
-                log.warning("refused a connection from %s: another user's", client)
+                refusals.refused(client)
                 transport.abort()
 
     return Guarded
 
 
-def relay_fresh_links(sessions: Sessions, announce: Callable[[], None]) -> None:
+def relay_fresh_links(sessions: Sessions, announce: Callable[[str], None]) -> None:
     """SIGUSR1 arms a fresh one-time link. The handler only writes a byte to a pipe (a signal
     may come while the main thread holds any lock, or inside the handler itself); this thread
     mints the token and prints the link, so a full stdout blocks only it."""
@@ -91,15 +110,17 @@ def relay_fresh_links(sessions: Sessions, announce: Callable[[], None]) -> None:
 
     def mint() -> None:
         while os.read(read_end, 4096):
-            sessions.new_login_token()
-            announce()
+            try:
+                announce(sessions.new_login_token())
+            except Exception:  # a broken stdout must not end the thread: the next try may do
+                log.exception("could not print a fresh login link")
 
     signal.signal(signal.SIGUSR1, on_signal)
     threading.Thread(target=mint, name="fresh-links", daemon=True).start()
 
 
 def serve(daemon_socket: Path, sock: socket.socket, served: set[str], sessions: Sessions,
-          announce: Callable[[], None]) -> None:  # fmt: skip
+          announce: Callable[[str], None]) -> None:  # fmt: skip
     """`announce` prints the login link: once now, and again with a fresh token on SIGUSR1
     (a logged-out or expired user gets back in without a restart)."""
     import uvicorn
@@ -113,7 +134,7 @@ def serve(daemon_socket: Path, sock: socket.socket, served: set[str], sessions: 
     app = create_web_app(daemon_socket, served, sessions, events)
     relay_fresh_links(sessions, announce)
     threading.Thread(target=warm_up, name="warm-up", daemon=True).start()
-    announce()
+    announce(sessions.login_token or "")
     # browsers hold their event streams open: a stop must not wait for them to leave
     config = uvicorn.Config(app, log_level="warning", access_log=False,
                             timeout_graceful_shutdown=3, limit_concurrency=256,
