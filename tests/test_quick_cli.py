@@ -35,9 +35,8 @@ def same(*argv: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_status_list_wait_and_version_answer_exactly_as_the_full_cli(
-    make_daemon: Callable[..., DaemonProcess],
+    daemon: DaemonProcess,
 ) -> None:
-    daemon = make_daemon().start()
     sock = ["--socket", str(daemon.socket)]
     done = daemon.client.submit("noop", {"payload": {"é": [1, 2.5, None]}})
     failed = daemon.client.submit("explode", {})
@@ -92,9 +91,8 @@ def same_but_ids(*argv: str) -> dict[str, Any]:
 
 
 def test_errors_and_unusual_arguments_still_get_the_full_clis_answer(
-    make_daemon: Callable[..., DaemonProcess],
+    daemon: DaemonProcess,
 ) -> None:
-    daemon = make_daemon().start()
     sock = ["--socket", str(daemon.socket)]
     assert same("list", "--json", "--status", "bogus", *sock).returncode == 2
     assert same("list", "--json", "--limit", "0", *sock).returncode == 2
@@ -105,10 +103,7 @@ def test_errors_and_unusual_arguments_still_get_the_full_clis_answer(
     daemon.client.close()
 
 
-def test_the_quick_path_imports_none_of_the_heavy_libraries(
-    make_daemon: Callable[..., DaemonProcess],
-) -> None:
-    daemon = make_daemon().start()
+def test_the_quick_path_imports_none_of_the_heavy_libraries(daemon: DaemonProcess) -> None:
     record = daemon.client.submit("noop", {})
     probe = ("import sys; from pi_render.quick import run; run(['status', sys.argv[1], "
              "'--json', '--socket', sys.argv[2]]); print(sorted({'typer', 'httpx', 'pydantic', "
