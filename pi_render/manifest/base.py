@@ -77,10 +77,6 @@ class DurableJsonTable:
         sql = f'DELETE FROM "{self.table}" WHERE key >= ? AND key < ?'
         self._writer.write(lambda: self._db.conn.execute(sql, (prefix, prefix + "\uffff")))
 
-    def commit_soon(self) -> None:
-        """Commit this thread's writes without waiting for the disk (see TicketedWriter)."""
-        self._writer.commit_soon()
-
     def commit(self) -> None:
         """Block until this thread's writes are on disk (group commit); raises DiskFull or
         StorageError if the disk refused them (nothing of them remains then)."""
@@ -113,7 +109,6 @@ class DurableJsonTable:
         return int(row[0])
 
     def close(self) -> None:
-        self._writer.close()
         self._db.close()
         with self._reader_lock:
             self._reader.close()

@@ -67,11 +67,6 @@ class RecordStore(Protocol):
     def change(self, task_id: str, change: Change) -> TaskRecord | None:
         """Compare-and-set; returns what was written (on disk), or None when `change` left it."""
 
-    def change_soon(self, task_id: str, change: Change) -> TaskRecord | None:
-        """`change` whose caller need not wait for the disk: a power cut may lose it, so only
-        for a task's start (the task then runs again). A backend whose every write is durable
-        anyway makes it `change`."""
-
     def delete(self, task_id: str) -> None: ...
 
     def delete_if(self, task_id: str, keep: Change) -> TaskRecord:

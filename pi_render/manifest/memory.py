@@ -56,9 +56,6 @@ class MemoryRecordStore:
             self._tell(new)
             return new
 
-    def change_soon(self, task_id: str, change: Change) -> TaskRecord | None:
-        return self.change(task_id, change)  # every write here is as durable as it gets
-
     def delete(self, task_id: str) -> None:
         with self._lock:
             self._records.pop(task_id, None)

@@ -130,9 +130,6 @@ class PostgresRecordStore:
             self._tell(new)
         return new
 
-    def change_soon(self, task_id: str, change: Change) -> TaskRecord | None:
-        return self.change(task_id, change)  # every write here is as durable as it gets
-
     def delete(self, task_id: str) -> None:
         self.db.run(lambda conn: conn.execute("DELETE FROM tasks WHERE id = %s", (task_id,)))
 

@@ -38,8 +38,7 @@ class TaskIdGenerator:
 
 
 class TaskRecordManifest:
-    """Durable, thread-safe task records; every write is committed before it returns, but
-    `change_soon`'s (a task's start), which the flusher commits without the caller waiting."""
+    """Durable, thread-safe task records; every write is committed before it returns."""
 
     def __init__(self, path: Path) -> None:
         self._store = DurableJsonTable(path, TABLE)
@@ -102,15 +101,6 @@ class TaskRecordManifest:
     def change(self, task_id: str, change: Change) -> TaskRecord | None:
         """Apply `change` atomically (compare-and-set): it returns the new record, or None to
         leave the record as it is. Returns what was written, once it is on disk, or None."""
-        return self._change(task_id, change, soon=False)
-
-    def change_soon(self, task_id: str, change: Change) -> TaskRecord | None:
-        """`change`, committed without waiting for the disk: for a task's start only, whose
-        loss in a power cut means the task runs again (tests/test_power_cut.py is the judge).
-        It halves the fsyncs a worker waits for per task."""
-        return self._change(task_id, change, soon=True)
-
-    def _change(self, task_id: str, change: Change, soon: bool) -> TaskRecord | None:
         with self._forgotten_if_undone():
             with self.lock:
                 old = self.latest(task_id)
@@ -119,11 +109,7 @@ class TaskRecordManifest:
                     return None
                 new = next_version(old, new, self._before_final)
                 self._stage(new)
-            if soon:
-                self._store.commit_soon()
-                self._tell(new)
-            else:
-                self._commit(new)
+            self._commit(new)
         return new
 
     def query(
@@ -280,9 +266,6 @@ class TaskRecordManifest:
         """Wait for a commit that covers the staged writes, outside the lock: writers that staged
         meanwhile share one fsync (group commit)."""
         self._store.commit()
-        self._tell(*records)
-
-    def _tell(self, *records: TaskRecord) -> None:
         for record in records:
             for listener in self._listeners:
                 listener(record)

@@ -91,11 +91,6 @@ class TicketedWriter:
         self._undos = 0
         self._loss: StorageError = StorageError("no write was undone")
         self._mine = threading.local()  # this thread's last ticket
-        self._flush = threading.Event()  # `commit_soon` wants the open transaction committed
-        self._closing = False
-        self._flusher = threading.Thread(target=self._flush_loop, name="records-flush",
-                                         daemon=True)  # fmt: skip
-        self._flusher.start()
 
     def write(self, hand_over: Callable[[], None]) -> None:
         """Hand one statement over; this thread's next `commit` makes it durable or raises."""
@@ -120,32 +115,6 @@ class TicketedWriter:
                 self._commit_open()
         if ticket in self._lost:
             raise type(self._loss)(str(self._loss))
-
-    def commit_soon(self) -> None:
-        """Let this thread go on without waiting for its writes' fsync: the flusher thread
-        commits them at once. A power cut may lose them, so this is only for writes whose loss
-        redoes work and loses nothing (a task's start: the task runs again). A later `commit`
-        of any thread covers them too (one connection, one transaction at a time)."""
-        self._mine.ticket = 0
-        self._flush.set()
-
-    def close(self) -> None:
-        """Commit what `commit_soon` left, then stop the flusher."""
-        self._closing = True
-        self._flush.set()
-        self._flusher.join(timeout=30)
-
-    def _flush_loop(self) -> None:
-        while True:
-            self._flush.wait()
-            self._flush.clear()
-            with self._committing:
-                with self._order:
-                    pending = self._staged >= self._open_from
-                if pending:
-                    self._commit_open()  # a failure marks its tickets lost, as for any commit
-            if self._closing:
-                return
 
     def _commit_open(self) -> None:
         done: Queue[object] = Queue()

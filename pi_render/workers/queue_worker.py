@@ -98,8 +98,7 @@ class QueueWorker(LoopWorker):
         finished = started = False
         try:
             try:
-                # the start need not wait for the disk: lost, the task runs again
-                record = self.records.change_soon(item.task_id, lambda r: lifecycle.start(
+                record = self.records.change(item.task_id, lambda r: lifecycle.start(
                     r, self.clock.now(), self.name, take_over=item.redelivered))  # fmt: skip
             except TaskNotFound:
                 log.warning(
