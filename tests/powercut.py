@@ -5,7 +5,7 @@ What it checks, after every cut and at the end:
 - every acknowledged submit is there after the restart, and in the end reaches a final state;
 - every SQLite database passes `PRAGMA integrity_check`;
 - nothing a client saw completed runs again (the `journal` task type appends each real run
-  to a file outside LazyFS, fsynced);
+  to a file outside LazyFS, fsynced), and every rerun ran as a new attempt number;
 - every frame a completed render lists is on disk with its SHA-256.
 """
 
@@ -177,7 +177,19 @@ def check_after_restart(daemon: DaemonProcess, outcome: Outcome) -> None:
                                       f"{record.status.value}")  # fmt: skip
 
 
+def attempts_of(journal: Path) -> dict[str, list[int]]:
+    """Each journal task's runs, by the attempt number each ran as."""
+    found: dict[str, list[int]] = {}
+    for line in journal.read_text().splitlines() if journal.exists() else []:
+        task_id, attempt = line.split()
+        found.setdefault(task_id, []).append(int(attempt))
+    return found
+
+
 def check_at_the_end(daemon: DaemonProcess, outcome: Outcome, work: Path) -> None:
+    for task_id, attempts in attempts_of(work / "journal").items():
+        if attempts != sorted(set(attempts)):  # the fencing token: a rerun is a new attempt
+            outcome.violations.append(f"end: {task_id} ran as attempts {attempts}")
     runs = journal_runs(work / "journal")
     for task_id, kind in outcome.acknowledged.items():
         try:
