@@ -140,11 +140,15 @@ def test_a_host_paused_past_its_lease_cannot_write_late(
 def test_the_database_stopped_hard_mid_job_loses_nothing(
     farm: Farm, scenes: dict[str, Path], pg_cluster: "PostgresCluster"
 ) -> None:
-    hosts = farm(2, sleep=0.2, lease_s=60.0)  # the outage is shorter than a lease
+    hosts = farm(2, sleep=1.0, lease_s=60.0)  # the outage is shorter than a lease
     job = hosts[0].client.render({"source": str(scenes["sixty"]), "start_frame": 1,
                                   "end_frame": 30, "chunk_size": 5})  # fmt: skip
-    wait_until(lambda: (hosts[0].client.get(job.id).progress_detail or {}).get(
-        "frames_done", 0) >= 3, 60, "frames to land")  # fmt: skip
+
+    def mid_chunk() -> bool:  # at least two frames (2 s) still to land: one lands in the outage
+        return any(c.status == "running" and 1 <= (c.progress_detail or {}).get(
+            "frames_done", 0) <= 3 for c in hosts[0].client.chunks(job.id))  # fmt: skip
+
+    wait_until(mid_chunk, 60, "a chunk half rendered")
     pg_cluster.stop("immediate")  # a crash: recovery from the WAL at the next start
     try:
         with pytest.raises(Exception, match="farm database unreachable since"):
