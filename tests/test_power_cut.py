@@ -57,7 +57,7 @@ def test_acknowledged_work_survives_power_cuts_at_random_points(
     print(f"{outcome.cuts} power cuts; acknowledged {dict(kinds)}; "
           f"{len(outcome.seen_completed)} seen completed before a cut")  # fmt: skip
     assert not outcome.violations, "\n".join(outcome.violations)
-    assert outcome.cuts == CUTS and len(outcome.acknowledged) >= CUTS
+    assert outcome.cuts == CUTS and outcome.acknowledged  # work was done between the cuts
 
 
 def test_the_harness_catches_records_that_skip_their_fsyncs(
