@@ -109,6 +109,9 @@ def write_textfile(target: Path, text: str) -> None:
     temp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    except OSError as exc:  # a name already there is not ours to remove
+        fail(f"cannot write {target}: {exc.strerror}", 1)
+    try:
         with os.fdopen(fd, "w") as handle:
             handle.write(text)
             handle.flush()
