@@ -48,6 +48,10 @@ def setup_logging(level: str, fmt: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     logging.getLogger("uvicorn.error").setLevel("WARNING")
+    # no line shows the caller's file, line, thread or process: not looking them up saves ~10%
+    # of a busy daemon's logging (the logging docs' "Optimization")
+    logging._srcfile = None
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     # sqlitedict logs a failed statement as a dozen ERROR lines of its own thread's stack; the
     # failure reaches our code as an exception, which logs it once, with the task it hit
     logging.getLogger("sqlitedict").setLevel("CRITICAL")

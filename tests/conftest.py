@@ -58,8 +58,12 @@ def assert_databases_intact(data_dir: Path) -> int:
     files = [p for p in data_dir.rglob("*") if p.is_file() and p.read_bytes()[:16] == magic]
     assert files, f"no SQLite database under {data_dir}"
     for path in files:
-        with sqlite3.connect(path) as db:
-            assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)], path
+        try:
+            with sqlite3.connect(path) as db:
+                found = db.execute("PRAGMA integrity_check").fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise AssertionError(f"{path}: {exc}") from None
+        assert found == [("ok",)], path
     return len(files)
 
 

@@ -7,6 +7,9 @@ What it checks, after every cut and at the end:
 - nothing a client saw completed runs again (the `journal` task type appends each real run
   to a file outside LazyFS, fsynced), and every rerun ran as a new attempt number;
 - every frame a completed render lists is on disk with its SHA-256.
+
+`noop` tasks are in the mix because they are pure (Processor.pure): their start is committed
+without an fsync, beside the other tasks' durable writes.
 """
 
 import hashlib
@@ -134,8 +137,10 @@ def journal_runs(journal: Path) -> list[str]:
 
 
 def submit_one(client: Client, rng: random.Random, work: Path, scene: Path) -> tuple[str, str]:
-    kind = rng.choice(["journal", "journal", "flaky", "render"])
-    if kind == "journal":
+    kind = rng.choice(["journal", "journal", "flaky", "render", "noop"])
+    if kind == "noop":  # pure: its start is committed without an fsync
+        record = client.submit("noop", {"sleep_s": rng.choice([0, 0.01])})
+    elif kind == "journal":
         record = client.submit("journal", {"journal": str(work / "journal")})
     elif kind == "flaky":
         marker = work / "flaky" / f"{time.time_ns()}"

@@ -2,7 +2,7 @@
 acknowledged survives, databases stay intact, nothing completed runs again, every frame listed
 is on disk whole. `PI_RENDER_POWER_CUTS` sets the number of cuts (CI runs a few; the full run
 in docs/reliability.md runs 100+). The harness must be able to fail: a build whose records skip
-their fsyncs (synchronous=OFF, through sitecustomize) is caught."""
+their fsyncs (commits without the WAL's fsync, through sitecustomize) is caught."""
 
 import os
 import shutil
@@ -17,15 +17,7 @@ SEED = int(os.environ.get("PI_RENDER_POWER_CUT_SEED", "16"))
 UNSAFE = """\
 from pi_render.manifest import base
 
-_open = base.DurableJsonTable.__init__
-
-
-def unsafe(self, *args, **kwargs):
-    _open(self, *args, **kwargs)
-    self._db.conn.execute("PRAGMA synchronous=OFF")  # the deliberately non-durable build
-
-
-base.DurableJsonTable.__init__ = unsafe
+base.DurableJsonTable._sync_wal = lambda self: None  # the deliberately non-durable build
 """
 
 

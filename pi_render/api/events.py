@@ -25,7 +25,8 @@ def event_number(text: str | None) -> int | None:
 
 class EventLog:
     def __init__(self, keep: int = KEEP) -> None:
-        self._events: deque[tuple[int, str, str]] = deque(maxlen=keep)  # (seq, kind, json)
+        # (seq, kind, data): JSON only when someone reads it (most changes nobody is watching)
+        self._events: deque[tuple[int, str, dict[str, Any]]] = deque(maxlen=keep)
         self._seq = 0
         self._lock = threading.Lock()
         self._listeners: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
@@ -33,7 +34,7 @@ class EventLog:
     def publish(self, kind: str, data: dict[str, Any]) -> int:
         with self._lock:
             self._seq += 1
-            self._events.append((self._seq, kind, json.dumps({"seq": self._seq, **data})))
+            self._events.append((self._seq, kind, data))
             listeners = list(self._listeners)
             seq = self._seq
         for loop, event in listeners:
@@ -53,13 +54,15 @@ class EventLog:
         self.publish("frame", {"task_id": task_id, "frame": frame})
 
     def after(self, seq: int) -> tuple[list[tuple[int, str, str]], bool]:
-        """Events after `seq`, and whether some between were already dropped (reset)."""
+        """Events after `seq` (as JSON), and whether some between were already dropped."""
         with self._lock:
             if not self._events:
                 return [], seq < self._seq
             oldest = self._events[0][0]  # numbers run without gaps: find the place by them
             start = max(0, seq - oldest + 1)
-            return list(islice(self._events, start, None)), seq < oldest - 1
+            found = list(islice(self._events, start, None))
+        events = [(n, kind, json.dumps({"seq": n, **data})) for n, kind, data in found]
+        return events, seq < oldest - 1
 
     @property
     def last(self) -> int:

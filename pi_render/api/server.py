@@ -8,9 +8,9 @@ import socket
 import stat
 from collections.abc import Generator
 from pathlib import Path
+from typing import Any
 
 import uvicorn
-from fastapi import FastAPI
 
 from pi_render.api.connections import ConnectionGuard
 from pi_render.errors import ConfigError, PiRenderError
@@ -87,7 +87,7 @@ class SocketServer(uvicorn.Server):
         yield
 
 
-def make_server(app: FastAPI, guard: ConnectionGuard) -> SocketServer:
+def make_server(app: Any, guard: ConnectionGuard) -> SocketServer:
     config = uvicorn.Config(
         app,
         http=guard.protocol(),  # peer credentials in every request; header deadline; uid cap

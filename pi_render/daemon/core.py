@@ -17,6 +17,7 @@ from pi_render.api.access import AccessPolicy, AuditLog
 from pi_render.api.app import create_app
 from pi_render.api.connections import ConnectionGuard
 from pi_render.api.events import EventLog
+from pi_render.api.fast_submit import FastSubmit
 from pi_render.api.server import SocketServer, bind_unix_socket, make_server, socket_gid
 from pi_render.api.waiters import FinalStateWaiters
 from pi_render.clock import Clock, SystemClock
@@ -139,13 +140,14 @@ class Daemon:
             sock = bind_unix_socket(settings.socket, socket_gid(settings.socket_group))
             sock_gid = settings.socket.stat().st_gid
             try:
+                access = self._access(sock_gid)
                 app = create_app(self.service, waiters, self.health, self.queues,
                                  self.cron_listing, {w.name: w for w in settings.workflows},
-                                 settings.max_request_bytes, self._access(sock_gid),
-                                 self.hosts, self._unblock, self.metrics.render,
-                                 self.events)  # fmt: skip
+                                 settings.max_request_bytes, access, self.hosts, self._unblock,
+                                 self.metrics.render, self.events)  # fmt: skip
+                fast = FastSubmit(app, self.service, *access, settings.max_request_bytes)
                 guard = ConnectionGuard(settings.header_timeout_s, settings.max_connections_per_uid)
-                self._server = make_server(app, guard)
+                self._server = make_server(fast, guard)
                 signal.signal(signal.SIGTERM, self._on_signal)
                 signal.signal(signal.SIGINT, self._on_signal)
                 signal.signal(signal.SIGHUP, self._on_sighup)
@@ -159,6 +161,7 @@ class Daemon:
                     extra={"socket": str(settings.socket), "data_dir": str(settings.data_dir)},
                 )
                 self._server.run(sockets=[sock])
+                fast.close()
             finally:
                 sock.close()
                 settings.socket.unlink(missing_ok=True)

@@ -1,11 +1,18 @@
-"""A durable JSON table on sqlitedict: fsynced writes through sqlitedict, reads beside them.
+"""A durable JSON table in sqlitedict's format: writes on our own connection, reads beside them.
 
-sqlitedict turns fsync off on its connection; everything a manifest confirms must survive a power
-cut, so it is turned back on. Reads go through a second connection (WAL readers never wait on
-the writer's fsync) and may use SQL over the table: key ranges, json_extract, indexes.
+The file is a sqlitedict table (key TEXT PRIMARY KEY, value: JSON text), readable with
+`SqliteDict(path, tablename=..., journal_mode="WAL")`. The writes do not go through sqlitedict:
+its writer thread turns fsync off and costs a thread hand-over per statement; writer.py commits
+at synchronous=NORMAL on a connection of its own and fsyncs the WAL for every durable commit
+(group commit, group fsync). Reads go through a second connection (WAL readers never wait on the
+writer) and may use SQL over the table: key ranges, json_extract, indexes.
 
-Writes go through a TicketedWriter (writer.py): a full disk neither hangs them nor loses them
-in silence.
+Never close the last connection to a file and open it again at once in the same process: when a
+SqliteDict did that just before this table's connection opened, a kill -9 soon after lost
+whole runs of committed writes or left the database malformed, within a few kills
+(tests/test_records_manifest.py). The cause inside SQLite was not pinned down.
+
+A full disk neither hangs a write nor loses it in silence (writer.py).
 """
 
 import sqlite3
@@ -13,11 +20,11 @@ import threading
 from pathlib import Path
 from typing import Any, Protocol
 
-from sqlitedict import SqliteDict
-
-from pi_render.fsync import make_dirs
+from pi_render.fsync import fsync_path, make_dirs
 from pi_render.manifest.writer import TicketedWriter, translated
 from pi_render.task import codec
+
+SQLITEDICT_TABLE = 'CREATE TABLE IF NOT EXISTS "{table}" (key TEXT PRIMARY KEY, value BLOB)'
 
 
 def _encode(value: object) -> str:
@@ -43,44 +50,51 @@ class JsonTable(Protocol):
 
 
 class DurableJsonTable:
-    """One sqlitedict table of JSON values, synchronous=FULL, with a read-only side connection."""
+    """One sqlitedict table of JSON values, durable commits, with a read-only side connection."""
 
     @translated
     def __init__(self, path: Path, table: str) -> None:
         make_dirs(path.parent)
         self.table = table
-        self._db = SqliteDict(
-            str(path),
-            tablename=table,
-            autocommit=False,
-            journal_mode="WAL",
-            encode=_encode,
-            decode=codec.loads,
-            outer_stack=False,
-        )
-        self._db.conn.execute("PRAGMA synchronous=FULL")
-        self._writer = TicketedWriter(self._db.conn)
+        conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False,
+                               timeout=30)  # fmt: skip
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")  # durable commits fsync the WAL themselves
+        # sqlitedict's own table, made on this connection: a SqliteDict opened and closed just
+        # before it deleted the WAL (see the module's docstring)
+        conn.execute(SQLITEDICT_TABLE.format(table=table))
+        self._wal = Path(f"{path}-wal")
+        self._writer = TicketedWriter(conn, self._sync_wal)
         self._reader = sqlite3.connect(str(path), check_same_thread=False, timeout=30)
         self._reader_lock = threading.Lock()
+        self._reader.execute(f'SELECT count(*) FROM "{table}" WHERE 0').fetchall()  # WAL exists
+        fsync_path(path.parent)  # the database's and the WAL's entries (SQLite syncs the folder
+        # at the WAL's first sync of its own, which NORMAL defers to a checkpoint)
+        self._put = f'REPLACE INTO "{table}" (key, value) VALUES (?, ?)'
+
+    def _sync_wal(self) -> None:
+        """Everything committed so far onto the disk (what synchronous=FULL does per commit)."""
+        fsync_path(self._wal)
 
     def stage(self, key: str, value: object) -> None:
-        """Queue a write; it is durable after this thread's next `commit`."""
-        self._writer.write(lambda: self._db.__setitem__(key, value))
+        """Write in the open transaction; it is durable after this thread's next `commit`."""
+        self._writer.write(self._put, (key, _encode(value)))
 
     def delete(self, key: str) -> None:
-        """Queue a delete; durable after the next `commit`. Missing keys are fine."""
-        sql = f'DELETE FROM "{self.table}" WHERE key = ?'
-        self._writer.write(lambda: self._db.conn.execute(sql, (key,)))
+        """Delete in the open transaction; durable after the next `commit`. Missing keys are
+        fine."""
+        self._writer.write(f'DELETE FROM "{self.table}" WHERE key = ?', (key,))
 
     def delete_prefix(self, prefix: str) -> None:
-        """Queue deleting every key that starts with `prefix` (a key range, so indexed)."""
+        """Delete every key that starts with `prefix` (a key range, so indexed)."""
         sql = f'DELETE FROM "{self.table}" WHERE key >= ? AND key < ?'
-        self._writer.write(lambda: self._db.conn.execute(sql, (prefix, prefix + "\uffff")))
+        self._writer.write(sql, (prefix, prefix + "\uffff"))
 
-    def commit(self) -> None:
-        """Block until this thread's writes are on disk (group commit); raises DiskFull or
-        StorageError if the disk refused them (nothing of them remains then)."""
-        self._writer.commit()
+    def commit(self, durable: bool = True) -> None:
+        """Block until this thread's writes are committed and, if `durable`, on disk (group
+        commit); raises DiskFull or StorageError if the disk refused them (nothing of them
+        remains then)."""
+        self._writer.commit(durable)
 
     def text(self, key: str) -> str | None:
         rows = self.query(f"SELECT value FROM {self.table} WHERE key = ?", (key,))
@@ -104,11 +118,12 @@ class DurableJsonTable:
 
     @translated
     def synchronous(self) -> int:
-        """The writer connection's `PRAGMA synchronous` (2 = FULL)."""
+        """The writer connection's `PRAGMA synchronous` (1 = NORMAL: durable commits fsync the
+        WAL themselves)."""
         row = self._writer.select_one("PRAGMA synchronous")
         return int(row[0])
 
     def close(self) -> None:
-        self._db.close()
+        self._writer.close()
         with self._reader_lock:
             self._reader.close()

@@ -9,6 +9,9 @@ from pi_render.task.record import TaskRecord, TaskStatus
 
 Listener = Callable[[TaskRecord], None]
 Change = Callable[[TaskRecord], TaskRecord | None]
+# says of a changed record whether its write may be lost to a power cut (never to a kill); a
+# backend may ignore it and make every write durable
+Lazy = Callable[[TaskRecord], bool]
 
 
 def next_version(old: TaskRecord, new: TaskRecord, before_final: list[Listener]) -> TaskRecord:
@@ -64,8 +67,9 @@ class RecordStore(Protocol):
 
     def find(self, task_id: str) -> TaskRecord | None: ...
 
-    def change(self, task_id: str, change: Change) -> TaskRecord | None:
-        """Compare-and-set; returns what was written (on disk), or None when `change` left it."""
+    def change(self, task_id: str, change: Change, lazy: Lazy | None = None) -> TaskRecord | None:
+        """Compare-and-set; returns what was written (on disk), or None when `change` left it.
+        When `lazy` says so of the new record, committed is enough (a power cut may lose it)."""
 
     def delete(self, task_id: str) -> None: ...
 

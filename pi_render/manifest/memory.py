@@ -5,7 +5,7 @@ import threading
 from collections.abc import Iterator
 
 from pi_render.errors import TaskNotFound
-from pi_render.manifest.contract import Change, Listener, next_version
+from pi_render.manifest.contract import Change, Lazy, Listener, next_version
 from pi_render.task.record import TaskRecord, TaskStatus
 
 LIVE = (TaskStatus.PENDING, TaskStatus.RUNNING, TaskStatus.RETRYING)
@@ -42,7 +42,7 @@ class MemoryRecordStore:
         with self._lock:
             return self._records.get(task_id)
 
-    def change(self, task_id: str, change: Change) -> TaskRecord | None:
+    def change(self, task_id: str, change: Change, lazy: Lazy | None = None) -> TaskRecord | None:
         while True:
             old = self.get(task_id)
             new = change(old)

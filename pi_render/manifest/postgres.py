@@ -12,7 +12,7 @@ from typing import Any
 from pi_render.errors import DuplicateOrigin, TaskNotFound
 from pi_render.farm.db import Connection, FarmDatabase, follow
 from pi_render.farm.relay import announce_change
-from pi_render.manifest.contract import Change, Listener, next_version, where_clause
+from pi_render.manifest.contract import Change, Lazy, Listener, next_version, where_clause
 from pi_render.task.record import TaskRecord, TaskStatus
 
 log = logging.getLogger(__name__)
@@ -99,9 +99,11 @@ class PostgresRecordStore:
         rows = self._select("WHERE id = %s", (task_id,))
         return rows[0] if rows else None
 
-    def change(self, task_id: str, change: Change) -> TaskRecord | None:
+    def change(self, task_id: str, change: Change, lazy: Lazy | None = None) -> TaskRecord | None:
         """Compare-and-set by row lock: `change` sees the newest version and no other writer
-        (on any host) comes between it and the write."""
+        (on any host) comes between it and the write. Always durable (`lazy` is not taken): a
+        start's attempt fences the other hosts, so a database that lost it could let two hosts
+        run the same attempt."""
 
         def write(conn: Connection) -> TaskRecord | None:
             row = conn.execute("SELECT body FROM tasks WHERE id = %s FOR UPDATE",

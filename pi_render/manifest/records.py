@@ -15,7 +15,7 @@ from pathlib import Path
 from pi_render.clock import Clock
 from pi_render.errors import StorageError, TaskNotFound
 from pi_render.manifest.base import DurableJsonTable
-from pi_render.manifest.contract import Change, Listener, next_version, where_clause
+from pi_render.manifest.contract import Change, Lazy, Listener, next_version, where_clause
 from pi_render.task.record import TaskRecord, TaskStatus
 
 TABLE = "tasks"
@@ -98,9 +98,10 @@ class TaskRecordManifest:
             record = self._recent.get(task_id)
             return record if record is not None else self.get(task_id)
 
-    def change(self, task_id: str, change: Change) -> TaskRecord | None:
+    def change(self, task_id: str, change: Change, lazy: Lazy | None = None) -> TaskRecord | None:
         """Apply `change` atomically (compare-and-set): it returns the new record, or None to
-        leave the record as it is. Returns what was written, once it is on disk, or None."""
+        leave the record as it is. Returns what was written, once it is on disk, or None; once
+        it is committed (a power cut may lose it) when `lazy` says so of the new record."""
         with self._forgotten_if_undone():
             with self.lock:
                 old = self.latest(task_id)
@@ -109,7 +110,7 @@ class TaskRecordManifest:
                     return None
                 new = next_version(old, new, self._before_final)
                 self._stage(new)
-            self._commit(new)
+            self._commit(new, durable=lazy is None or not lazy(new))
         return new
 
     def query(
@@ -262,10 +263,10 @@ class TaskRecordManifest:
             self._recent.popitem(last=False)
         self._store.stage(record.id, record.model_dump_json())
 
-    def _commit(self, *records: TaskRecord) -> None:
+    def _commit(self, *records: TaskRecord, durable: bool = True) -> None:
         """Wait for a commit that covers the staged writes, outside the lock: writers that staged
         meanwhile share one fsync (group commit)."""
-        self._store.commit()
+        self._store.commit(durable)
         for record in records:
             for listener in self._listeners:
                 listener(record)

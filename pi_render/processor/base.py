@@ -79,6 +79,9 @@ class Processor(ABC, Generic[ArgsT, ResultT]):
     """
 
     task: ClassVar[type[TaskBase[Any, Any]]]
+    # a run leaves nothing but its result (no file, no message): its start need not be fsynced,
+    # since a power cut that loses the start loses every trace of the run with it
+    pure: ClassVar[bool] = False
 
     def __init__(self, env: ProcessorEnv | None = None) -> None:
         self.env = env
@@ -97,6 +100,12 @@ class Processor(ABC, Generic[ArgsT, ResultT]):
     @abstractmethod
     def _process(self, args: ArgsT, ctx: TaskContext) -> ResultT:
         """The work itself; raise TaskStopped when `ctx` asks to stop."""
+
+
+def is_pure(type_name: str) -> bool:
+    """Whether a task type's runs leave nothing behind but their records (Processor.pure)."""
+    found = _PROCESSORS.get(type_name)
+    return found is not None and found.pure
 
 
 def processor_for(type_name: str, env: ProcessorEnv | None = None) -> Processor[Any, Any]:

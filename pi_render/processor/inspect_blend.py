@@ -8,6 +8,7 @@ from pi_render.task.inspect_blend import InspectBlendArgs, InspectBlendTask
 
 class InspectBlendProcessor(Processor[InspectBlendArgs, BlendInfo]):
     task = InspectBlendTask
+    pure = True  # it reads the copy taken at submit; its finding is its result
 
     def _process(self, args: InspectBlendArgs, ctx: TaskContext) -> BlendInfo:
         # older records have no copy: they read the path itself

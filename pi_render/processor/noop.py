@@ -7,6 +7,7 @@ from pi_render.task.noop import NoopArgs, NoopResult, NoopTask
 
 class NoopProcessor(Processor[NoopArgs, NoopResult]):
     task = NoopTask
+    pure = True
 
     def _process(self, args: NoopArgs, ctx: TaskContext) -> NoopResult:
         if args.sleep_s > 0:

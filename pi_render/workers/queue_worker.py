@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from pi_render.clock import Clock
 from pi_render.errors import StaleAttempt, TaskNotFound, TaskTimedOut
 from pi_render.manifest.contract import RecordStore
-from pi_render.processor.base import ProcessorEnv, processor_for
+from pi_render.processor.base import ProcessorEnv, is_pure, processor_for
 from pi_render.processor.context import StopReason, TaskContext, TaskStopped
 from pi_render.queue.base import QueueItem, TaskQueue
 from pi_render.queue.router import needed_tags
@@ -99,7 +99,8 @@ class QueueWorker(LoopWorker):
         try:
             try:
                 record = self.records.change(item.task_id, lambda r: lifecycle.start(
-                    r, self.clock.now(), self.name, take_over=item.redelivered))  # fmt: skip
+                    r, self.clock.now(), self.name, take_over=item.redelivered),
+                    lazy=lambda r: is_pure(r.type))  # fmt: skip
             except TaskNotFound:
                 log.warning(
                     "queued task has no record; dropping it", extra={"task_id": item.task_id}
@@ -178,8 +179,11 @@ class QueueWorker(LoopWorker):
         )
 
     def _attempt(self, record: TaskRecord, ctx: TaskContext, item: QueueItem) -> bool:
-        extra = {"task_id": record.id, "type": record.type, "attempt": record.attempts}
-        log.info("task started", extra={**extra, "worker": self.name})
+        extra = {"task_id": record.id, "type": record.type, "attempt": record.attempts,
+                 "worker": self.name}  # fmt: skip
+        # a pure task's start is not worth a line of its own: its outcome's line follows at once
+        log.log(logging.DEBUG if is_pure(record.type) else logging.INFO, "task started",
+                extra=extra)  # fmt: skip
         started = self.clock.monotonic()
         limit = record.timeout_s or self.timeouts().get(record.type)
         watch = self._watch.watching(
