@@ -15,8 +15,14 @@ def _fields(record: logging.LogRecord) -> dict[str, object]:
 class TextFormatter(logging.Formatter):
     """`2026-01-01T00:00:00Z INFO pi_render.x: message task_id=… worker=…`"""
 
+    _second, _stamp = -1, ""  # the last second formatted: a busy daemon logs many in each
+
     def format(self, record: logging.LogRecord) -> str:
-        stamp = datetime.fromtimestamp(record.created, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        second = int(record.created)
+        if second != self._second:
+            when = datetime.fromtimestamp(second, timezone.utc)
+            self._second, self._stamp = second, when.strftime("%Y-%m-%dT%H:%M:%SZ")
+        stamp = self._stamp
         fields = " ".join(f"{k}={v}" for k, v in _fields(record).items())
         line = f"{stamp} {record.levelname} {record.name}: {record.getMessage()}"
         line = f"{line} {fields}" if fields else line

@@ -89,13 +89,13 @@ def test_records_are_fsynced_on_commit_unless_the_change_is_lazy(
     connection runs at NORMAL (WAL: no fsync at commit) and a durable commit fsyncs the WAL;
     a lazy change (a pure task's start) is committed without one."""
     synced: list[str] = []
-    real_fsync = os.fsync
+    real_fsync = os.fdatasync
 
     def fsync(fd: int) -> None:
         synced.append(os.readlink(f"/proc/self/fd/{fd}"))
         real_fsync(fd)
 
-    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "fdatasync", fsync)
     path = tmp_path / "r.sqlite"
     clock = FakeClock()
     records = TaskRecordManifest(path)

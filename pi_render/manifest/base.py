@@ -15,6 +15,7 @@ whole runs of committed writes or left the database malformed, within a few kill
 A full disk neither hangs a write nor loses it in silence (writer.py).
 """
 
+import os
 import sqlite3
 import threading
 from pathlib import Path
@@ -73,8 +74,14 @@ class DurableJsonTable:
         self._put = f'REPLACE INTO "{table}" (key, value) VALUES (?, ?)'
 
     def _sync_wal(self) -> None:
-        """Everything committed so far onto the disk (what synchronous=FULL does per commit)."""
-        fsync_path(self._wal)
+        """Everything committed so far onto the disk (what synchronous=FULL does per commit).
+        fdatasync, as SQLite itself syncs: the WAL's bytes and its length, not its mtime (an
+        fsync here cost an ext4 journal commit each, ~1/5 of a worker's time)."""
+        fd = os.open(self._wal, os.O_RDONLY)
+        try:
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)
 
     def stage(self, key: str, value: object) -> None:
         """Write in the open transaction; it is durable after this thread's next `commit`."""
