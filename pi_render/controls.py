@@ -121,4 +121,5 @@ def missing(requirements: Requirements, capabilities: dict[str, Any]) -> list[st
 
 
 def _version(text: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in text.split(".")[:3] if part.isdigit())
+    return tuple(int(part) for part in text.split(".")[:3]
+                 if part.isascii() and part.isdigit() and len(part) <= 9)  # fmt: skip

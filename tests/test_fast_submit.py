@@ -81,3 +81,9 @@ def test_a_body_the_short_path_does_not_take_is_answered_by_the_full_app(
         assert comparable(post(daemon, body, False, **headers)) == comparable(
             post(daemon, body, True, **headers)
         )
+    twice = [("content-type", "text/plain"), ("content-type", "application/json")]
+    with httpx.Client(transport=httpx.HTTPTransport(uds=str(daemon.socket)),
+                      base_url="http://x") as http:  # fmt: skip
+        short = http.post("/tasks", content=body, headers=twice)
+        full = http.post("/tasks", content=iter([body]), headers=twice)
+    assert comparable(short) == comparable(full) and short.status_code == 422

@@ -257,3 +257,62 @@ def test_the_records_file_is_a_sqlitedict_table(tmp_path: Path) -> None:
         assert list(table.keys()) == [made.id]
         assert TaskRecord.model_validate(table[made.id]) == made
     records.close()
+
+
+def test_a_write_undone_by_another_threads_failure_fails_its_writers_later_commit(
+    tmp_path: Path,
+) -> None:
+    """A thread's writes since its last commit stand or fall together: when another thread's
+    failure rolls the first back, the thread's commit raises, even if its later write (in a new
+    transaction) went through."""
+    from pi_render.errors import StorageError
+    from pi_render.manifest.writer import TicketedWriter
+
+    conn = sqlite3.connect(tmp_path / "w.sqlite", isolation_level=None, check_same_thread=False)
+    conn.execute("CREATE TABLE t (key TEXT PRIMARY KEY, value TEXT)")
+    writer = TicketedWriter(conn, lambda: None)
+    first_written, failed = threading.Event(), threading.Event()
+
+    def other() -> None:
+        first_written.wait(10)
+        with pytest.raises(StorageError):
+            writer.write("INSERT INTO no_such_table VALUES (1)")  # undoes the open transaction
+        failed.set()
+
+    helper = threading.Thread(target=other)
+    helper.start()
+    writer.write("INSERT INTO t VALUES ('a', '1')")
+    first_written.set()
+    failed.wait(10)
+    writer.write("INSERT INTO t VALUES ('b', '2')")  # a new transaction, which commits
+    with pytest.raises(StorageError):
+        writer.commit()
+    helper.join()
+    assert [key for (key,) in conn.execute("SELECT key FROM t")] == ["b"]
+
+
+def test_after_a_failed_sync_no_later_sync_is_trusted(tmp_path: Path) -> None:
+    """Linux reports a lost write-back once; a sync that succeeds after one that failed proves
+    nothing about what the failed one covered."""
+    import errno
+
+    from pi_render.errors import StorageError
+    from pi_render.manifest.writer import TicketedWriter
+
+    failures = [OSError(errno.EIO, "I/O error")]
+
+    def sync() -> None:
+        if failures:
+            raise failures.pop()
+
+    conn = sqlite3.connect(tmp_path / "w.sqlite", isolation_level=None, check_same_thread=False)
+    conn.execute("CREATE TABLE t (key TEXT PRIMARY KEY, value TEXT)")
+    writer = TicketedWriter(conn, sync)
+    writer.write("INSERT INTO t VALUES ('a', '1')")
+    with pytest.raises(StorageError, match="failed to sync"):
+        writer.commit()
+    writer.write("INSERT INTO t VALUES ('b', '2')")
+    with pytest.raises(StorageError, match="failed to sync"):
+        writer.commit()  # the sync itself would succeed now
+    writer.write("INSERT INTO t VALUES ('c', '3')")
+    writer.commit(durable=False)  # committed is all a lazy write asks

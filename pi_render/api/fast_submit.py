@@ -11,7 +11,8 @@ is the reference. What is taken gets the same answer and the same audit line the
 import asyncio
 import errno
 import json
-from concurrent.futures import ThreadPoolExecutor
+from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any
 
 from pydantic import ValidationError
@@ -22,6 +23,8 @@ from pi_render.identity import Caller
 from pi_render.service import TaskService
 
 SUBMIT_THREADS = 32  # submits wait on a group commit; many in flight share its fsync
+PER_UID = 8  # one user's slow submits (a big snapshot) never hold every thread: past this, the
+# full app's own threads take theirs
 
 
 class FastSubmit:
@@ -35,6 +38,8 @@ class FastSubmit:
             app, service, policy, audit, limit)  # fmt: skip
         self._model = SubmitRequest
         self._threads = ThreadPoolExecutor(SUBMIT_THREADS, thread_name_prefix="submit")
+        self._in_flight: set[Future[Any]] = set()
+        self._by_uid: Counter[int] = Counter()  # submits in flight per uid (the loop's alone)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["path"] != "/tasks" or scope["method"] != "POST":
@@ -43,27 +48,37 @@ class FastSubmit:
         peer: dict[str, int] | None = (scope.get("extensions") or {}).get("peercred")
         role = self.policy.role_of(peer["uid"], peer["gid"]) if peer else None
         length = self._declared_length(scope["headers"])
-        if peer is None or role is None or RANK[role] < RANK["submitter"] or length is None:
+        if (peer is None or role is None or RANK[role] < RANK["submitter"] or length is None
+                or self._by_uid[peer["uid"]] >= PER_UID):  # fmt: skip
             await self.app(scope, receive, send)  # the full app refuses, and audits, in its words
             return
         body, gone = await self._read(receive)
         if gone:
-            self._audit(peer, role, None, 500)  # the full app audits a request whose client left
+            self._audit(peer, role, None, 400)  # as the full app: the body never came whole
             return
         try:
             request = self._model.model_validate_json(body)
         except ValidationError:
             await self.app(scope, self._replay(body, receive), send)
             return
-        status, answer, task_id = await self._submit(request, peer)
-        self._audit(peer, role, task_id, status)  # before the caller has its answer
+        status, task_id = 500, None  # what is audited if the submit raised or was cancelled
+        self._by_uid[peer["uid"]] += 1
+        try:
+            status, answer, task_id = await self._submit(request, peer)
+        finally:
+            self._by_uid[peer["uid"]] -= 1
+            if self._by_uid[peer["uid"]] <= 0:
+                del self._by_uid[peer["uid"]]
+            self._audit(peer, role, task_id, status)  # before the caller has its answer
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"application/json"),
                                 (b"content-length", str(len(answer)).encode())]})  # fmt: skip
         await send({"type": "http.response.body", "body": answer})
 
-    def close(self) -> None:
-        self._threads.shutdown(wait=False)
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Let the submits in flight finish (within `timeout_s`) before the stores close."""
+        self._threads.shutdown(wait=False, cancel_futures=True)
+        wait(list(self._in_flight), timeout_s)
 
     def _declared_length(self, headers: list[tuple[bytes, bytes]]) -> int | None:
         """The body's declared length when the short path may take it: JSON, within the limit."""
@@ -75,7 +90,11 @@ class FastSubmit:
                     return None
                 length = int(value)
             elif name == b"content-type":
+                if json_body:
+                    return None  # twice: the full app reads the first, and says what it thinks
                 json_body = value.split(b";")[0].strip().lower() == b"application/json"
+                if not json_body:
+                    return None
             elif name == b"transfer-encoding":
                 return None
         return length if json_body and length is not None and length <= self.limit else None
@@ -125,9 +144,10 @@ class FastSubmit:
             )
 
         try:
-            record, created = await asyncio.get_running_loop().run_in_executor(
-                self._threads, submit
-            )
+            running = self._threads.submit(submit)
+            self._in_flight.add(running)
+            running.add_done_callback(self._in_flight.discard)
+            record, created = await asyncio.wrap_future(running)
         except PiRenderError as exc:
             return exc.http_status, _error(type(exc).__name__, str(exc), **exc.details()), None
         except OSError as exc:

@@ -87,6 +87,11 @@ class DurableJsonTable:
         """Write in the open transaction; it is durable after this thread's next `commit`."""
         self._writer.write(self._put, (key, _encode(value)))
 
+    def stage_many(self, items: list[tuple[str, object]]) -> None:
+        """Write several at once: committed, or undone, together (no other thread's commit can
+        come between them)."""
+        self._writer.write_many([(self._put, (key, _encode(value))) for key, value in items])
+
     def delete(self, key: str) -> None:
         """Delete in the open transaction; durable after the next `commit`. Missing keys are
         fine."""

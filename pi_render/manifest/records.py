@@ -77,8 +77,7 @@ class TaskRecordManifest:
         """Write new records; one commit covers them all."""
         with self._forgotten_if_undone():
             with self.lock:
-                for record in records:
-                    self._stage(record)
+                self._stage(*records)
             self._commit(*records)
 
     def get(self, task_id: str) -> TaskRecord:
@@ -255,13 +254,15 @@ class TaskRecordManifest:
                 self._recent.clear()
             raise
 
-    def _stage(self, record: TaskRecord) -> None:
-        """Queue the write (under the lock, so writes reach SQLite in the order they were made)."""
-        self._recent[record.id] = record
-        self._recent.move_to_end(record.id)
-        if len(self._recent) > RECENT_CACHE:
-            self._recent.popitem(last=False)
-        self._store.stage(record.id, record.model_dump_json())
+    def _stage(self, *records: TaskRecord) -> None:
+        """Write them in the open transaction, together (under the lock, so writes reach SQLite
+        in the order they were made)."""
+        for record in records:
+            self._recent[record.id] = record
+            self._recent.move_to_end(record.id)
+            if len(self._recent) > RECENT_CACHE:
+                self._recent.popitem(last=False)
+        self._store.stage_many([(record.id, record.model_dump_json()) for record in records])
 
     def _commit(self, *records: TaskRecord, durable: bool = True) -> None:
         """Wait for a commit that covers the staged writes, outside the lock: writers that staged

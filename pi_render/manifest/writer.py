@@ -75,6 +75,9 @@ class LostTickets:
         else:
             self.ranges.append([first, last])
 
+    def overlaps(self, first: int, last: int) -> bool:
+        return any(a <= last and first <= b for a, b in self.ranges)
+
     def __contains__(self, ticket: int) -> bool:
         if not self.ranges:
             return False  # nearly always: asked twice per commit
@@ -95,28 +98,37 @@ class TicketedWriter:
         self._synced_to = 0  # tickets up to here are fsynced
         self._lost = LostTickets()
         self._loss: StorageError = StorageError("no write was undone")
-        self._mine = threading.local()  # this thread's last ticket
+        self._sync_failure: StorageError | None = None  # once set, nothing is vouched for again
+        self._mine = threading.local()  # this thread's first and last ticket since its commit
 
     def write(self, sql: str, params: tuple[Any, ...] = ()) -> None:
         """Run one statement in the open transaction; this thread's next `commit` makes it
         durable or raises."""
+        self.write_many([(sql, params)])
+
+    def write_many(self, statements: list[tuple[str, tuple[Any, ...]]]) -> None:
+        """Run statements in the open transaction with no other thread's COMMIT between them:
+        they are committed, or undone, together."""
         with self._order:
             try:
                 if not self._conn.in_transaction:
                     self._conn.execute("BEGIN")
-                self._conn.execute(sql, params)
+                for sql, params in statements:
+                    self._conn.execute(sql, params)
             except sqlite3.Error as exc:
                 self._undo(exc)
                 raise storage_error(exc) from None
             self._staged += 1
+            if not getattr(self._mine, "first", 0):
+                self._mine.first = self._staged
             self._mine.ticket = self._staged
 
     def commit(self, durable: bool = True) -> None:
         """Block until this thread's writes are committed and, if `durable`, on disk (writers
         that wrote meanwhile share the commit and the fsync). Raises DiskFull or StorageError if
         they were undone, StorageError if the fsync failed (they may be on disk or not)."""
-        ticket = getattr(self._mine, "ticket", 0)
-        self._mine.ticket = 0
+        ticket, first = getattr(self._mine, "ticket", 0), getattr(self._mine, "first", 0)
+        self._mine.ticket = self._mine.first = 0
         if ticket == 0:
             return
         with self._order:
@@ -128,14 +140,16 @@ class TicketedWriter:
                 else:
                     self._committed_to = self._staged
                     self._open_from = self._staged + 1
-            if ticket in self._lost:
-                raise type(self._loss)(str(self._loss))
+            if self._lost.overlaps(first, ticket):  # any of this thread's writes since its last
+                raise type(self._loss)(str(self._loss))  # commit: another's COMMIT may split them
             upto = self._committed_to
         if durable:
             self._sync_to(ticket, upto)
 
     def _sync_to(self, ticket: int, upto: int) -> None:
         with self._syncing:
+            if self._sync_failure is not None:
+                raise StorageError(str(self._sync_failure))
             if ticket <= self._synced_to:
                 return  # an fsync that began after this ticket's commit covered it
             with self._order:
@@ -143,7 +157,14 @@ class TicketedWriter:
             try:
                 self._sync()
             except OSError as exc:
-                raise storage_error(exc) from None
+                # the kernel reports a lost write-back once: a later sync that succeeds proves
+                # nothing about what this one covered, so nothing is vouched for from now on
+                self._sync_failure = StorageError(
+                    f"the data disk failed to sync ({exc}): writes since the daemon started are "
+                    f"committed but may not survive a power cut; check the disk, then restart "
+                    f"pi-render"
+                )
+                raise StorageError(str(self._sync_failure)) from None
             self._synced_to = max(self._synced_to, upto)
 
     def _undo(self, exc: BaseException) -> None:
