@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from pi_render.clock import Clock
 from pi_render.errors import StaleAttempt, TaskNotFound, TaskTimedOut
 from pi_render.manifest.contract import RecordStore
+from pi_render.heap import TRIMMER
 from pi_render.processor.base import ProcessorEnv, is_pure, processor_for
 from pi_render.processor.context import StopReason, TaskContext, TaskStopped
 from pi_render.queue.base import QueueItem, TaskQueue
@@ -77,9 +78,15 @@ class QueueWorker(LoopWorker):
         self.queue.wake_all()
 
     def run_once(self) -> bool:
-        item = self.queue.get(timeout=self.idle_wait_s)
+        item = self.queue.get(timeout=0)
+        if item is None:  # idle now: give back what the last burst freed, then wait
+            TRIMMER.idle()
+            if self.stop_event.is_set():
+                return False
+            item = self.queue.get(timeout=self.idle_wait_s)
         if item is None:
             return False
+        TRIMMER.worked()
         if self.stop_event.is_set():
             self.queue.nack(item)  # stopping: leave it for the next start, in its place
             return False
