@@ -91,6 +91,14 @@ class FarmSettings(BaseModel):
                               f"{exc.strerror}") from None  # fmt: skip
 
 
+class BlenderEntry(BaseModel):
+    """`[[blenders]]`: one more Blender this host has."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    path: str
+
+
 class Settings(BaseModel):
     """Everything the daemon can be told; unknown keys are refused so typos do not pass silently.
     Frozen: a reload builds a new one and swaps it in."""
@@ -109,6 +117,11 @@ class Settings(BaseModel):
         default_factory=list, description="extra modules to import for their task types"
     )
     blender: str | None = Field(None, description="Blender executable; else PATH, else bpy")
+    blenders: list[BlenderEntry] = Field(
+        default_factory=list,
+        description="more Blenders ([[blenders]] path = an executable or a python with bpy): "
+        "each file renders on the oldest that opens it",
+    )
     source_roots: list[Path] = Field(
         default_factory=lambda: [Path("/")], description="where render sources may be"
     )

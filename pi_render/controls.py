@@ -98,13 +98,22 @@ def find_duplicate(records: RecordStore, record: TaskRecord) -> TaskRecord | Non
 
 
 def pool_capabilities(label: str, settings_caps: dict[str, Capabilities],
-                      blender_version: str | None) -> dict[str, Any]:  # fmt: skip
+                      versions: list[str]) -> dict[str, Any]:  # fmt: skip
+    """`blender` is the newest version (what `requires.blender` is checked against); `blenders`
+    every one (what a file's version is checked against)."""
     caps = settings_caps.get(label, Capabilities())
     gpu = caps.gpu if caps.gpu is not None else Path("/dev/nvidiactl").exists() or bool(
         shutil.which("nvidia-smi"))  # fmt: skip
     engines = ["CYCLES", "BLENDER_EEVEE", "BLENDER_EEVEE_NEXT", "BLENDER_WORKBENCH"]
-    return {"tags": caps.tags, "gpu": gpu, "blender": blender_version,
-            "engines": engines if blender_version else []}  # fmt: skip
+    newest = max(versions, key=version_tuple) if versions else None
+    return {"tags": caps.tags, "gpu": gpu, "blender": newest, "blenders": versions,
+            "engines": engines if newest else []}  # fmt: skip
+
+
+def opens(versions: list[str], saved_by: str) -> bool:
+    """Whether one of these Blenders opens a file saved by `saved_by` (major.minor: a file of
+    3.4 opens in 3.4.1, not in 3.3)."""
+    return any(version_tuple(v)[:2] >= version_tuple(saved_by)[:2] for v in versions)
 
 
 def missing(requirements: Requirements, capabilities: dict[str, Any]) -> list[str]:
@@ -114,12 +123,12 @@ def missing(requirements: Requirements, capabilities: dict[str, Any]) -> list[st
         lacks.append("a GPU")
     if requirements.blender:
         have = capabilities["blender"]
-        if have is None or _version(have) < _version(requirements.blender):
+        if have is None or version_tuple(have) < version_tuple(requirements.blender):
             lacks.append(f"Blender >= {requirements.blender} (found {have or 'none'})")
     lacks += [f"engine {e}" for e in requirements.engines if e not in capabilities["engines"]]
     return lacks
 
 
-def _version(text: str) -> tuple[int, ...]:
+def version_tuple(text: str) -> tuple[int, ...]:
     return tuple(int(part) for part in text.split(".")[:3]
                  if part.isascii() and part.isdigit() and len(part) <= 9)  # fmt: skip

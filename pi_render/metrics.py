@@ -22,7 +22,8 @@ DURATIONS = (0.01, 0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 24 * 3600)
 FRAME_SECONDS = (0.1, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600)
 BLENDER_FAILURES = {"BlenderKilled", "BlenderCrashed", "RenderStalled", "RenderTimeout",
                     "RenderFailed", "MissingFrames", "MissingAssets", "PausedTooLong",
-                    "BlendUnreadable", "NoBlender", "SnapshotUnreachable"}  # fmt: skip
+                    "BlendUnreadable", "NoBlender", "SnapshotUnreachable",
+                    "NoBlenderOpensIt"}  # fmt: skip
 State = Callable[[], dict[str, Any]]
 
 

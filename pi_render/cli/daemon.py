@@ -130,3 +130,20 @@ def health(socket: SocketOpt = None, as_json: JsonOpt = False) -> None:
         out.print(f"  records: {counts}")
     if data["status"] != "ok":
         raise typer.Exit(1)
+
+
+@app.command()
+def blenders(socket: SocketOpt = None, as_json: JsonOpt = False) -> None:
+    """The Blenders the daemon found (`blender`, `[[blenders]]`, PATH, bpy): each file renders on
+    the oldest that opens it; a file newer than all of them is refused at submit."""
+    with client_for(socket) as client:
+        data = client.health().get("blenders", [])
+    if as_json:
+        emit_json(data)
+        return
+    table = Table("version", "kind", "path")
+    for index, blender in enumerate(data):
+        table.add_row(f"{blender['version']}{' (default)' if index == 0 else ''}",
+                      blender["kind"], blender["path"])  # fmt: skip
+    out.print(table if data else "no Blender found: install Debian's `blender`, or see "
+              "[[blenders]] in the config")  # fmt: skip

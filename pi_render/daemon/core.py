@@ -24,17 +24,17 @@ from pi_render.clock import Clock, SystemClock
 from pi_render.config import Settings, load_settings
 from pi_render.controls import pool_capabilities
 from pi_render.daemon.file_modes import make_private
-from pi_render.daemon.health import health_report
+from pi_render.daemon.health import health_report, host_info
 from pi_render.daemon.lock import DataDirLock
 from pi_render.daemon.recovery import recover, release_waiting
 from pi_render.daemon.sdnotify import sd_notify, watchdog_interval_s
-from pi_render.daemon.stores import follow_farm, offered_tags, open_stores
+from pi_render.daemon.stores import follow_farm, open_stores
 from pi_render.errors import ConfigError, PiRenderError
 from pi_render.hooks.worker import HookWorker
 from pi_render.manifest.contract import TaskData
 from pi_render.metrics import Metrics
 from pi_render.processor.base import ProcessorEnv
-from pi_render.processor.blender import BlenderInstall, find_blender
+from pi_render.processor.blender import BlenderInstall, find_blenders
 from pi_render.processor.context import StopReason
 from pi_render.processor.sandbox import find_sandbox
 from pi_render.retry import RetryPolicies
@@ -98,7 +98,8 @@ class Daemon:
         self.lock.acquire(settings.socket)
         try:
             import_task_modules(settings.task_modules)
-            blender = find_blender(settings.blender)
+            blenders = find_blenders(settings.blender, [b.path for b in settings.blenders])
+            blender = blenders[0] if blenders else None  # the default
             self.running = RunningTasks()
             self.stores = open_stores(settings, self.clock, partial(self._host_info, blender))
             stores = self.stores
@@ -117,7 +118,8 @@ class Daemon:
             sandbox = find_sandbox(settings.sandbox, settings.render_user)
             farm = settings.farm
             self.env = ProcessorEnv(settings, blender, self.frames, sandbox,
-                                    host=farm.host_name if farm else None)  # fmt: skip
+                                    host=farm.host_name if farm else None,
+                                    blenders=blenders)  # fmt: skip
             self.service = TaskService(
                 self.records, self.router, self.running, self.clock, settings.paths,
                 settings.outputs, controls=self._controls(settings),
@@ -184,16 +186,7 @@ class Daemon:
                     self.service.jobs.update(job.id)
 
     def _host_info(self, blender: BlenderInstall | None) -> dict[str, Any]:
-        """What `pi-render hosts` shows of this one (refreshed with each host beat)."""
-        farm = self.settings.farm
-        return {"tags": farm.tags if farm else [], "pid": os.getpid(), "version": __version__,
-                "blender": None if blender is None else {"path": blender.path,
-                                                         "version": blender.version},
-                "workers": {label: n for label, n in self.settings.workers.items() if n},
-                "capabilities": {label: {**self.capabilities(label),
-                                         "tags": offered_tags(self.settings, label)}
-                                 for label, n in self.settings.workers.items() if n},
-                "running": self.running.ids()}  # fmt: skip
+        return host_info(self, blender)
 
     def _build_pool(self) -> WorkerPool:
         pool = WorkerPool(self.running)
@@ -281,8 +274,7 @@ class Daemon:
         roots = (tuple(settings.source_roots), tuple(settings.output_roots))
         if settings.farm is not None:  # every host must reach a render's outputs: the share
             roots = (roots[0], (settings.paths.common,))
-        version = self.env.blender.version if self.env.blender else None
-        caps = {label: pool_capabilities(label, settings.capabilities, version)
+        caps = {label: pool_capabilities(label, settings.capabilities, self.env.versions())
                 for label in settings.workers}  # fmt: skip
         farm = self.stores.farm
         offered: Callable[[str], dict[str, Any] | list[dict[str, Any]]] = (
@@ -362,8 +354,7 @@ class Daemon:
     def capabilities(self, label: str) -> dict[str, Any]:
         """A pool's capabilities, found once per (re)load: every submit asks for them."""
         if label not in self._capabilities:
-            version = self.env.blender.version if self.env.blender else None
-            caps = pool_capabilities(label, self.settings.capabilities, version)
+            caps = pool_capabilities(label, self.settings.capabilities, self.env.versions())
             self._capabilities[label] = caps
         return self._capabilities[label]
 

@@ -1,5 +1,6 @@
-"""What `pi-render health` (`GET /health`) says of a daemon: workers, queues, Blender, the
-sandbox, records, disks and, in farm mode, this host and its database."""
+"""What `pi-render health` (`GET /health`) says of a daemon: workers, queues, Blenders, the
+sandbox, records, disks and, in farm mode, this host and its database; and what a farm host
+publishes of itself (`pi-render hosts`)."""
 
 import os
 import shutil
@@ -7,6 +8,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pi_render import __version__
+from pi_render.daemon.stores import offered_tags
+from pi_render.processor.blender import BlenderInstall, describe
 
 if TYPE_CHECKING:
     from pi_render.daemon.core import Daemon
@@ -32,6 +35,7 @@ def health_report(daemon: "Daemon") -> dict[str, Any]:
         "running": len(d.running),
         "blender": None if blender is None else {
             "kind": blender.kind, "path": blender.path, "version": blender.version},
+        "blenders": describe(d.env.blenders),
         "sandbox": d.env.sandbox.describe() if d.env.sandbox else None,
         "records": d.records.count_by_status(),
         "stale_heartbeats": d.service.stale(3 * d.settings.heartbeat_s),
@@ -53,3 +57,17 @@ def free_bytes(path: Path) -> int | None:
         if candidate.exists():
             return shutil.disk_usage(candidate).free
     return None
+
+
+def host_info(daemon: "Daemon", blender: BlenderInstall | None) -> dict[str, Any]:
+    """What `pi-render hosts` shows of this one (refreshed with each host beat)."""
+    d, farm = daemon, daemon.settings.farm
+    return {"tags": farm.tags if farm else [], "pid": os.getpid(), "version": __version__,
+            "blender": None if blender is None else {"path": blender.path,
+                                                     "version": blender.version},
+            "blenders": describe(getattr(getattr(d, "env", None), "blenders", [])),
+            "workers": {label: n for label, n in d.settings.workers.items() if n},
+            "capabilities": {label: {**d.capabilities(label),
+                                     "tags": offered_tags(d.settings, label)}
+                             for label, n in d.settings.workers.items() if n},
+            "running": d.running.ids()}  # fmt: skip

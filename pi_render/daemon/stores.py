@@ -107,7 +107,7 @@ def open_stores(settings: Settings, clock: Clock,
 def offered_tags(settings: Settings, label: str) -> list[str]:
     """What this host's pool of `label` offers in farm claims: the farm's and the label's
     tags, and `gpu` when it has one."""
-    caps = pool_capabilities(label, settings.capabilities, None)
+    caps = pool_capabilities(label, settings.capabilities, [])
     farm_tags = settings.farm.tags if settings.farm is not None else []
     return sorted({*farm_tags, *caps["tags"], *(["gpu"] if caps["gpu"] else [])})
 

@@ -2,7 +2,7 @@
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Generic
 
@@ -36,6 +36,11 @@ class ProcessorEnv:
     host: str | None = None  # farm mode: this host's name (frames and errors carry it)
     # a frame landed: (the ledger key: the task, or its job; frame; seconds it took)
     on_frame: Callable[[str, int, float | None], None] = lambda key, frame, seconds: None
+    blenders: "list[BlenderInstall]" = field(default_factory=list)  # every one; `blender` first
+
+    def versions(self) -> list[str]:
+        """The versions of this host's Blenders (what a file's version is checked against)."""
+        return [b.version for b in self.blenders if b.version]
 
     @property
     def logs(self) -> Path:

@@ -35,6 +35,61 @@ def find_blender(configured: str | None) -> BlenderInstall | None:
     return _bpy(sys.executable)
 
 
+def find_blenders(configured: str | None, more: list[str]) -> list[BlenderInstall]:
+    """Every Blender this host has: the one `find_blender` finds (the default, first), then each
+    of `[[blenders]]` (executables or bpy interpreters), each asked its version once; the same
+    file twice counts once."""
+    found: list[BlenderInstall] = []
+    seen: set[str] = set()
+    for path in [None, *more]:
+        install = find_blender(configured) if path is None else _probe(path)
+        if install is None or install.version is None:
+            continue
+        real = os.path.realpath(install.path)
+        if real not in seen:
+            seen.add(real)
+            found.append(install)
+    return found
+
+
+def _probe(path: str) -> BlenderInstall | None:
+    """One named Blender (an executable, or a `python…` with bpy); None when it does not run."""
+    if Path(path).name.startswith("python"):
+        return _bpy(path)
+    if os.access(path, os.X_OK):
+        return BlenderInstall("executable", path, _version([path, "--version"]))
+    return None
+
+
+def describe(installs: list[BlenderInstall]) -> list[dict[str, str | None]]:
+    """What health and `pi-render blenders` show of each."""
+    return [{"kind": b.kind, "path": b.path, "version": b.version} for b in installs]
+
+
+def version_key(version: str) -> tuple[int, int]:
+    """(major, minor): what decides whether a Blender opens a file ("3.4.1" → (3, 4))."""
+    parts = [int(p) for p in re.findall(r"\d+", version)[:2]]
+    return (parts + [0, 0])[0], (parts + [0, 0])[1]
+
+
+def pick_blender(installs: list[BlenderInstall], saved_by: str | None,
+                 at_least: str | None = None) -> BlenderInstall | None:  # fmt: skip
+    """The Blender to run a file saved by `saved_by`: the oldest that is at least that version
+    (and at least `at_least`, when the task asks for one); a file from before 3.0 gets the
+    newest (old files open best in a current Blender). None when none can open it; the first
+    (the default) when the file's version is not known."""
+    usable = [i for i in installs if i.version is not None]
+    if at_least:
+        usable = [i for i in usable if version_key(i.version or "") >= version_key(at_least)]
+    if saved_by is None:
+        return usable[0] if usable else None
+    fits = sorted((i for i in usable if version_key(i.version or "") >= version_key(saved_by)),
+                  key=lambda i: version_key(i.version or ""))  # fmt: skip
+    if not fits:
+        return None
+    return fits[-1] if version_key(saved_by) < (3, 0) else fits[0]
+
+
 def _bpy(python: str) -> BlenderInstall | None:
     version = _version([python, "-c", "import bpy; print('Blender', bpy.app.version_string)"])
     return BlenderInstall("bpy", python, version) if version else None

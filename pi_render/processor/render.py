@@ -1,6 +1,7 @@
 """The render processor: renders the frames the ledger does not have yet, validating and placing
 each one as Blender saves it, with live progress and a log kept per task."""
 
+import json
 import logging
 import os
 import shutil
@@ -11,7 +12,14 @@ from typing import Any
 from pi_render.errors import PiRenderError, StorageError
 from pi_render.manifest.frames import FrameOutput, FrameStore, Holder
 from pi_render.processor.base import Processor
-from pi_render.processor.blender import HOOKS, BlenderEvent, RenderCommand, frame_list
+from pi_render.processor.blender import (
+    HOOKS,
+    BlenderEvent,
+    BlenderInstall,
+    RenderCommand,
+    frame_list,
+    pick_blender,
+)
 from pi_render.processor.blender_run import BlenderProcess, reap_orphan, scrubbed_env
 from pi_render.processor.context import TaskContext
 from pi_render.processor.outputs import (
@@ -89,8 +97,16 @@ class SnapshotUnreachable(PiRenderError):
     missing here); the chunk is tried on another host."""
 
 
+class NoBlenderOpensIt(PiRenderError):
+    """Raised when none of this host's Blenders opens the file (refused at submit, unless the
+    Blenders changed since)."""
+
+    retryable = False
+
+
 class RenderProcessor(Processor[RenderArgs, RenderResult]):
     task = RenderTask
+    _blender: BlenderInstall
 
     def _process(self, args: RenderArgs, ctx: TaskContext) -> RenderResult:
         try:
@@ -106,6 +122,7 @@ class RenderProcessor(Processor[RenderArgs, RenderResult]):
         if env is None or env.blender is None:
             raise NoBlender("no Blender found: install Debian's `blender` package, "
                             "set `blender` in the config, or install the bpy module")  # fmt: skip
+        self._blender = self._pick(args, ctx)
         ledger: FrameStore = env.frames
         key = ctx.job or ctx.task_id
         assert args.snapshot is not None and args.output_dir is not None
@@ -156,6 +173,23 @@ class RenderProcessor(Processor[RenderArgs, RenderResult]):
                             extra={"task_id": ctx.task_id})  # fmt: skip
                 ctx.sleep(2.0)
 
+    def _pick(self, args: RenderArgs, ctx: TaskContext) -> BlenderInstall:
+        """The oldest Blender here that opens the file (and is at least what the task requires);
+        the task log names the one chosen."""
+        env = self.env
+        assert env is not None and env.blender is not None
+        record = json.loads(ctx.record_json) if ctx.record_json else {}
+        at_least = (record.get("requires") or {}).get("blender")
+        chosen = pick_blender(env.blenders or [env.blender], args.blend_version, at_least)
+        if chosen is None:
+            there = ", ".join(b.version or "?" for b in env.blenders or [env.blender])
+            raise NoBlenderOpensIt(
+                f"this file was saved by Blender {args.blend_version}"
+                f"{f' and the task requires Blender >= {at_least}' if at_least else ''}; "
+                f"this host has {there}: add one to [[blenders]] in the config"
+            )
+        return chosen
+
     def _sandboxed(self, argv: list[str], args: RenderArgs, ctx: TaskContext,
                    partial: Path) -> list[str]:  # fmt: skip
         """Blender's command line inside the sandbox: it sees the snapshot (read-only), its
@@ -169,7 +203,7 @@ class RenderProcessor(Processor[RenderArgs, RenderResult]):
         snapshot = root if root.is_dir() else Path(args.snapshot).parent
         if sandbox.run_as is not None:
             os.chown(partial, *sandbox.run_as)  # the only place it may write
-        installed = installation(env.blender.path, env.blender.kind == "bpy")
+        installed = installation(self._blender.path, self._blender.kind == "bpy")
         return sandbox.wrap(argv, [snapshot, SCRIPTS], [partial], installed)
 
     def _render(
@@ -232,7 +266,7 @@ class RenderProcessor(Processor[RenderArgs, RenderResult]):
 
         env.logs.mkdir(parents=True, exist_ok=True)
         with open(env.log_of(ctx.task_id), "a", encoding="utf-8") as task_log:
-            argv = self._sandboxed(command.argv(env.blender), args, ctx, partial)
+            argv = self._sandboxed(command.argv(self._blender), args, ctx, partial)
             task_log.write(f"=== pi-render attempt {ctx.attempt}: {len(frames)} frame(s) "
                            f"{frame_list(frames)}\n$ {' '.join(argv)}\n")  # fmt: skip
             task_log.flush()

@@ -4,6 +4,7 @@ quotas, limits). They run one submit at a time, after the snapshot, just before 
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from pi_render.controls import (
     NotQualified,
@@ -13,6 +14,8 @@ from pi_render.controls import (
     find_duplicate,
     limit_key,
     missing,
+    opens,
+    version_tuple,
 )
 from pi_render.errors import NoConsumer
 from pi_render.identity import Caller
@@ -71,6 +74,14 @@ class Admission:
         every = [missing(wanted, pool) for pool in pools] or [missing(wanted, {
             "tags": [], "gpu": False, "blender": None, "engines": []})]  # fmt: skip
         lacks = min(every, key=len)  # what the best-placed pool lacks; [] where one qualifies
+        saved_by = record.args.get("blend_version") if record.type == "render" else None
+        if saved_by and not any(opens(_versions(pool), saved_by) for pool in pools):
+            there = sorted({v for pool in pools for v in _versions(pool)}, key=version_tuple)
+            raise NotQualified(
+                f"this file was saved by Blender {saved_by}, and no Blender here opens it "
+                f"(installed: {', '.join(there) or 'none'}): install Blender {saved_by} or newer "
+                "and name it in [[blenders]] in the config (pi-render blenders lists them)"
+            )
         if lacks:
             raise NotQualified(f"no worker pool can run this {record.type} task on label "
                                f"{record.label!r}: it lacks {', '.join(lacks)}")  # fmt: skip
@@ -94,3 +105,10 @@ class Admission:
             record.limit_key = limit_key(limit, record, record.content_key)
             check_limit(self.records, limit, record, record.limit_key, batch)
         return None
+
+
+def _versions(pool: dict[str, Any]) -> list[str]:
+    """A pool's Blender versions (a farm host of an older pi-render names only its newest)."""
+    if "blenders" in pool:
+        return list(pool["blenders"])
+    return [pool["blender"]] if pool.get("blender") else []

@@ -92,6 +92,7 @@ class RenderArgs(BaseModel):
     snapshot_bytes: int | None = None
     warnings: list[str] = Field(default_factory=list)  # set at submit: missing files allowed
     owner_uid: int | None = None  # set at submit: who the frames will belong to
+    blend_version: str | None = None  # set at submit: the Blender that saved the file ("5.0")
     chunk_size: int | None = Field(None, ge=0)  # frames per chunk task (0: one task; None: config)
 
     @field_validator("source", "output_dir")
@@ -192,6 +193,7 @@ class RenderTask(TaskBase[RenderArgs, RenderResult]):
             update={
                 "content_sha256": digest.hexdigest(),
                 "fps": round(scene.fps / scene.fps_base, 6),
+                "blend_version": info.blender_version,
                 "data_type": data_type,
                 "snapshot": str(snap.blend),
                 "snapshot_files": snap.files,

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from pi_render.clock import Clock
 from pi_render.errors import StaleAttempt, TaskNotFound, TaskTimedOut
-from pi_render.manifest.contract import RecordStore
 from pi_render.heap import TRIMMER
+from pi_render.manifest.contract import RecordStore
 from pi_render.processor.base import ProcessorEnv, is_pure, processor_for
 from pi_render.processor.context import StopReason, TaskContext, TaskStopped
 from pi_render.queue.base import QueueItem, TaskQueue
