@@ -59,7 +59,7 @@ class Requirements(BaseModel):
 
     tags: list[str] = Field(default_factory=list)
     gpu: bool = False
-    blender: str | None = None  # minimum version, e.g. "3.4"
+    blender: str | None = Field(None, pattern=r"^[0-9]{1,3}(\.[0-9]{1,3}){0,2}$")  # at least: "3.4"
     engines: list[str] = Field(default_factory=list)
 
 

@@ -189,6 +189,10 @@ def test_a_task_no_pool_qualifies_for_is_refused(make_daemon: Callable[..., Daem
     assert info.value.http_status == 422 and "lacks tag 'studio'" in str(info.value)
     with pytest.raises(ApiError, match="lacks a GPU, Blender >= 99.0"):
         daemon.client.submit("noop", {}, label="render", requires={"gpu": True, "blender": "99.0"})
+    for junk in ("²", "9" * 5000, "3.4-rc"):  # not a version: refused, not misread
+        with pytest.raises(ApiError) as bad:
+            daemon.client.submit("noop", {}, label="render", requires={"blender": junk})
+        assert bad.value.http_status == 422 and "blender" in str(bad.value)
     ok = daemon.client.submit("noop", {}, label="render")  # the render pool has the tag
     assert daemon.client.wait(ok.id, 30).status == "completed"
     caps = daemon.client.health()["capabilities"]

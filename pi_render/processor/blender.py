@@ -68,7 +68,7 @@ def describe(installs: list[BlenderInstall]) -> list[dict[str, str | None]]:
 
 def version_key(version: str) -> tuple[int, int]:
     """(major, minor): what decides whether a Blender opens a file ("3.4.1" → (3, 4))."""
-    parts = [int(p) for p in re.findall(r"\d+", version)[:2]]
+    parts = [int(p) for p in re.findall(r"[0-9]{1,9}", version)[:2]]  # ASCII, bounded
     return (parts + [0, 0])[0], (parts + [0, 0])[1]
 
 
