@@ -124,6 +124,15 @@ def _error(status: int, kind: str, message: str, **extra: Any) -> JSONResponse:
     return JSONResponse(status_code=status, content={"error": kind, "message": message, **extra})
 
 
+def error_answer(exc: PiRenderError | OSError) -> JSONResponse:
+    """What a refusal or a failed write is answered with: by the routes and the short path."""
+    if isinstance(exc, PiRenderError):
+        return _error(exc.http_status, type(exc).__name__, str(exc), **exc.details())
+    if exc.errno == errno.ENOSPC:
+        return _error(507, "DiskFull", "the disk is full; nothing was changed")
+    return _error(500, type(exc).__name__, f"the daemon could not do that: {exc}")
+
+
 class UnblockRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -167,13 +176,11 @@ def create_app(
 
     @app.exception_handler(PiRenderError)
     async def _pi_render_error(request: Request, exc: PiRenderError) -> JSONResponse:
-        return _error(exc.http_status, type(exc).__name__, str(exc), **exc.details())
+        return error_answer(exc)
 
     @app.exception_handler(OSError)
     async def _os_error(request: Request, exc: OSError) -> JSONResponse:
-        if exc.errno == errno.ENOSPC:
-            return _error(507, "DiskFull", "the disk is full; nothing was changed")
-        return _error(500, type(exc).__name__, f"the daemon could not do that: {exc}")
+        return error_answer(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:

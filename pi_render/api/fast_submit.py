@@ -9,8 +9,6 @@ is the reference. What is taken gets the same answer and the same audit line the
 """
 
 import asyncio
-import errno
-import json
 from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any
@@ -18,6 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from pi_render.api.access import RANK, AccessPolicy, AuditLog
+from pi_render.api.app import SubmitRequest, error_answer
 from pi_render.errors import PiRenderError
 from pi_render.identity import Caller
 from pi_render.service import TaskService
@@ -32,11 +31,9 @@ class FastSubmit:
 
     def __init__(self, app: Any, service: TaskService, policy: AccessPolicy, audit: AuditLog,
                  limit: int) -> None:  # fmt: skip
-        from pi_render.api.app import SubmitRequest  # the full app's own model: one definition
-
         self.app, self.service, self.policy, self.audit, self.limit = (
             app, service, policy, audit, limit)  # fmt: skip
-        self._model = SubmitRequest
+        self._model = SubmitRequest  # the full app's own model: one definition
         self._threads = ThreadPoolExecutor(SUBMIT_THREADS, thread_name_prefix="submit")
         self._in_flight: set[Future[Any]] = set()
         self._by_uid: Counter[int] = Counter()  # submits in flight per uid (the loop's alone)
@@ -148,21 +145,12 @@ class FastSubmit:
             self._in_flight.add(running)
             running.add_done_callback(self._in_flight.discard)
             record, created = await asyncio.wrap_future(running)
-        except PiRenderError as exc:
-            return exc.http_status, _error(type(exc).__name__, str(exc), **exc.details()), None
-        except OSError as exc:
-            if exc.errno == errno.ENOSPC:
-                return 507, _error("DiskFull", "the disk is full; nothing was changed"), None
-            return 500, _error(type(exc).__name__, f"the daemon could not do that: {exc}"), None
+        except (PiRenderError, OSError) as exc:
+            answer = error_answer(exc)  # the full app's own
+            return answer.status_code, bytes(answer.body), None
         return (201 if created else 200), record.model_dump_json().encode(), record.id
 
     def _audit(self, peer: dict[str, int], role: str, task_id: str | None, status: int) -> None:
         self.audit.append({"uid": peer["uid"], "gid": peer["gid"], "pid": peer.get("pid"),
                            "role": role, "action": "POST /tasks", "task_id": task_id,
                            "outcome": status})  # fmt: skip
-
-
-def _error(kind: str, message: str, **extra: Any) -> bytes:
-    """As Starlette's JSONResponse writes it."""
-    content = {"error": kind, "message": message, **extra}
-    return json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()

@@ -34,7 +34,7 @@ from pi_render.hooks.worker import HookWorker
 from pi_render.manifest.contract import TaskData
 from pi_render.metrics import Metrics
 from pi_render.processor.base import ProcessorEnv
-from pi_render.processor.blender import BlenderInstall, find_blenders
+from pi_render.processor.blender import find_blenders
 from pi_render.processor.context import StopReason
 from pi_render.processor.sandbox import find_sandbox
 from pi_render.retry import RetryPolicies
@@ -101,7 +101,7 @@ class Daemon:
             blenders = find_blenders(settings.blender, [b.path for b in settings.blenders])
             blender = blenders[0] if blenders else None  # the default
             self.running = RunningTasks()
-            self.stores = open_stores(settings, self.clock, partial(self._host_info, blender))
+            self.stores = open_stores(settings, self.clock, partial(host_info, self, blender))
             stores = self.stores
             self.records, self.router, self.frames = stores.records, stores.router, stores.frames
             self.cron_store, self.outbox = stores.cron, stores.outbox
@@ -185,9 +185,6 @@ class Daemon:
                 if job.chunks:  # a chunk's end the job did not hear of (a crash between)
                     self.service.jobs.update(job.id)
 
-    def _host_info(self, blender: BlenderInstall | None) -> dict[str, Any]:
-        return host_info(self, blender)
-
     def _build_pool(self) -> WorkerPool:
         pool = WorkerPool(self.running)
         policy = self.stores.farm.policy if self.stores.farm is not None else None
@@ -249,7 +246,7 @@ class Daemon:
         farm = self.stores.farm
         if farm is not None:
             return farm.hosts.listing()
-        return [{"name": "local", "state": "online", **self._host_info(self.env.blender)}]
+        return [{"name": "local", "state": "online", **host_info(self, self.env.blender)}]
 
     def _unblock(self, job: str, host: str) -> dict[str, Any]:
         farm = self.stores.farm
