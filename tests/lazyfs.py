@@ -358,8 +358,9 @@ def answer(lazy: LazyFS, conn: socket.socket, done: threading.Event) -> None:
 def serve_control(lazy: LazyFS, path: str, done: threading.Event) -> None:
     """One thread a request: an `arm` waits for its cut while a `cut` or `quit` comes in."""
     server = socket.socket(socket.AF_UNIX)
-    server.bind(path)
+    server.bind(f"{path}.new")
     server.listen(8)
+    os.rename(f"{path}.new", path)  # it appears only once it listens: no refused connect
     while not done.is_set():
         conn, _ = server.accept()
         threading.Thread(target=answer, args=(lazy, conn, done), daemon=True).start()
