@@ -164,6 +164,15 @@ class Settings(BaseModel):
     )  # fmt: skip
     output_root: Path | None = Field(None, description="default parent of render outputs")
     render_threads: int = Field(0, ge=0, description="Blender -t; 0 = all cores")
+    device: Literal["auto", "cpu", "gpu"] = Field(
+        "auto", description="where Cycles renders: auto (a GPU when Blender sees one), cpu, gpu"
+    )
+    gpu_fallback: Literal["cpu", "none"] = Field(
+        "cpu", description="after a GPU failure (out of memory, driver), retry on the CPU"
+    )
+    gpu_per_worker: bool = Field(
+        False, description="[workers] gpu_per_worker: one render worker per GPU, each its own"
+    )
     render_timeout_s: float | None = Field(
         86400.0, gt=0, description="default render time limit (none: no limit)"
     )
@@ -215,6 +224,16 @@ class Settings(BaseModel):
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _gpu_per_worker_under_workers(cls, raw: object) -> object:
+        """`[workers] gpu_per_worker = true` sits with the counts it replaces for `render`."""
+        if isinstance(raw, dict) and isinstance(raw.get("workers"), dict):
+            workers = dict(raw["workers"])
+            if "gpu_per_worker" in workers:
+                raw = {**raw, "workers": workers, "gpu_per_worker": workers.pop("gpu_per_worker")}
+        return raw
 
     @field_validator("workers")
     @classmethod

@@ -1,14 +1,13 @@
 """Submit-time controls from the fullctl seed: limits (a cap on pending+running instances, globally
 or per key), content dedup for renders, and qualifiers (what a worker pool can do)."""
 
-import shutil
-from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from pi_render.errors import PiRenderError
 from pi_render.manifest.contract import RecordStore
+from pi_render.processor.gpu import GpuDevice, render_devices
 from pi_render.task.record import TaskRecord, TaskStatus
 
 LIVE = (TaskStatus.PENDING, TaskStatus.RUNNING, TaskStatus.RETRYING)
@@ -49,7 +48,7 @@ class Capabilities(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     tags: list[str] = Field(default_factory=list)
-    gpu: bool | None = None  # None: detected (an NVIDIA driver present)
+    gpu: bool | None = None  # None: detected (a GPU that Blender sees)
 
 
 class Requirements(BaseModel):
@@ -97,13 +96,13 @@ def find_duplicate(records: RecordStore, record: TaskRecord) -> TaskRecord | Non
     return None
 
 
-def pool_capabilities(label: str, settings_caps: dict[str, Capabilities],
-                      versions: list[str]) -> dict[str, Any]:  # fmt: skip
+def pool_capabilities(label: str, settings_caps: dict[str, Capabilities], versions: list[str],
+                      gpus: list[GpuDevice]) -> dict[str, Any]:  # fmt: skip
     """`blender` is the newest version (what `requires.blender` is checked against); `blenders`
-    every one (what a file's version is checked against)."""
+    every one (what a file's version is checked against); `gpu`: a GPU that Blender sees
+    (GPU discovery), unless the config says."""
     caps = settings_caps.get(label, Capabilities())
-    gpu = caps.gpu if caps.gpu is not None else Path("/dev/nvidiactl").exists() or bool(
-        shutil.which("nvidia-smi"))  # fmt: skip
+    gpu = caps.gpu if caps.gpu is not None else bool(render_devices(gpus))
     engines = ["CYCLES", "BLENDER_EEVEE", "BLENDER_EEVEE_NEXT", "BLENDER_WORKBENCH"]
     newest = max(versions, key=version_tuple) if versions else None
     return {"tags": caps.tags, "gpu": gpu, "blender": newest, "blenders": versions,

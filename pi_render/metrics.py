@@ -163,6 +163,9 @@ class StoreGauges(Collector):
             ["version", "blender"],
             {(s["version"], s["blender"] or "none"): 1},
         )
+        yield _labelled("pi_render_gpu_devices", "GPUs Blender sees here (1 each)",
+                        ["backend", "name", "id"], {(g["backend"], g["name"], g["id"]): 1
+                                                    for g in s.get("gpus", [])})  # fmt: skip
         if s.get("hosts") is not None:
             yield _labelled("pi_render_hosts", "Farm hosts by state", ["state"],
                             {(k,): v for k, v in s["hosts"].items()})  # fmt: skip

@@ -24,18 +24,20 @@ from pi_render.clock import Clock, SystemClock
 from pi_render.config import Settings, load_settings
 from pi_render.controls import pool_capabilities
 from pi_render.daemon.file_modes import make_private
-from pi_render.daemon.health import health_report, host_info
+from pi_render.daemon.health import health_report, host_info, metrics_state
 from pi_render.daemon.lock import DataDirLock
 from pi_render.daemon.recovery import recover, release_waiting
 from pi_render.daemon.sdnotify import sd_notify, watchdog_interval_s
 from pi_render.daemon.stores import follow_farm, open_stores
 from pi_render.errors import ConfigError, PiRenderError
 from pi_render.hooks.worker import HookWorker
+from pi_render.locations import default_cache_dir
 from pi_render.manifest.contract import TaskData
 from pi_render.metrics import Metrics
 from pi_render.processor.base import ProcessorEnv
 from pi_render.processor.blender import find_blenders
 from pi_render.processor.context import StopReason
+from pi_render.processor.gpu import GpuDiscovery, probe
 from pi_render.processor.sandbox import find_sandbox
 from pi_render.retry import RetryPolicies
 from pi_render.service import SubmitControls, TaskService
@@ -101,7 +103,17 @@ class Daemon:
             blenders = find_blenders(settings.blender, [b.path for b in settings.blenders])
             blender = blenders[0] if blenders else None  # the default
             self.running = RunningTasks()
-            self.stores = open_stores(settings, self.clock, partial(host_info, self, blender))
+            sandbox = find_sandbox(settings.sandbox, settings.render_user)
+            gpus = GpuDiscovery(
+                blenders,
+                default_cache_dir(os.environ),
+                partial(probe, sandbox=sandbox, keep=settings.blender_env_keep),
+            )
+            gpus.start()  # in the background: Blender's Python takes seconds to start
+            if settings.farm is not None:
+                gpus.wait()  # a farm host's claims say whether it has a GPU
+            self.stores = open_stores(settings, self.clock, partial(host_info, self, blender),
+                                      gpus.devices())  # fmt: skip
             stores = self.stores
             self.records, self.router, self.frames = stores.records, stores.router, stores.frames
             self.cron_store, self.outbox = stores.cron, stores.outbox
@@ -115,18 +127,17 @@ class Daemon:
                     task_type(job.task)
                 except PiRenderError as exc:
                     raise ConfigError(f"cron job {job.name!r}: {exc}") from None
-            sandbox = find_sandbox(settings.sandbox, settings.render_user)
             farm = settings.farm
             self.env = ProcessorEnv(settings, blender, self.frames, sandbox,
                                     host=farm.host_name if farm else None,
-                                    blenders=blenders)  # fmt: skip
+                                    blenders=blenders, gpus=gpus)  # fmt: skip
             self.service = TaskService(
                 self.records, self.router, self.running, self.clock, settings.paths,
                 settings.outputs, controls=self._controls(settings),
                 workflow_runs=self.workflow_runs, forget_files=self._forget_files,
                 frames=self.frames, farm=farm is not None,
             )  # fmt: skip
-            self.metrics = Metrics(self._metrics_state)
+            self.metrics = Metrics(partial(metrics_state, self))
             self.records.add_listener(self.metrics.on_record)
             self.events = EventLog()
             self.records.add_listener(self.events.on_record)
@@ -189,16 +200,21 @@ class Daemon:
         pool = WorkerPool(self.running)
         policy = self.stores.farm.policy if self.stores.farm is not None else None
         host = self.env.host  # farm mode: a record's `worker` says which host runs it
+        gpus = self.env.gpus.count_for(self.env.blender) if (
+            self.settings.gpu_per_worker and self.env.gpus) else None  # fmt: skip
         for label, count in self.settings.workers.items():
+            if gpus is not None and label == "render":
+                count = gpus or count
             if count <= 0:
                 continue
             queue = self.router.queue_for(label)
             for index in range(count):
                 name = f"{host}/{label}-{index}" if host else f"{label}-{index}"
+                slot = index if gpus and label == "render" else None
                 make = partial(QueueWorker, name, queue, self.records, self.running, self.clock,
                                env=self.env, retry=self.retry,
                                timeouts=self._timeouts, policy=policy,
-                               heartbeat_s=self.settings.heartbeat_s)  # fmt: skip
+                               heartbeat_s=self.settings.heartbeat_s, gpu_slot=slot)  # fmt: skip
                 pool.add(label, make)
         pool.add("cron", self._make_cron)
         pool.add("hooks", partial(HookWorker, self.outbox, self.records, self.clock))
@@ -271,11 +287,9 @@ class Daemon:
         roots = (tuple(settings.source_roots), tuple(settings.output_roots))
         if settings.farm is not None:  # every host must reach a render's outputs: the share
             roots = (roots[0], (settings.paths.common,))
-        caps = {label: pool_capabilities(label, settings.capabilities, self.env.versions())
-                for label in settings.workers}  # fmt: skip
         farm = self.stores.farm
         offered: Callable[[str], dict[str, Any] | list[dict[str, Any]]] = (
-            farm.hosts.pools if farm is not None else lambda label: caps.get(label, {})
+            farm.hosts.pools if farm is not None else self._offered
         )
         return SubmitControls(settings.limits, settings.requires, offered, roots,
                               settings.max_queued_per_uid, settings.min_free_bytes,
@@ -320,6 +334,8 @@ class Daemon:
         self.retry.update(new.retry)
         self.outbox.hooks[:] = new.hooks
         self._capabilities.clear()
+        if self.env.gpus is not None:
+            self.env.gpus.start()  # GPUs or their drivers may have changed
         self.service.reconfigure(self._controls(new))
         self.access_policy.roles = new.roles
         logging.getLogger().setLevel(new.log_level)
@@ -348,12 +364,22 @@ class Daemon:
         if self._server is not None:
             self._server.should_exit = True
 
-    def capabilities(self, label: str) -> dict[str, Any]:
-        """A pool's capabilities, found once per (re)load: every submit asks for them."""
-        if label not in self._capabilities:
-            caps = pool_capabilities(label, self.settings.capabilities, self.env.versions())
+    def capabilities(self, label: str, wait: bool = False) -> dict[str, Any]:
+        """A pool's capabilities, found once per (re)load and GPU discovery: every submit asks
+        for them. `wait`: for discovery to end (a submit); health and host beats do not."""
+        if label in self._capabilities:
+            return self._capabilities[label]
+        gpus = self.env.gpus
+        done = gpus is None or gpus.wait(180.0 if wait else 0.0)
+        caps = pool_capabilities(label, self.settings.capabilities, self.env.versions(),
+                                 gpus.devices() if gpus is not None else [])  # fmt: skip
+        if done:
             self._capabilities[label] = caps
-        return self._capabilities[label]
+        return caps
+
+    def _offered(self, label: str) -> dict[str, Any]:
+        """What a submit checks a task's needs against: a label with no workers offers none."""
+        return self.capabilities(label, wait=True) if label in self.settings.workers else {}
 
     def queues(self) -> dict[str, Any]:
         workers = self.pool.status()
@@ -365,22 +391,6 @@ class Daemon:
     def _frame_landed(self, task_id: str, frame: int, seconds: float | None) -> None:
         self.metrics.frame_landed(seconds)
         self.events.on_frame(task_id, frame)
-
-    def _metrics_state(self) -> dict[str, Any]:
-        """What the scrape-time gauges read (see pi_render/metrics.py)."""
-        health = self.health()
-        farm = self.stores.farm
-        hosts = None
-        if farm is not None:
-            states = [host["state"] for host in farm.hosts.listing()]
-            hosts = {state: states.count(state) for state in ("online", "offline", "stopped")}
-        paused = {label: queue.paused for label, queue in list(self.router.queues.items())}
-        blender = health["blender"]["version"] if health["blender"] else None
-        return {"records": health["records"], "running": health["running"],
-                "queues": health["queues"], "paused": paused, "workers": health["workers"],
-                "free": {"data_dir": health["disk_free_bytes"]["data_dir"],
-                         "output": health["disk_free_bytes"]["output_root"]},
-                "version": health["version"], "blender": blender, "hosts": hosts}  # fmt: skip
 
     @property
     def stopping(self) -> bool:

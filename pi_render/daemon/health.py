@@ -36,6 +36,7 @@ def health_report(daemon: "Daemon") -> dict[str, Any]:
         "blender": None if blender is None else {
             "kind": blender.kind, "path": blender.path, "version": blender.version},
         "blenders": describe(d.env.blenders),
+        "gpus": d.env.gpus.describe() if d.env.gpus is not None else None,
         "sandbox": d.env.sandbox.describe() if d.env.sandbox else None,
         "records": d.records.count_by_status(),
         "stale_heartbeats": d.service.stale(3 * d.settings.heartbeat_s),
@@ -62,12 +63,34 @@ def free_bytes(path: Path) -> int | None:
 def host_info(daemon: "Daemon", blender: BlenderInstall | None) -> dict[str, Any]:
     """What `pi-render hosts` shows of this one (refreshed with each host beat)."""
     d, farm = daemon, daemon.settings.farm
+    gpus = getattr(getattr(d, "env", None), "gpus", None)  # a first beat may come before env
+    seen = gpus.devices() if gpus is not None else []
     return {"tags": farm.tags if farm else [], "pid": os.getpid(), "version": __version__,
             "blender": None if blender is None else {"path": blender.path,
                                                      "version": blender.version},
             "blenders": describe(getattr(getattr(d, "env", None), "blenders", [])),
+            "gpus": [g.model_dump() for g in seen],
             "workers": {label: n for label, n in d.settings.workers.items() if n},
             "capabilities": {label: {**d.capabilities(label),
-                                     "tags": offered_tags(d.settings, label)}
+                                     "tags": offered_tags(d.settings, label, seen)}
                              for label, n in d.settings.workers.items() if n},
             "running": d.running.ids()}  # fmt: skip
+
+
+def metrics_state(daemon: "Daemon") -> dict[str, Any]:
+    """What the scrape-time gauges read (see pi_render/metrics.py)."""
+    d = daemon
+    health = d.health()
+    farm = d.stores.farm
+    hosts = None
+    if farm is not None:
+        states = [host["state"] for host in farm.hosts.listing()]
+        hosts = {state: states.count(state) for state in ("online", "offline", "stopped")}
+    paused = {label: queue.paused for label, queue in list(d.router.queues.items())}
+    blender = health["blender"]["version"] if health["blender"] else None
+    return {"records": health["records"], "running": health["running"],
+            "queues": health["queues"], "paused": paused, "workers": health["workers"],
+            "free": {"data_dir": health["disk_free_bytes"]["data_dir"],
+                     "output": health["disk_free_bytes"]["output_root"]},
+            "version": health["version"], "blender": blender, "hosts": hosts,
+            "gpus": (health["gpus"] or {}).get("devices", [])}  # fmt: skip

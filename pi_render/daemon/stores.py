@@ -18,6 +18,7 @@ from pi_render.manifest.contract import RecordStore
 from pi_render.manifest.frames import FrameLedger, FrameStore
 from pi_render.manifest.records import TaskRecordManifest
 from pi_render.processor.context import StopReason
+from pi_render.processor.gpu import GpuDevice
 from pi_render.queue.router import Router
 from pi_render.task.record import TaskRecord, TaskStatus
 from pi_render.workers.running import RunningTasks
@@ -66,9 +67,11 @@ class Stores:
             self.farm.db.close()
 
 
-def open_stores(settings: Settings, clock: Clock,
-                host_info: Callable[[], dict[str, Any]]) -> Stores:  # fmt: skip
-    """Raises StorageError (FarmUnreachable) when the farm database does not answer."""
+def open_stores(settings: Settings, clock: Clock, host_info: Callable[[], dict[str, Any]],
+                gpus: list[GpuDevice] | None = None) -> Stores:  # fmt: skip
+    """`gpus`: what GPU discovery found (farm mode: a host with one claims GPU work).
+
+    Raises StorageError (FarmUnreachable) when the farm database does not answer."""
     paths = settings.paths
     cron, outbox = CronStore(paths.cron), HookOutbox(paths.outbox, settings.hooks)
     if settings.farm is None:
@@ -94,8 +97,8 @@ def open_stores(settings: Settings, clock: Clock,
     wakeups = QueueWakeups(db)
     host = farm.host_name
     router = Router(settings, queue_factory=lambda label: PostgresTaskQueue(
-        db, label, host, wakeups, lease_s=farm.lease_s, tags=offered_tags(settings, label)),
-        open_labels=True)  # fmt: skip
+        db, label, host, wakeups, lease_s=farm.lease_s,
+        tags=offered_tags(settings, label, gpus or [])), open_labels=True)  # fmt: skip
     hosts = HostRegistry(db, host, host_info, farm.host_timeout_s)
     policy = FailurePolicy(db, hosts, farm.max_hosts_per_chunk, farm.blocklist_after)
     parts = FarmParts(db, wakeups, hosts, SlotClaims(db, host), policy)
@@ -104,10 +107,10 @@ def open_stores(settings: Settings, clock: Clock,
     return Stores(PostgresRecordStore(db), router, frames, cron, outbox, runs, farm=parts)
 
 
-def offered_tags(settings: Settings, label: str) -> list[str]:
+def offered_tags(settings: Settings, label: str, gpus: list[GpuDevice]) -> list[str]:
     """What this host's pool of `label` offers in farm claims: the farm's and the label's
     tags, and `gpu` when it has one."""
-    caps = pool_capabilities(label, settings.capabilities, [])
+    caps = pool_capabilities(label, settings.capabilities, [], gpus)
     farm_tags = settings.farm.tags if settings.farm is not None else []
     return sorted({*farm_tags, *caps["tags"], *(["gpu"] if caps["gpu"] else [])})
 

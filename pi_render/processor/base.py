@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from pi_render.config import Settings
     from pi_render.manifest.frames import FrameStore
     from pi_render.processor.blender import BlenderInstall
+    from pi_render.processor.gpu import GpuDiscovery
     from pi_render.processor.sandbox import Sandbox
 
 _PROCESSORS: dict[str, "type[Processor[Any, Any]]"] = {}
@@ -37,6 +38,7 @@ class ProcessorEnv:
     # a frame landed: (the ledger key: the task, or its job; frame; seconds it took)
     on_frame: Callable[[str, int, float | None], None] = lambda key, frame, seconds: None
     blenders: "list[BlenderInstall]" = field(default_factory=list)  # every one; `blender` first
+    gpus: "GpuDiscovery | None" = None  # the GPUs each Blender sees (None: not asked)
 
     def versions(self) -> list[str]:
         """The versions of this host's Blenders (what a file's version is checked against)."""

@@ -8,9 +8,11 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-HOOKS = Path(__file__).parent / "scripts" / "progress_hooks.py"
-SAMPLE_SCENE = Path(__file__).parent / "scripts" / "sample_scene.py"
-BPY_RUNNER = Path(__file__).parent / "scripts" / "bpy_runner.py"
+SCRIPTS_DIR = Path(__file__).parent / "scripts"  # injected into Blender (read by its sandbox)
+HOOKS = SCRIPTS_DIR / "progress_hooks.py"
+DEVICE_SETUP = SCRIPTS_DIR / "device_setup.py"
+SAMPLE_SCENE = SCRIPTS_DIR / "sample_scene.py"
+BPY_RUNNER = SCRIPTS_DIR / "bpy_runner.py"
 
 
 @dataclass(frozen=True)
@@ -130,6 +132,8 @@ class RenderCommand:
     file_format: str | None = None
     threads: int = 0
     allow_scripts: bool = False
+    device: str = ""  # JSON for device_setup.py (CPU, or which GPUs); "" leaves the file's
+    cycles_device: str | None = None  # Cycles' own `--cycles-device` (every device of a type)
 
     def argv(self, blender: BlenderInstall) -> list[str]:
         if blender.kind == "bpy":
@@ -144,14 +148,20 @@ class RenderCommand:
         if self.file_format:
             argv += ["-F", self.file_format]
         argv += ["-x", "1", "-t", str(self.threads)]
-        argv += ["--python-exit-code", "3", "--python", str(HOOKS)]
+        argv += ["--python-exit-code", "3"]
+        if self.device:
+            argv += ["--python", str(DEVICE_SETUP)]
+        argv += ["--python", str(HOOKS)]
         argv += ["-f", frame_list(self.frames)]  # the action comes last: Blender runs in order
-        return argv
+        extra = ["--pi-render-device", self.device] if self.device else []
+        if self.cycles_device:
+            extra += ["--cycles-device", self.cycles_device]
+        return argv + (["--", *extra] if extra else [])
 
     def _bpy_args(self) -> list[str]:
         return [str(self.blend), self.output_pattern, frame_list(self.frames),
                 self.scene or "", self.engine or "", self.file_format or "",
-                str(self.threads), "1" if self.allow_scripts else "0"]  # fmt: skip
+                str(self.threads), "1" if self.allow_scripts else "0", self.device]  # fmt: skip
 
 
 def frame_list(frames: list[int]) -> str:
@@ -184,6 +194,19 @@ MISSING = re.compile(
     r"|Unable to open .+\.(?:abc|usd[acz]?|vdb))"
 )
 
+# what Cycles and its GPU back ends print when a device fails (Blender 2.9x-5.x); out of memory
+# first: it says what to do (a smaller scene, or the CPU)
+GPU_OUT_OF_MEMORY = re.compile(
+    r"(System is out of GPU(?: and shared host)? memory|CUDA_ERROR_OUT_OF_MEMORY"
+    r"|CUDA error: Out of memory|hipErrorOutOfMemory|HIP error: Out of memory"
+    r"|OPTIX_ERROR_(?:HOST_)?OUT_OF_MEMORY|UR_RESULT_ERROR_OUT_OF_DEVICE_MEMORY)"
+)
+GPU_ERROR = re.compile(
+    r"(CUDA_ERROR_\w+|CUDA error: .*|OPTIX_ERROR_\w+|OptiX error.*|hipError\w+|HIP error: .*"
+    r"|Failed to (?:create|initialize) (?:CUDA|HIP|OptiX) .*|oneAPI error.*|Metal error.*"
+    r"|GPU device not available.*)"
+)
+
 
 @dataclass(frozen=True)
 class BlenderEvent:
@@ -201,6 +224,8 @@ def parse_line(line: str) -> BlenderEvent | None:
         return BlenderEvent("frame_start", match.group(1))
     if match := MISSING.search(line):
         return BlenderEvent("missing", match.group(1).strip())
+    if GPU_OUT_OF_MEMORY.search(line) or GPU_ERROR.search(line):
+        return BlenderEvent("gpu_error", line.strip()[:500])
     if match := ERROR.match(line.strip()):
         return BlenderEvent("error", match.group(1))
     return None

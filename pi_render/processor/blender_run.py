@@ -15,7 +15,7 @@ from typing import IO
 
 from pi_render.clock import Clock
 from pi_render.errors import PiRenderError
-from pi_render.processor.blender import BlenderEvent, parse_line
+from pi_render.processor.blender import GPU_OUT_OF_MEMORY, BlenderEvent, parse_line
 from pi_render.processor.context import StopReason, TaskContext, TaskStopped
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,15 @@ class BlenderKilled(RenderFailed):
 
 class BlenderCrashed(RenderFailed):
     """Raised when Blender died of a signal (segfault, abort…) or failed without saying why."""
+
+
+class GpuOutOfMemory(RenderFailed):
+    """Raised when the GPU ran out of memory for the scene (`gpu_fallback = "cpu"`: the next
+    attempt renders on the CPU)."""
+
+
+class GpuError(RenderFailed):
+    """Raised when a GPU or its driver failed the render (`gpu_fallback = "cpu"` applies)."""
 
 
 class RenderTimeout(RenderFailed):
@@ -109,6 +118,7 @@ class BlenderProcess:
         self.pid_file = pid_file
         self.timeout_s, self.stall_s, self.grace_s = timeout_s, stall_s, grace_s
         self.errors: list[str] = []
+        self.gpu_errors: list[str] = []
 
     def run(self) -> None:
         """Raises a RenderFailed subclass, or TaskStopped when asked to stop."""
@@ -193,9 +203,18 @@ class BlenderProcess:
             return
         if event.kind == "error" and event.value:
             self.errors.append(event.value)
+        if event.kind == "gpu_error" and event.value:
+            self.gpu_errors.append(event.value)
         self.on_event(event)
 
     def _check_exit(self, code: int) -> None:
+        """Raises what went wrong: a GPU's failure first (whatever the exit code: Cycles may
+        end the render and Blender exit 0 without the frame), then by signal or error line."""
+        for line in self.gpu_errors:
+            if GPU_OUT_OF_MEMORY.search(line):
+                raise GpuOutOfMemory(f"the GPU ran out of memory: {line}")
+        if self.gpu_errors:
+            raise GpuError(f"the GPU failed: {self.gpu_errors[-1]}")
         last_error = self.errors[-1] if self.errors else None
         if self.sandboxed and code > 128:
             code = 128 - code  # bubblewrap passes on a signal death as 128 + the signal

@@ -45,6 +45,7 @@ class TaskContext:
         self.parent_result = parent_result  # what the parent task returned (chaining)
         self.record_json: str | None = None  # this task's record as JSON, for notify
         self.job: str | None = None  # a chunk's job: its frames are the job's (one ledger key)
+        self.gpu_slot: int | None = None  # gpu_per_worker: the GPU (an index) this worker owns
         self._on_progress = on_progress
         self._stop = threading.Event()
         self._reason: StopReason | None = None

@@ -22,6 +22,7 @@ from pi_render.processor.blender import (
 )
 from pi_render.processor.blender_run import BlenderProcess, reap_orphan, scrubbed_env
 from pi_render.processor.context import TaskContext
+from pi_render.processor.device import RenderDevice, choose_device
 from pi_render.processor.outputs import (
     OutputFolder,
     check_image,
@@ -107,6 +108,7 @@ class NoBlenderOpensIt(PiRenderError):
 class RenderProcessor(Processor[RenderArgs, RenderResult]):
     task = RenderTask
     _blender: BlenderInstall
+    _device: RenderDevice
 
     def _process(self, args: RenderArgs, ctx: TaskContext) -> RenderResult:
         try:
@@ -122,7 +124,9 @@ class RenderProcessor(Processor[RenderArgs, RenderResult]):
         if env is None or env.blender is None:
             raise NoBlender("no Blender found: install Debian's `blender` package, "
                             "set `blender` in the config, or install the bpy module")  # fmt: skip
-        self._blender = self._pick(args, ctx)
+        record = json.loads(ctx.record_json) if ctx.record_json else {}
+        self._blender = self._pick(args, record)
+        self._device = self._device_of(args, ctx, record)
         ledger: FrameStore = env.frames
         key = ctx.job or ctx.task_id
         assert args.snapshot is not None and args.output_dir is not None
@@ -173,12 +177,11 @@ class RenderProcessor(Processor[RenderArgs, RenderResult]):
                             extra={"task_id": ctx.task_id})  # fmt: skip
                 ctx.sleep(2.0)
 
-    def _pick(self, args: RenderArgs, ctx: TaskContext) -> BlenderInstall:
+    def _pick(self, args: RenderArgs, record: dict[str, Any]) -> BlenderInstall:
         """The oldest Blender here that opens the file (and is at least what the task requires);
         the task log names the one chosen."""
         env = self.env
         assert env is not None and env.blender is not None
-        record = json.loads(ctx.record_json) if ctx.record_json else {}
         at_least = (record.get("requires") or {}).get("blender")
         chosen = pick_blender(env.blenders or [env.blender], args.blend_version, at_least)
         if chosen is None:
@@ -189,6 +192,19 @@ class RenderProcessor(Processor[RenderArgs, RenderResult]):
                 f"this host has {there}: add one to [[blenders]] in the config"
             )
         return chosen
+
+    def _device_of(self, args: RenderArgs, ctx: TaskContext,
+                   record: dict[str, Any]) -> RenderDevice:  # fmt: skip
+        """CPU or GPUs, as the config, the task, this worker's GPU and the chosen Blender's
+        devices decide (discovery is waited for: it ends soon after the daemon starts)."""
+        env = self.env
+        assert env is not None
+        settings, sees = env.settings, []
+        if (args.device or settings.device) != "cpu" and env.gpus is not None:
+            env.gpus.wait()
+            sees = env.gpus.devices(self._blender)
+        return choose_device(settings.device, args.device, sees, ctx.gpu_slot, record,
+                             settings.gpu_fallback)  # fmt: skip
 
     def _sandboxed(self, argv: list[str], args: RenderArgs, ctx: TaskContext,
                    partial: Path) -> list[str]:  # fmt: skip
@@ -233,7 +249,8 @@ class RenderProcessor(Processor[RenderArgs, RenderResult]):
             scene=args.scene, engine=args.engine,
             file_format=args.output_type.value if args.output_type else None,
             threads=env.settings.render_threads,
-            allow_scripts=env.settings.allow_blend_scripts,
+            allow_scripts=env.settings.allow_blend_scripts, device=self._device.spec(),
+            cycles_device=self._device.cycles_device(),
         )  # fmt: skip
 
         holder = Holder(ctx.task_id, ctx.attempt)
@@ -268,7 +285,8 @@ class RenderProcessor(Processor[RenderArgs, RenderResult]):
         with open(env.log_of(ctx.task_id), "a", encoding="utf-8") as task_log:
             argv = self._sandboxed(command.argv(self._blender), args, ctx, partial)
             task_log.write(f"=== pi-render attempt {ctx.attempt}: {len(frames)} frame(s) "
-                           f"{frame_list(frames)}\n$ {' '.join(argv)}\n")  # fmt: skip
+                           f"{frame_list(frames)} on {self._device.describe()}\n"
+                           f"$ {' '.join(argv)}\n")  # fmt: skip
             task_log.flush()
             timeout = args.timeout_s or env.settings.render_timeout_s
             settings = env.settings

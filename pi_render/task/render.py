@@ -9,6 +9,7 @@ import shutil
 import tempfile
 from enum import StrEnum
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -94,6 +95,7 @@ class RenderArgs(BaseModel):
     owner_uid: int | None = None  # set at submit: who the frames will belong to
     blend_version: str | None = None  # set at submit: the Blender that saved the file ("5.0")
     chunk_size: int | None = Field(None, ge=0)  # frames per chunk task (0: one task; None: config)
+    device: Literal["auto", "cpu", "gpu"] | None = None  # where Cycles renders (None: the config's)
 
     @field_validator("source", "output_dir")
     @classmethod

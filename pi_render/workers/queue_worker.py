@@ -57,8 +57,10 @@ class QueueWorker(LoopWorker):
         timeouts: Callable[[], dict[str, float]] | None = None,
         heartbeat_s: float = 5.0,
         policy: "FailurePolicy | None" = None,
+        gpu_slot: int | None = None,
     ) -> None:
         super().__init__(name)
+        self.gpu_slot = gpu_slot  # gpu_per_worker: the GPU its renders use
         self.policy = policy  # farm mode: where a failed chunk may run again
         self.env = env
         self.timeouts = timeouts or dict  # read per task: a reload swaps the settings whole
@@ -129,6 +131,7 @@ class QueueWorker(LoopWorker):
                 return
             ctx.attempt = record.attempts
             ctx.job = record.job
+            ctx.gpu_slot = self.gpu_slot
             ctx.parent_result = record.parent_result
             ctx.record_json = record.model_dump_json()
             finished = self._run(record, ctx, item)

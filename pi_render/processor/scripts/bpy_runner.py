@@ -1,6 +1,7 @@
 """Render with the `bpy` module when no Blender executable is installed.
 
-    python bpy_runner.py BLEND OUTPUT_PATTERN FRAMES SCENE ENGINE FORMAT THREADS ALLOW_SCRIPTS
+    python bpy_runner.py BLEND OUTPUT_PATTERN FRAMES SCENE ENGINE FORMAT THREADS ALLOW_SCRIPTS \
+        [DEVICE]
 
 Prints the same marker lines as progress_hooks.py and Blender's own `Saved:` lines.
 """
@@ -23,6 +24,7 @@ def frames_of(spec: str) -> list[int]:
 
 def main() -> None:
     blend, pattern, spec, scene_name, engine, file_format, threads, scripts = sys.argv[1:9]
+    device = sys.argv[9] if len(sys.argv) > 9 else ""
     bpy.context.preferences.filepaths.use_scripts_auto_execute = scripts == "1"
     bpy.ops.wm.open_mainfile(filepath=blend)
     scene = bpy.data.scenes[scene_name] if scene_name else bpy.context.scene
@@ -32,6 +34,10 @@ def main() -> None:
         scene.render.image_settings.file_format = file_format
     scene.render.use_file_extension = True
     scene.render.threads_mode, scene.render.threads = "FIXED", max(1, int(threads) or 1)
+    if device:
+        import device_setup  # type: ignore[import-not-found]
+
+        device_setup.apply(device)
     import progress_hooks  # type: ignore[import-not-found]  # noqa: F401  (handlers, after load)
 
     for frame in frames_of(spec):
