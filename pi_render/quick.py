@@ -24,11 +24,11 @@ STATUSES = {"pending", "running", "retrying", *FINAL}
 LONG_POLL_CHUNK_S = 60.0
 OPTIONS = {"--socket", "--timeout", "--status", "--type", "--limit", "--offset", "--blend",
            "--frames", "--step", "--format", "--output", "--scene", "--engine", "--priority",
-           "--chunk-size"}  # fmt: skip
+           "--chunk-size", "--device"}  # fmt: skip
 FLAGS = {"--json", "--wait", "--force", "--allow-missing"}
 RENDER = {"--json", "--socket", "--wait", "--force", "--allow-missing", "--blend", "--frames",
           "--step", "--format", "--output", "--scene", "--engine", "--priority", "--timeout",
-          "--chunk-size"}  # fmt: skip
+          "--chunk-size", "--device"}  # fmt: skip
 
 
 class NotMine(Exception):
@@ -182,6 +182,8 @@ def render(file: str, options: dict[str, str]) -> int:
 
     if options.get("--priority", "normal") not in ("normal", "high"):
         raise NotMine()
+    if options.get("--device", "auto") not in ("auto", "cpu", "gpu"):
+        raise NotMine()
     try:
         request = render_request(
             file, blend=options.get("--blend"), frames=options.get("--frames"),
@@ -190,7 +192,7 @@ def render(file: str, options: dict[str, str]) -> int:
             engine=options.get("--engine"), priority=options.get("--priority", "normal"),
             timeout=number("--timeout", float, float("-inf")), force="--force" in options,
             allow_missing="--allow-missing" in options,
-            chunk_size=number("--chunk-size", int, 0))  # fmt: skip
+            chunk_size=number("--chunk-size", int, 0), device=options.get("--device"))  # fmt: skip
     except ValueError:
         raise NotMine() from None  # --frames the full CLI explains
     path = socket_path(options)

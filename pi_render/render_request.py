@@ -17,14 +17,15 @@ def render_request(file: str, *, blend: str | None = None, frames: str | None = 
                    engine: str | None = None, priority: str = "normal",
                    timeout: float | None = None, force: bool = False,
                    allow_missing: bool = False,
-                   chunk_size: int | None = None) -> dict[str, Any]:  # fmt: skip
+                   chunk_size: int | None = None,
+                   device: str | None = None) -> dict[str, Any]:  # fmt: skip
     """Paths made absolute (the daemon resolves nothing relative to its own folder); options
     not given are left out, so the file's own settings apply. Raises ValueError on `frames`."""
     request: dict[str, Any] = {
         "source": absolute(file), "blend": blend, "frame_step": step,
         "output_type": output_type, "scene": scene, "engine": engine, "timeout_s": timeout,
         "priority": priority, "force": force or None, "allow_missing": allow_missing or None,
-        "chunk_size": chunk_size}  # fmt: skip
+        "chunk_size": chunk_size, "device": device}  # fmt: skip
     if frames:
         request["start_frame"], request["end_frame"] = parse_frames(frames)
     if output:

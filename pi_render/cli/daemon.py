@@ -128,6 +128,11 @@ def health(socket: SocketOpt = None, as_json: JsonOpt = False) -> None:
             )
         counts = ", ".join(f"{k} {v}" for k, v in data["records"].items())
         out.print(f"  records: {counts}")
+        gpus = data.get("gpus") or {}
+        found = "; ".join(f"{g['backend']} {g['name']}" for g in gpus.get("devices", []))
+        if not found:
+            found = "still asking Blender" if gpus.get("state") == "probing" else "none seen"
+        out.print(f"  GPUs: {found}")
     if data["status"] != "ok":
         raise typer.Exit(1)
 
@@ -137,13 +142,26 @@ def blenders(socket: SocketOpt = None, as_json: JsonOpt = False) -> None:
     """The Blenders the daemon found (`blender`, `[[blenders]]`, PATH, bpy): each file renders on
     the oldest that opens it; a file newer than all of them is refused at submit."""
     with client_for(socket) as client:
-        data = client.health().get("blenders", [])
+        health = client.health()
+    gpus = health.get("gpus") or {}
+    seen, probing = gpus.get("by_blender", {}), gpus.get("state") == "probing"
+    data = [{**b, "gpus": None if probing else seen.get(b["path"], []),
+             "gpu_error": gpus.get("errors", {}).get(b["path"])}
+            for b in health.get("blenders", [])]  # fmt: skip
     if as_json:
         emit_json(data)
         return
-    table = Table("version", "kind", "path")
+    table = Table("version", "kind", "path", "GPUs")
     for index, blender in enumerate(data):
+        found = blender["gpus"]
+        shown = (
+            "still asking…"
+            if found is None
+            else "; ".join(f"{g['backend']} {g['name']}" for g in found)
+            or blender["gpu_error"]
+            or "none"
+        )
         table.add_row(f"{blender['version']}{' (default)' if index == 0 else ''}",
-                      blender["kind"], blender["path"])  # fmt: skip
+                      blender["kind"], blender["path"], shown)  # fmt: skip
     out.print(table if data else "no Blender found: install Debian's `blender`, or see "
               "[[blenders]] in the config")  # fmt: skip

@@ -20,11 +20,14 @@ def hosts(socket: SocketOpt = None, as_json: JsonOpt = False) -> None:
     if as_json:
         emit_json(data)
         return
-    table = Table("host", "state", "running", "blender", "tags", "last seen", "blocklisted for")
+    table = Table("host", "state", "running", "blender", "GPUs", "tags", "last seen",
+                  "blocklisted for")  # fmt: skip
     for host in data:
         blender = host.get("blender") or {}
+        gpus = "; ".join(f"{g['backend']} {g['name']}" for g in host.get("gpus", [])) or "-"
         table.add_row(host["name"], host["state"], ", ".join(host.get("running", [])) or "-",
-                      str(blender.get("version") or "-"), ", ".join(host.get("tags", [])) or "-",
+                      str(blender.get("version") or "-"), gpus,
+                      ", ".join(host.get("tags", [])) or "-",
                       f"{host.get('silent_s', 0)}s ago" if "silent_s" in host else "now",
                       ", ".join(b["job"] for b in host.get("blocklisted_for", [])) or "-",
                       )  # fmt: skip

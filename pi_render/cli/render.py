@@ -77,22 +77,28 @@ def render(file: Annotated[
     bool, typer.Option("--force", help="Even if an identical render exists.")
 ] = False, allow_missing: Annotated[
     bool, typer.Option("--allow-missing", help="Render even if files it needs are missing.")
-] = False, chunk_size: Annotated[Optional[
-    int
+] = False, chunk_size: Annotated[
+    Optional[int],
+    typer.Option(
+        min=0, help="Frames per chunk task (0: one task); any worker or host takes any chunk."
+    ),
+] = None, device: Annotated[Optional[
+    str
 ], typer.Option(
-    min=0,
-    help="Frames per chunk task (0: one task); any worker or host takes any chunk."
+    help="auto, cpu or gpu: where Cycles renders (default: the config's device)."
     )] = None,  # fmt: skip
     socket: SocketOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Render a .blend and every file it needs (its own frames and format unless told)."""
+    if device not in (None, "auto", "cpu", "gpu"):
+        fail(f"--device must be auto, cpu or gpu, not {device!r}", EXIT_USAGE)
     try:
         request = render_request(
             str(file), blend=blend, frames=frames, step=step, output_type=format,
             output=str(output) if output else None, scene=scene, engine=engine,
             priority=priority.value, timeout=timeout, force=force, allow_missing=allow_missing,
-            chunk_size=chunk_size)  # fmt: skip
+            chunk_size=chunk_size, device=device)  # fmt: skip
     except ValueError:
         fail(f"--frames must look like 1-100 or 7, not {frames!r}", EXIT_USAGE)
     with client_for(socket) as client:

@@ -31,13 +31,12 @@ from pi_render.daemon.sdnotify import sd_notify, watchdog_interval_s
 from pi_render.daemon.stores import follow_farm, open_stores
 from pi_render.errors import ConfigError, PiRenderError
 from pi_render.hooks.worker import HookWorker
-from pi_render.locations import default_cache_dir
 from pi_render.manifest.contract import TaskData
 from pi_render.metrics import Metrics
 from pi_render.processor.base import ProcessorEnv
 from pi_render.processor.blender import find_blenders
 from pi_render.processor.context import StopReason
-from pi_render.processor.gpu import GpuDiscovery, probe
+from pi_render.processor.gpu import discover_gpus
 from pi_render.processor.sandbox import find_sandbox
 from pi_render.retry import RetryPolicies
 from pi_render.service import SubmitControls, TaskService
@@ -104,12 +103,7 @@ class Daemon:
             blender = blenders[0] if blenders else None  # the default
             self.running = RunningTasks()
             sandbox = find_sandbox(settings.sandbox, settings.render_user)
-            gpus = GpuDiscovery(
-                blenders,
-                default_cache_dir(os.environ),
-                partial(probe, sandbox=sandbox, keep=settings.blender_env_keep),
-            )
-            gpus.start()  # in the background: Blender's Python takes seconds to start
+            gpus = discover_gpus(blenders, sandbox, settings.blender_env_keep)
             if settings.farm is not None:
                 gpus.wait()  # a farm host's claims say whether it has a GPU
             self.stores = open_stores(settings, self.clock, partial(host_info, self, blender),

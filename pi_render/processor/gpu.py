@@ -2,6 +2,7 @@
 list), in the background so a daemon starts at once, and cached per Blender build and GPU
 hardware outside the data dir (every later start, and every test daemon, reads the cache)."""
 
+import functools
 import hashlib
 import json
 import logging
@@ -15,6 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from pi_render.locations import default_cache_dir
 from pi_render.processor.blender import SCRIPTS_DIR, BlenderInstall
 from pi_render.processor.blender_run import launch_prefix, scrubbed_env
 from pi_render.processor.sandbox import Sandbox, installation
@@ -104,14 +106,15 @@ def hardware_fingerprint() -> str:
     return "\n".join(parts)
 
 
-def cache_key(install: BlenderInstall) -> str:
-    """One Blender build on this hardware: its file (size, mtime), version and the GPUs."""
+def cache_key(install: BlenderInstall, salt: str = "") -> str:
+    """One Blender build on this hardware: its file (size, mtime), version and the GPUs; `salt`
+    holds the environment Blender gets (CUDA_VISIBLE_DEVICES changes what it sees)."""
     try:
         info = os.stat(install.path)
         build = [os.path.realpath(install.path), info.st_size, info.st_mtime_ns]
     except OSError:
         build = [install.path]
-    text = json.dumps([*build, install.kind, install.version, hardware_fingerprint()])
+    text = json.dumps([*build, install.kind, install.version, hardware_fingerprint(), salt])
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
@@ -120,8 +123,9 @@ class GpuDiscovery:
     decide something (a GPU-only task at submit, a render's device, GPU workers)."""
 
     def __init__(self, installs: list[BlenderInstall], cache_dir: Path | None,
-                 ask: Callable[[BlenderInstall], list[GpuDevice]]) -> None:  # fmt: skip
-        self.installs, self.cache_dir, self.ask = installs, cache_dir, ask
+                 ask: Callable[[BlenderInstall], list[GpuDevice]],
+                 salt: str = "") -> None:  # fmt: skip
+        self.installs, self.cache_dir, self.ask, self.salt = installs, cache_dir, ask, salt
         self._found: dict[str, list[GpuDevice]] = {}
         self._errors: dict[str, str] = {}
         self._done = threading.Event()
@@ -167,7 +171,9 @@ class GpuDiscovery:
 
     def _cache_file(self, install: BlenderInstall) -> Path | None:
         return (
-            None if self.cache_dir is None else self.cache_dir / f"gpus-{cache_key(install)}.json"
+            None
+            if self.cache_dir is None
+            else self.cache_dir / f"gpus-{cache_key(install, self.salt)}.json"
         )
 
     def devices(self, install: BlenderInstall | None = None) -> list[GpuDevice]:
@@ -199,6 +205,17 @@ class GpuDiscovery:
         """Each device once, whichever Blenders see it (the caller holds the lock)."""
         unique = {(d.backend, d.id): d for ds in self._found.values() for d in ds}
         return list(unique.values())
+
+
+def discover_gpus(installs: list[BlenderInstall], sandbox: Sandbox | None,
+                  keep: list[str]) -> GpuDiscovery:  # fmt: skip
+    """Start asking each Blender (in the background), as renders run it: in `sandbox`, with
+    the environment variables `keep` (which are part of the cache key)."""
+    salt = repr(sorted(scrubbed_env(keep, Path("/")).items()))
+    ask = functools.partial(probe, sandbox=sandbox, keep=keep)
+    discovery = GpuDiscovery(installs, default_cache_dir(os.environ), ask, salt)
+    discovery.start()
+    return discovery
 
 
 def _write_atomically(path: Path, data: dict[str, Any]) -> None:

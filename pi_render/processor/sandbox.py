@@ -21,7 +21,11 @@ log = logging.getLogger(__name__)
 
 SYSTEM = ("/usr", "/etc", "/opt")  # read-only, where they exist
 MERGED = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")  # symlinks into /usr, or dirs
-DEVICES = ("/dev/dri", "/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-modeset")
+# GPUs: NVIDIA's nodes (CUDA, OptiX), /dev/dri (Intel oneAPI, AMD), /dev/kfd (AMD HIP); and the
+# driver facts their runtimes read (read-only). Nothing else of /sys is shown.
+DEVICES = ("/dev/dri", "/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools",
+           "/dev/nvidia-modeset", "/dev/kfd")  # fmt: skip
+DRIVER_FACTS = ("/sys/module/nvidia", "/sys/class/kfd", "/sys/devices/virtual/kfd")
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,9 @@ class Sandbox:
         for device in [*DEVICES, *sorted(glob.glob("/dev/nvidia[0-9]*"))]:
             if os.path.exists(device):
                 args += ["--dev-bind", device, device]
+        for facts in DRIVER_FACTS:
+            if os.path.isdir(facts):
+                args += ["--ro-bind", facts, facts]
         shown = [*installed, *map(str, readable), *map(str, writable)]
         for folder in _ancestors(shown):  # made here 0755: the host's may be 0700 (a data dir)
             args += ["--perms", "0755", "--dir", folder]

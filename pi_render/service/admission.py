@@ -65,6 +65,8 @@ class Admission:
         controls = self.controls()
         needs = {**controls.requires.get(record.type, Requirements()).model_dump(),
                  **{k: v for k, v in (record.requires or {}).items() if v}}  # fmt: skip
+        if record.type == "render" and record.args.get("device") == "gpu":
+            needs["gpu"] = True  # `--device gpu`: a host without one could only fail it
         offered = controls.capabilities(record.label)
         if isinstance(offered, list) and not offered:  # farm: no online host runs the label
             raise NoConsumer(f"no online host of the farm has workers for label "
