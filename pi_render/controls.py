@@ -119,7 +119,7 @@ def missing(requirements: Requirements, capabilities: dict[str, Any]) -> list[st
     """What the pool lacks; empty when it qualifies."""
     lacks = [f"tag {t!r}" for t in requirements.tags if t not in capabilities["tags"]]
     if requirements.gpu and not capabilities["gpu"]:
-        lacks.append("a GPU (none that Blender sees: pi-render blenders lists each one's)")
+        lacks.append("a GPU (none Blender sees: pi-render blenders lists what each one sees)")
     if requirements.blender:
         have = capabilities["blender"]
         if have is None or version_tuple(have) < version_tuple(requirements.blender):

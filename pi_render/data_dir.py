@@ -78,6 +78,11 @@ class DataDir:
         return self.common / "uploads"
 
     @property
+    def frame_sizes(self) -> Path:
+        """A frame's size per file (a cache: a submit projects disk use from it)."""
+        return self.common / "frame-sizes"
+
+    @property
     def logs(self) -> Path:
         return self.common / "logs"
 

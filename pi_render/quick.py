@@ -25,8 +25,9 @@ LONG_POLL_CHUNK_S = 60.0
 OPTIONS = {"--socket", "--timeout", "--status", "--type", "--limit", "--offset", "--blend",
            "--frames", "--step", "--format", "--output", "--scene", "--engine", "--priority",
            "--chunk-size", "--device"}  # fmt: skip
-FLAGS = {"--json", "--wait", "--force", "--allow-missing"}
-RENDER = {"--json", "--socket", "--wait", "--force", "--allow-missing", "--blend", "--frames",
+FLAGS = {"--json", "--wait", "--force", "--allow-missing", "--check-space"}
+RENDER = {"--json", "--socket", "--wait", "--force", "--allow-missing", "--check-space",
+          "--blend", "--frames",
           "--step", "--format", "--output", "--scene", "--engine", "--priority", "--timeout",
           "--chunk-size", "--device"}  # fmt: skip
 
@@ -192,7 +193,8 @@ def render(file: str, options: dict[str, str]) -> int:
             engine=options.get("--engine"), priority=options.get("--priority", "normal"),
             timeout=number("--timeout", float, float("-inf")), force="--force" in options,
             allow_missing="--allow-missing" in options,
-            chunk_size=number("--chunk-size", int, 0), device=options.get("--device"))  # fmt: skip
+            chunk_size=number("--chunk-size", int, 0), device=options.get("--device"),
+            check_space="--check-space" in options)  # fmt: skip
     except ValueError:
         raise NotMine() from None  # --frames the full CLI explains
     path = socket_path(options)

@@ -18,14 +18,15 @@ def render_request(file: str, *, blend: str | None = None, frames: str | None = 
                    timeout: float | None = None, force: bool = False,
                    allow_missing: bool = False,
                    chunk_size: int | None = None,
-                   device: str | None = None) -> dict[str, Any]:  # fmt: skip
+                   device: str | None = None,
+                   check_space: bool = False) -> dict[str, Any]:  # fmt: skip
     """Paths made absolute (the daemon resolves nothing relative to its own folder); options
     not given are left out, so the file's own settings apply. Raises ValueError on `frames`."""
     request: dict[str, Any] = {
         "source": absolute(file), "blend": blend, "frame_step": step,
         "output_type": output_type, "scene": scene, "engine": engine, "timeout_s": timeout,
         "priority": priority, "force": force or None, "allow_missing": allow_missing or None,
-        "chunk_size": chunk_size, "device": device}  # fmt: skip
+        "chunk_size": chunk_size, "device": device, "check_space": check_space or None}  # fmt: skip
     if frames:
         request["start_frame"], request["end_frame"] = parse_frames(frames)
     if output:

@@ -82,11 +82,13 @@ def render(file: Annotated[
     typer.Option(
         min=0, help="Frames per chunk task (0: one task); any worker or host takes any chunk."
     ),
-] = None, device: Annotated[Optional[
-    str
-], typer.Option(
-    help="auto, cpu or gpu: where Cycles renders (default: the config's device)."
-    )] = None,  # fmt: skip
+] = None, device: Annotated[
+    Optional[str],
+    typer.Option(help="auto, cpu or gpu: where Cycles renders (default: the config's device)."),
+] = None, check_space: Annotated[bool, typer.Option(
+    "--check-space",
+    help="Render one trial frame first: refused if the job cannot fit."
+    )] = False,  # fmt: skip
     socket: SocketOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -98,7 +100,7 @@ def render(file: Annotated[
             str(file), blend=blend, frames=frames, step=step, output_type=format,
             output=str(output) if output else None, scene=scene, engine=engine,
             priority=priority.value, timeout=timeout, force=force, allow_missing=allow_missing,
-            chunk_size=chunk_size, device=device)  # fmt: skip
+            chunk_size=chunk_size, device=device, check_space=check_space)  # fmt: skip
     except ValueError:
         fail(f"--frames must look like 1-100 or 7, not {frames!r}", EXIT_USAGE)
     with client_for(socket) as client:

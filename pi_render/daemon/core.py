@@ -38,6 +38,7 @@ from pi_render.processor.blender import find_blenders
 from pi_render.processor.context import StopReason
 from pi_render.processor.gpu import discover_gpus
 from pi_render.processor.sandbox import find_sandbox
+from pi_render.processor.trial import trial_frame_bytes
 from pi_render.retry import RetryPolicies
 from pi_render.service import SubmitControls, TaskService
 from pi_render.task.base import task_type
@@ -290,7 +291,8 @@ class Daemon:
                               settings.allow_missing, settings.max_snapshot_bytes,
                               bool(self.env.sandbox and self.env.sandbox.bwrap),
                               settings.max_args_bytes, settings.quota_bytes_per_uid,
-                              settings.chunk_size, self.env.farm_form)  # fmt: skip
+                              settings.chunk_size, self.env.farm_form,
+                              partial(trial_frame_bytes, self.env))  # fmt: skip
 
     def _access(self, sock_gid: int) -> tuple[AccessPolicy, AuditLog]:
         self.access_policy = AccessPolicy(self.settings.roles, sock_gid)

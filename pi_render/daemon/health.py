@@ -33,6 +33,7 @@ def health_report(daemon: "Daemon") -> dict[str, Any]:
         "degraded_labels": degraded,
         "queues": {label: q.depth() for label, q in list(d.router.queues.items())},
         "running": len(d.running),
+        "held": d.running.held(),  # paused by pi-render itself, and why
         "blender": None if blender is None else {
             "kind": blender.kind, "path": blender.path, "version": blender.version},
         "blenders": describe(d.env.blenders),

@@ -84,7 +84,7 @@ _CLASSES = [
     ("cannot save", BlenderCannotSave), ("script failed", BlenderPythonError),
     ("Python", BlenderPythonError),
 ]  # fmt: skip
-_STOP, _PAUSE, _RESUME = object(), object(), object()
+_STOP, _PAUSE, _RESUME = object(), object(), object()  # _PAUSE, _RESUME: with a time
 
 
 def _next(lines: "queue.Queue[object]", clock: Clock, timeout: float) -> object:
@@ -135,10 +135,12 @@ class BlenderProcess:
 
         def pause(paused: bool) -> None:  # signal at once; the loop then adjusts its clocks
             os.killpg(proc.pid, signal.SIGSTOP if paused else signal.SIGCONT)
-            lines.put(_PAUSE if paused else _RESUME)
+            # stamped now: a pause from inside the loop (a full output disk) is seen by it
+            # only once it ends, and its whole length must still count as paused
+            lines.put((_PAUSE if paused else _RESUME, clock.monotonic()))
 
-        self.ctx.on_pause(pause)
         clock = self.ctx.clock
+        self.ctx.on_pause(pause)
         started = last_output = clock.monotonic()
         paused_at: float | None = None
         try:
@@ -170,16 +172,15 @@ class BlenderProcess:
                         os.killpg(proc.pid, signal.SIGCONT)  # a stopped process ignores SIGTERM
                     self._kill(proc)
                     raise TaskStopped(self.ctx.stop_reason or StopReason.CANCEL)
-                if item is _PAUSE and paused_at is None:
-                    paused_at = clock.monotonic()
-                    self.log.write("=== pi-render: paused (SIGSTOP)\n")
-                    continue
-                if item is _RESUME and paused_at is not None:
-                    held = clock.monotonic() - paused_at
-                    started, last_output, paused_at = started + held, last_output + held, None
-                    self.log.write("=== pi-render: resumed (SIGCONT)\n")
-                    continue
-                if item in (_PAUSE, _RESUME):
+                if isinstance(item, tuple):
+                    kind, at = item
+                    if kind is _PAUSE and paused_at is None:
+                        paused_at = at
+                        self.log.write("=== pi-render: paused (SIGSTOP)\n")
+                    elif kind is _RESUME and paused_at is not None:
+                        held = at - paused_at
+                        started, last_output, paused_at = started + held, last_output + held, None
+                        self.log.write("=== pi-render: resumed (SIGCONT)\n")
                     continue
                 if item is None:
                     break

@@ -38,6 +38,7 @@ class TaskContext:
         on_progress: ProgressSink,
         parent_result: dict[str, Any] | None = None,
         clock: Clock = SYSTEM,
+        on_hold: Callable[[str | None], None] = lambda reason: None,
     ) -> None:
         self.clock = clock  # what its time limits, pauses and progress are timed by
         self.task_id = task_id
@@ -47,6 +48,8 @@ class TaskContext:
         self.job: str | None = None  # a chunk's job: its frames are the job's (one ledger key)
         self.gpu_slot: int | None = None  # gpu_per_worker: the GPU (an index) this worker owns
         self._on_progress = on_progress
+        self._on_hold = on_hold
+        self.held: str | None = None  # why the processor holds itself paused (None: it does not)
         self._stop = threading.Event()
         self._reason: StopReason | None = None
         self._on_stop: list[Callable[[], None]] = []
@@ -98,6 +101,12 @@ class TaskContext:
                 self._paused_total += now - self._paused_since
                 self._paused_since = None
         return True
+
+    def hold(self, reason: str | None) -> None:
+        """The processor pauses itself for `reason` (it has paused its work), or lets go (None):
+        the record, health and the dashboard say so."""
+        self.held = reason
+        self._on_hold(reason)
 
     def paused_s(self) -> float:
         """How long the work has been paused in all (a time limit does not count it)."""

@@ -23,6 +23,7 @@ from pi_render.processor.blender import (
 from pi_render.processor.blender_run import BlenderProcess, reap_orphan, scrubbed_env
 from pi_render.processor.context import TaskContext
 from pi_render.processor.device import RenderDevice, choose_device
+from pi_render.processor.disk_space import FrameSizes, SpaceGuard
 from pi_render.processor.outputs import (
     OutputFolder,
     check_image,
@@ -256,11 +257,16 @@ class RenderProcessor(Processor[RenderArgs, RenderResult]):
         holder = Holder(ctx.task_id, ctx.attempt)
         key = ctx.job or ctx.task_id
         since = [ctx.clock.monotonic()]  # when the frame now landing began (the last landed)
+        space = SpaceGuard(ctx, folder.fd, folder.path, env.settings.min_free_bytes,
+                           env.settings.max_pause_s)  # fmt: skip
+        sizes = FrameSizes(env.settings.paths.frame_sizes)
+        left = [len(frames)]  # of this run's frames, not placed yet
 
         def land(path: Path) -> None:
             frame = frame_number(path)
             if video or frame is None or frame in done or not _own_frame(path, partial):
                 return
+            space.before(path.stat().st_size)  # held while the output disk cannot take it
             env.frames.fence(holder)  # farm: a host whose lease ran out places nothing
             output = place(path, folder, frame)
             output = output.model_copy(
@@ -272,6 +278,10 @@ class RenderProcessor(Processor[RenderArgs, RenderResult]):
             now = ctx.clock.monotonic()
             env.on_frame(key, frame, now - since[0])
             since[0] = now
+            left[0] -= 1
+            if len(space.sizes) == 0 and args.frame_key:  # the first: a submit may project
+                sizes.put(args.frame_key, output.size)
+            space.after(output.size, left[0])  # held while the rest would not fit
 
         def on_event(event: BlenderEvent) -> None:
             if event.kind == "frame_start" and event.value and event.value.lstrip("-").isdigit():
@@ -281,6 +291,8 @@ class RenderProcessor(Processor[RenderArgs, RenderResult]):
             elif event.kind == "missing" and event.value:
                 logged.append(event.value)
 
+        if not video and args.frame_key:  # an earlier render of the file says what to expect
+            space.expect(sizes.get(args.frame_key), len(frames))
         env.logs.mkdir(parents=True, exist_ok=True)
         with open(env.log_of(ctx.task_id), "a", encoding="utf-8") as task_log:
             argv = self._sandboxed(command.argv(self._blender), args, ctx, partial)
@@ -304,6 +316,9 @@ class RenderProcessor(Processor[RenderArgs, RenderResult]):
                 env.frames.put(key, output, holder)
             else:
                 land(path)
+        average = space.average()
+        if average and args.frame_key:
+            sizes.put(args.frame_key, average)
 
 
 def _own_frame(path: Path, partial: Path) -> bool:

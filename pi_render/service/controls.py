@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from pi_render.controls import Limit, Requirements
+from pi_render.task.output_space import TrialRender
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,7 @@ class SubmitControls:
     quota_bytes_per_uid: int | None = None  # records, snapshots and uploads one uid may keep
     chunk_size: int = 0  # a render's frames per chunk task when it does not say (0: one task)
     farm_form: Callable[[str], str] = str  # farm mode: this host's paths as the farm records them
+    trial_frame: "TrialRender | None" = None  # renders one frame to learn its size (--check-space)
 
 
 def no_controls() -> SubmitControls:

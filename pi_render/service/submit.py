@@ -24,6 +24,7 @@ from pi_render.manifest.contract import RecordStore
 from pi_render.manifest.records import TaskIdGenerator
 from pi_render.manifest.writer import is_disk_full
 from pi_render.processor.context import StopReason
+from pi_render.processor.disk_space import FrameSizes
 from pi_render.queue.router import Router
 from pi_render.service.admission import Admission
 from pi_render.service.children import Children
@@ -186,7 +187,8 @@ class Submitter:
             caller.reader if caller else None, store=self.store_dir,
             allow_missing=controls.allow_missing, max_snapshot_bytes=snapshot_cap,
             sandboxed=controls.sandboxed, min_free_bytes=controls.min_free_bytes,
-            upload=self.uploads_dir / task_id,
+            upload=self.uploads_dir / task_id, frame_size=FrameSizes(self.paths.frame_sizes).get,
+            trial_frame=controls.trial_frame,
         )  # fmt: skip
         parsed = cls.prepare(parsed, context)
         stored = parsed.model_dump(mode="json")

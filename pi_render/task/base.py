@@ -3,9 +3,12 @@
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Generic, TypeVar, get_args, get_origin
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
+
+if TYPE_CHECKING:
+    from pi_render.task.output_space import FrameSize, TrialRender
 
 from pi_render.errors import InvalidTaskArgs, UnknownTaskType
 from pi_render.task import labels
@@ -32,6 +35,8 @@ class SubmitContext:
     sandboxed: bool = True  # is Blender shut in? (if not, renders only for the daemon's uid)
     min_free_bytes: int = 0  # what the data disk must keep free (a zip unpacks into the rest)
     upload: Path | None = None  # this task's upload folder (init_new_task), if it has one
+    frame_size: "FrameSize" = lambda key: None  # what a frame of a file took before (a cache)
+    trial_frame: "TrialRender | None" = None  # renders a trial frame (`--check-space`)
 
     @property
     def privileged(self) -> bool:

@@ -35,6 +35,7 @@ def start(
             "progress_message": None,
             "heartbeat_at": now,
             "paused": False,
+            "paused_reason": None,
             "next_attempt_at": None,
         }
     )
@@ -60,10 +61,15 @@ def fenced(attempt: int, move: Callable[[TaskRecord], TaskRecord | None]
     return apply
 
 
-def set_paused(record: TaskRecord, paused: bool) -> TaskRecord | None:
+def set_paused(record: TaskRecord, paused: bool, reason: str | None = None) -> TaskRecord | None:
+    """Paused by a person (no reason) or by pi-render itself (the reason: a full output disk);
+    the reason is also the progress message, which every view shows."""
     if record.status is not TaskStatus.RUNNING:
         return None
-    return record.model_copy(update={"paused": paused})
+    update: dict[str, object] = {"paused": paused, "paused_reason": reason if paused else None}
+    if reason is not None or record.paused_reason is not None:
+        update["progress_message"] = reason
+    return record.model_copy(update=update)
 
 
 def heartbeat(record: TaskRecord, now: datetime) -> TaskRecord | None:

@@ -69,6 +69,7 @@ class TaskRecord(BaseModel):
     timeout_s: float | None = None  # maximum runtime of one attempt
     heartbeat_at: datetime | None = None  # written every few seconds while running
     paused: bool = False  # a running render stopped with SIGSTOP
+    paused_reason: str | None = None  # why pi-render paused it itself (its output disk is full)
     parent: str | None = None  # runs only after this task completed…
     parent_result: dict[str, Any] | None = None  # …and gets its result
     limit_key: str | None = None  # what its type's limit counts it under

@@ -24,6 +24,7 @@ from pi_render.snapshot.project import Snapshot, take_snapshot
 from pi_render.snapshot.store import ContentStore
 from pi_render.task import labels
 from pi_render.task.base import SubmitContext, TaskBase
+from pi_render.task.output_space import TrialFrame, check_fits
 from pi_render.task.snapshot import SnapshotError, snapshot_project
 
 
@@ -96,6 +97,8 @@ class RenderArgs(BaseModel):
     blend_version: str | None = None  # set at submit: the Blender that saved the file ("5.0")
     chunk_size: int | None = Field(None, ge=0)  # frames per chunk task (0: one task; None: config)
     device: Literal["auto", "cpu", "gpu"] | None = None  # where Cycles renders (None: the config's)
+    frame_key: str | None = None  # set at submit: the file + what sets a frame's size (FrameSizes)
+    check_space: bool = False  # render a trial frame at submit to see that the job fits
 
     @field_validator("source", "output_dir")
     @classmethod
@@ -176,6 +179,21 @@ class RenderTask(TaskBase[RenderArgs, RenderResult]):
                 RenderOutputType(file_format) if file_format in RenderOutputType.__members__
                 else None
             )  # fmt: skip
+            # what a frame's size depends on: the file, and the settings that change the image
+            looks = [scene.name, args.engine or scene.engine, str(output_type), args.blend]
+            sized = hashlib.sha256(f"{snap.digest}{looks!r}".encode()).hexdigest()
+            if output_type is not RenderOutputType.FFMPEG:  # frames, not one growing file
+                trial = TrialFrame(ctx.task_id, snap.blend, scene.name, start, args.engine,
+                                   output_type.value if output_type else None,
+                                   info.blender_version)  # fmt: skip
+                _check_space(
+                    args,
+                    ctx,
+                    output_dir,
+                    sized,
+                    trial,
+                    len(range(start, end + 1, args.frame_step or scene.frame_step)),
+                )
         except PiRenderError:
             shutil.rmtree(ctx.spool, ignore_errors=True)  # refused: leave nothing behind
             raise
@@ -194,6 +212,7 @@ class RenderTask(TaskBase[RenderArgs, RenderResult]):
         return args.model_copy(
             update={
                 "content_sha256": digest.hexdigest(),
+                "frame_key": sized,
                 "fps": round(scene.fps / scene.fps_base, 6),
                 "blend_version": info.blender_version,
                 "data_type": data_type,
@@ -212,6 +231,17 @@ class RenderTask(TaskBase[RenderArgs, RenderResult]):
                 "output_dir": str(output_dir),
             }
         )
+
+
+def _check_space(args: RenderArgs, ctx: SubmitContext, output_dir: Path, key: str,
+                 trial: TrialFrame, frames: int) -> None:  # fmt: skip
+    """Refuse a render whose frames cannot fit where they go, when a frame's size is known: from
+    an earlier render of the file, or from a trial frame when the submitter asked for one."""
+    size, known_from = ctx.frame_size(key), "as an earlier render of this file made them"
+    if size is None and args.check_space and ctx.trial_frame is not None:
+        size, known_from = ctx.trial_frame(trial), f"as a trial frame ({trial.frame}) came out"
+    if size:
+        check_fits(output_dir, size, frames, ctx.min_free_bytes, known_from)
 
 
 def _snapshot(source: Path, data_type: BlenderDataType, blend: str | None, ctx: SubmitContext,

@@ -1,5 +1,6 @@
 """QueueWorker: take a task, run its processor, write the outcome, and only then ack."""
 
+import functools
 import logging
 import threading
 from collections.abc import Callable, Iterator
@@ -101,7 +102,11 @@ class QueueWorker(LoopWorker):
 
     def _deliver(self, item: QueueItem) -> None:
         ctx: TaskContext = TaskContext(
-            item.task_id, 0, lambda *report: self._on_progress(ctx, *report), clock=self.clock
+            item.task_id,
+            0,
+            lambda *report: self._on_progress(ctx, *report),
+            clock=self.clock,
+            on_hold=lambda reason: self._on_hold(ctx, reason),
         )
         self.running.add(ctx)  # before the record says running, so a cancel always finds it
         finished = started = False
@@ -279,6 +284,22 @@ class QueueWorker(LoopWorker):
                     record.attempts, lambda r: lifecycle.heartbeat(r, self.clock.now())
                 ),
             )
+        except StaleAttempt:
+            ctx.request_stop(StopReason.LEASE_LOST)
+
+    def _on_hold(self, ctx: TaskContext, reason: str | None) -> None:
+        """A processor paused itself (or let go): the record says why, at once (not throttled
+        as progress is); a refused write is logged, and the hold goes on."""
+        if reason is not None:
+            log.warning("task paused: %s", reason, extra={"task_id": ctx.task_id})
+        else:
+            log.info("task resumed: %s", "its output disk has room again",
+                     extra={"task_id": ctx.task_id})  # fmt: skip
+        move = functools.partial(lifecycle.set_paused, paused=reason is not None, reason=reason)
+        try:
+            self.records.change(ctx.task_id, lifecycle.fenced(ctx.attempt, move))
+        except STORAGE_ERRORS as exc:
+            log.warning("pause not recorded: %s", exc, extra={"task_id": ctx.task_id})
         except StaleAttempt:
             ctx.request_stop(StopReason.LEASE_LOST)
 

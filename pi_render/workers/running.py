@@ -40,6 +40,12 @@ class RunningTasks:
             ctx.request_stop(reason)
         return len(contexts)
 
+    def held(self) -> dict[str, str]:
+        """The tasks whose processors paused themselves, and why (a full output disk)."""
+        with self._lock:
+            contexts = list(self._contexts.values())
+        return {ctx.task_id: ctx.held for ctx in contexts if ctx.held}
+
     def ids(self) -> list[str]:
         with self._lock:
             return sorted(self._contexts)

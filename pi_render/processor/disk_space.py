@@ -1,0 +1,130 @@
+"""Will the rest of a render fit on its output disk? Before each frame is placed and after it, the
+frames left × the average space a frame took, plus `min_free_bytes`, is set against the disk's
+free space. When it will not fit, the render holds (Blender stopped, the record paused with the
+reason) before the disk fills, and goes on by itself when there is room again."""
+
+import json
+import logging
+import os
+import re
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from pi_render.errors import PiRenderError
+from pi_render.processor.context import TaskContext
+
+log = logging.getLogger(__name__)
+POLL_S = 1.0  # how often a held render looks at the disk again
+KEY = re.compile(r"[0-9a-f]{64}")  # a frame key (sha256): the only names FrameSizes makes
+
+
+class OutputDiskFull(PiRenderError):
+    """Raised when a render's output disk stayed too full to finish it for max_pause_s (it
+    held its worker that long); free space on it, then retry the task."""
+
+
+def space_on(fd: int) -> tuple[int, int]:
+    """(bytes free to an unprivileged writer, block size) of the file system holding `fd`."""
+    st = os.fstatvfs(fd)
+    return st.f_bavail * st.f_frsize, st.f_frsize
+
+
+def on_disk(size: int, block: int) -> int:
+    """What a file of `size` bytes takes on a disk of `block`-sized blocks (one at least)."""
+    return max(1, -(-size // block)) * block
+
+
+class SpaceGuard:
+    """One render's look at its output disk (through the folder's handle, as its frames are
+    placed); `sizes` are what the frames it placed take there."""
+
+    def __init__(self, ctx: TaskContext, fd: int, where: Path, reserve: int, max_hold_s: float,
+                 free: Callable[[int], tuple[int, int]] = space_on) -> None:  # fmt: skip
+        self.ctx, self.fd, self.where, self.reserve = ctx, fd, where, reserve
+        self.max_hold_s, self.free = max_hold_s, free
+        self.sizes: list[int] = []
+
+    def expect(self, bytes_per_frame: int | None, frames: int) -> None:
+        """Before Blender starts: hold while `frames` of the size an earlier render of this
+        file made would not fit (unknown: nothing to project yet)."""
+        if bytes_per_frame:
+            per_frame = on_disk(bytes_per_frame, self.free(self.fd)[1])
+            self._until(per_frame * frames + self.reserve,
+                        f"{frames} frame(s) of ~{bytes_per_frame} bytes, as an earlier render "
+                        "of this file made them")  # fmt: skip
+
+    def before(self, size: int) -> None:
+        """Before a frame of `size` bytes is placed: it must fit, with `min_free_bytes` left."""
+        block = self.free(self.fd)[1]
+        self._until(on_disk(size, block) + self.reserve, f"its next frame ({size} bytes)")
+
+    def after(self, size: int, left: int) -> None:
+        """A frame of `size` bytes was placed; `left` more are to come: will they fit?"""
+        self.sizes.append(on_disk(size, self.free(self.fd)[1]))
+        if left > 0:
+            average = sum(self.sizes) // len(self.sizes)
+            self._until(average * left + self.reserve,
+                        f"{left} frame(s) left at ~{average} bytes each")  # fmt: skip
+
+    def average(self) -> int | None:
+        return sum(self.sizes) // len(self.sizes) if self.sizes else None
+
+    def _until(self, needed: int, what: str) -> None:
+        """Return at once when `needed` bytes are free; else hold until they are.
+
+        Raises:
+            TaskStopped: cancelled or shut down while held.
+            OutputDiskFull: still too full after max_pause_s.
+        """
+        free = self.free(self.fd)[0]
+        if free >= needed:
+            return
+        state = (f"output disk full: {self.where} has {free} bytes free and the rest of this "
+                 f"render needs {needed} ({what}, plus min_free_bytes {self.reserve})")  # fmt: skip
+        reason = f"{state}; it goes on by itself once there is room"
+        clock = self.ctx.clock
+        since = clock.monotonic()
+        self.ctx.set_paused(True)  # Blender stops (SIGSTOP) before it writes more
+        self.ctx.hold(reason)
+        try:
+            while free < needed:
+                if clock.monotonic() - since > self.max_hold_s:
+                    raise OutputDiskFull(f"{state}; still so after max_pause_s "
+                                         f"({self.max_hold_s:g}s)")  # fmt: skip
+                self.ctx.sleep(POLL_S)  # a cancel or a shutdown ends the wait at once
+                free = self.free(self.fd)[0]
+        finally:
+            self.ctx.hold(None)
+            self.ctx.set_paused(False)
+
+
+class FrameSizes:
+    """The bytes a frame of each file took (by `frame_key`): what a submit projects a render's
+    disk use from. A cache, one small file per key (farm mode: on the shared folder, for every
+    host): a lost or torn one only means no estimate."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def get(self, key: str) -> int | None:
+        if not KEY.fullmatch(key):
+            return None
+        try:
+            with open(self.folder / f"{key}.json", "rb") as file:
+                size = json.loads(file.read(4096))["bytes_per_frame"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return size if isinstance(size, int) and size > 0 else None
+
+    def put(self, key: str, bytes_per_frame: int) -> None:
+        if not KEY.fullmatch(key):
+            return
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            with tempfile.NamedTemporaryFile("w", dir=self.folder, delete=False,
+                                             prefix=".", suffix=".tmp") as file:  # fmt: skip
+                json.dump({"bytes_per_frame": bytes_per_frame}, file)
+            os.replace(file.name, self.folder / f"{key}.json")
+        except OSError as exc:
+            log.warning("could not keep a frame size (%s): %s", key, exc)

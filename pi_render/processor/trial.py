@@ -1,0 +1,62 @@
+"""`--check-space`: one frame rendered at submit, as the render itself will run it (the same
+Blender, in the same sandbox, on the CPU), only to learn how big a frame is; then thrown away."""
+
+import shutil
+import stat
+import tempfile
+from pathlib import Path
+
+from pi_render.processor.base import ProcessorEnv
+from pi_render.processor.blender import SCRIPTS_DIR, RenderCommand, pick_blender
+from pi_render.processor.blender_run import BlenderProcess, RenderFailed, scrubbed_env
+from pi_render.processor.context import TaskContext
+from pi_render.processor.device import RenderDevice
+from pi_render.processor.sandbox import installation
+from pi_render.task.output_space import TrialFrame
+from pi_render.task.render import InvalidRenderRequest
+
+
+def trial_frame_bytes(env: ProcessorEnv, trial: TrialFrame) -> int:
+    """The size of `trial.frame` as Blender writes it.
+
+    Raises:
+        InvalidRenderRequest: no Blender opens the file, or the frame could not be rendered.
+    """
+    blender = pick_blender(env.blenders or ([env.blender] if env.blender else []),
+                           trial.blend_version)  # fmt: skip
+    if blender is None:
+        raise InvalidRenderRequest("--check-space: no Blender here opens this file")
+    settings, work = env.settings, env.spool(trial.task_id)
+    partial = Path(tempfile.mkdtemp(prefix="trial-", dir=work))
+    cpu = RenderDevice(why="a trial frame")
+    command = RenderCommand(
+        blend=trial.blend, output_pattern=str(partial / "frame_####"), frames=[trial.frame],
+        scene=trial.scene, engine=trial.engine, file_format=trial.file_format,
+        threads=settings.render_threads, allow_scripts=settings.allow_blend_scripts,
+        device=cpu.spec(), cycles_device=cpu.cycles_device(),
+    )  # fmt: skip
+    argv = command.argv(blender)
+    sandbox = env.sandbox
+    if sandbox is not None and sandbox.bwrap is not None:
+        root = work / "root"
+        readable = root if root.is_dir() else trial.blend.parent
+        if sandbox.run_as is not None:
+            shutil.chown(partial, *sandbox.run_as)
+        argv = sandbox.wrap(argv, [readable, SCRIPTS_DIR], [partial],
+                            installation(blender.path, blender.kind == "bpy"))  # fmt: skip
+    try:
+        with open(work / "trial.log", "w", encoding="utf-8") as log:
+            ctx = TaskContext(trial.task_id, 0, lambda *report: None)
+            BlenderProcess(argv, log, ctx, lambda event: None, settings.render_timeout_s,
+                           settings.render_stall_timeout_s, settings.render_stop_grace_s,
+                           work / "trial.pid", scrubbed_env(settings.blender_env_keep, work),
+                           bool(sandbox and sandbox.bwrap)).run()  # fmt: skip
+        frames = [p for p in partial.iterdir() if stat.S_ISREG(p.lstat().st_mode)]  # no link
+        if len(frames) != 1:
+            raise InvalidRenderRequest(f"--check-space: the trial frame {trial.frame} was not "
+                                       "written (see trial.log in the task's spool)")  # fmt: skip
+        return frames[0].lstat().st_size
+    except RenderFailed as exc:
+        raise InvalidRenderRequest(f"--check-space: the trial frame failed: {exc}") from None
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)

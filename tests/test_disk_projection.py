@@ -1,0 +1,147 @@
+"""The output disk cannot fill halfway through a job: a real render onto a small tmpfs pauses
+(record, health) when the projection says the rest will not fit, with nothing half-written, and
+finishes by itself once space is freed; a submit refuses a job that an earlier render of the
+same file shows cannot fit."""
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from conftest import DaemonProcess, wait_until
+from PIL import Image
+
+from pi_render.api.client import ApiError
+from pi_render.processor.context import TaskContext
+from pi_render.processor.disk_space import FrameSizes, OutputDiskFull, SpaceGuard, on_disk
+
+PAGE = 4096
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 64 KiB tmpfs (it needs root, as CI has)."""
+    if os.geteuid() != 0:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("CI runs as root: the tmpfs output disk must be mounted")
+        pytest.skip("mounting a tmpfs needs root")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,mode=0755", "tmpfs", str(disk)],
+                   check=True)  # fmt: skip
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def fill(disk: Path, leave: int) -> Path:
+    """A file that leaves `leave` bytes free on `disk`."""
+    free = os.statvfs(disk).f_bavail * PAGE
+    filler = disk / "filler"
+    filler.write_bytes(b"\xff" * (free - leave))
+    assert os.statvfs(disk).f_bavail * PAGE == leave
+    return filler
+
+
+def test_a_render_pauses_before_its_output_disk_fills_then_finishes_when_space_returns(
+    make_daemon: Callable[..., DaemonProcess], scenes: dict[str, Path], small_disk: Path
+) -> None:
+    filler = fill(small_disk, 3 * PAGE)  # room for 3 of the 8 frames (each under a page)
+    out = small_disk / "out"
+    daemon = make_daemon("min_free_bytes = 0\n").start()
+    client = daemon.client
+    task = client.render({"source": str(scenes["long"]), "start_frame": 1, "end_frame": 8,
+                          "output_dir": str(out)})  # fmt: skip
+    held = wait_until(lambda: (r := client.get(task.id)).paused_reason and r, 120,
+                      "the render to pause for its output disk")  # fmt: skip
+    assert held.status == "running" and held.paused
+    assert held.paused_reason is not None and "output disk full" in held.paused_reason
+    assert str(out) in held.paused_reason and held.progress_message == held.paused_reason
+    assert client.health()["held"] == {task.id: held.paused_reason}
+    placed = sorted(out.iterdir())
+    assert 1 <= len(placed) <= 3  # paused before the disk filled, not after
+    for frame in placed:  # nothing half-written: every file is a whole frame
+        with Image.open(frame) as image:
+            image.verify()
+    assert os.statvfs(small_disk).f_bavail > 0
+    filler.unlink()  # room again: it goes on by itself
+    done = client.wait(task.id, timeout=120)
+    assert done.status == "completed", done.error
+    assert done.errors == [] and not done.paused and done.paused_reason is None
+    assert sorted(p.name for p in out.iterdir()) == [f"frame_{n:04d}.png" for n in range(1, 9)]
+    assert client.health()["held"] == {}
+    log, _ = client.log(task.id)
+    assert "paused (SIGSTOP)" in log and "resumed (SIGCONT)" in log
+    # the file's frame size is now known: a submit of a range that cannot fit is refused
+    fill(small_disk, 2 * PAGE)
+    before = client.health()["records"]
+    with pytest.raises(ApiError) as refused:
+        client.render({"source": str(scenes["long"]), "start_frame": 1, "end_frame": 20,
+                       "output_dir": str(small_disk / "again")})  # fmt: skip
+    assert refused.value.http_status == 507
+    assert "an earlier render of this file" in str(refused.value)
+    assert client.health()["records"] == before
+
+
+class Disk:
+    """A disk whose free space a test sets (4 KiB blocks)."""
+
+    def __init__(self, free: int) -> None:
+        self.free = free
+
+    def __call__(self, fd: int) -> tuple[int, int]:
+        return self.free, PAGE
+
+
+def test_the_projection_holds_only_while_the_rest_would_not_fit() -> None:
+    ctx = TaskContext("t", 1, lambda *report: None)
+    holds: list[str | None] = []
+    ctx._on_hold = holds.append  # what the record would say
+    disk = Disk(free=10 * PAGE)
+    guard = SpaceGuard(ctx, -1, Path("/out"), reserve=PAGE, max_hold_s=0.0, free=disk)
+    guard.before(100)  # one block + the reserve: fits
+    guard.after(100, left=8)  # 8 more blocks + the reserve: 9 of 10 free
+    assert guard.sizes == [PAGE] and holds == []
+    disk.free = 8 * PAGE
+    with pytest.raises(OutputDiskFull, match="8 frame"):
+        guard.after(5000, left=8)  # ~6 KiB each now: 8 x 6 KiB + 4 KiB > 32 KiB
+    assert holds[0] is not None and "output disk full" in holds[0] and holds[-1] is None
+    assert on_disk(0, PAGE) == PAGE and on_disk(PAGE + 1, PAGE) == 2 * PAGE
+
+
+def test_frame_sizes_are_a_cache_that_only_takes_its_own_names(tmp_path: Path) -> None:
+    sizes = FrameSizes(tmp_path / "sizes")
+    key = "a" * 64
+    assert sizes.get(key) is None
+    sizes.put(key, 1234)
+    assert sizes.get(key) == 1234
+    sizes.put("../../etc/x", 1)  # never a path outside its folder
+    assert sorted(p.name for p in (tmp_path / "sizes").iterdir()) == [f"{key}.json"]
+    (tmp_path / "sizes" / f"{key}.json").write_text("{torn")
+    assert sizes.get(key) is None
+
+
+def test_check_space_renders_a_trial_frame_and_refuses_a_job_that_cannot_fit(
+    make_daemon: Callable[..., DaemonProcess], scenes: dict[str, Path], small_disk: Path
+) -> None:
+    filler = fill(small_disk, 2 * PAGE)  # 2 of the 3 frames would fit
+    daemon = make_daemon("min_free_bytes = 0\n").start()
+    before = daemon.client.health()["records"]
+    again = small_disk / "again"
+    done = subprocess.run([sys.executable, "-m", "pi_render", "render", str(scenes["tiny"]),
+                           "--output", str(again), "--check-space", "--json",
+                           "--socket", str(daemon.socket)], capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert done.returncode != 0 and "as a trial frame (1) came out" in done.stderr, done.stderr
+    assert daemon.client.health()["records"] == before  # nothing submitted
+    assert not again.exists() or not any(again.iterdir())  # the trial frame went elsewhere
+    spool = daemon.data_dir / "spool"
+    assert not (spool.exists() and any(spool.iterdir()))
+    filler.unlink()
+    fits = daemon.client.render({"source": str(scenes["tiny"]), "output_dir": str(again),
+                                 "check_space": True})  # fmt: skip
+    assert daemon.client.wait(fits.id, timeout=120).status == "completed"
+    assert len(list(again.iterdir())) == 3
