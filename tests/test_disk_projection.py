@@ -11,11 +11,15 @@ from pathlib import Path
 
 import pytest
 from conftest import DaemonProcess, wait_until
+from fastapi.testclient import TestClient
 from PIL import Image
 
 from pi_render.api.client import ApiError
+from pi_render.api.events import EventLog
 from pi_render.processor.context import TaskContext
 from pi_render.processor.disk_space import FrameSizes, OutputDiskFull, SpaceGuard, on_disk
+from pi_render.web.app import create_web_app
+from pi_render.web.guard import Sessions
 
 PAGE = 4096
 
@@ -61,6 +65,12 @@ def test_a_render_pauses_before_its_output_disk_fills_then_finishes_when_space_r
     assert held.paused_reason is not None and "output disk full" in held.paused_reason
     assert str(out) in held.paused_reason and held.progress_message == held.paused_reason
     assert client.health()["held"] == {task.id: held.paused_reason}
+    sessions = Sessions()  # the dashboard says so too: the task's page and the health page
+    web_app = create_web_app(daemon.socket, {"testserver"}, sessions, EventLog())
+    with TestClient(web_app, follow_redirects=False) as web:
+        assert web.get(f"/login?token={sessions.login_token}").status_code == 303
+        assert "paused: output disk full" in web.get(f"/tasks/{task.id}").text
+        assert f'paused <a href="/tasks/{task.id}">' in web.get("/health").text
     placed = sorted(out.iterdir())
     assert 1 <= len(placed) <= 3  # paused before the disk filled, not after
     for frame in placed:  # nothing half-written: every file is a whole frame
@@ -145,3 +155,13 @@ def test_check_space_renders_a_trial_frame_and_refuses_a_job_that_cannot_fit(
                                  "check_space": True})  # fmt: skip
     assert daemon.client.wait(fits.id, timeout=120).status == "completed"
     assert len(list(again.iterdir())) == 3
+
+
+def test_retention_forgets_old_frame_sizes(tmp_path: Path) -> None:
+    sizes = FrameSizes(tmp_path / "sizes")
+    old, new = "0" * 64, "1" * 64
+    sizes.put(old, 10)
+    sizes.put(new, 20)
+    os.utime(tmp_path / "sizes" / f"{old}.json", (1000.0, 1000.0))
+    sizes.prune(older_than=2000.0)
+    assert (sizes.get(old), sizes.get(new)) == (None, 20)

@@ -117,6 +117,19 @@ class FrameSizes:
             return None
         return size if isinstance(size, int) and size > 0 else None
 
+    def prune(self, older_than: float) -> None:
+        """Forget sizes not renewed since `older_than` (a time stamp): retention runs it."""
+        try:
+            entries = list(os.scandir(self.folder))
+        except OSError:
+            return
+        for entry in entries:
+            try:
+                if entry.stat(follow_symlinks=False).st_mtime < older_than:
+                    os.unlink(entry.path)
+            except OSError:
+                continue
+
     def put(self, key: str, bytes_per_frame: int) -> None:
         if not KEY.fullmatch(key):
             return

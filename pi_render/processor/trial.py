@@ -4,8 +4,10 @@ Blender, in the same sandbox, on the CPU), only to learn how big a frame is; the
 import shutil
 import stat
 import tempfile
+import threading
 from pathlib import Path
 
+from pi_render.errors import PiRenderError
 from pi_render.processor.base import ProcessorEnv
 from pi_render.processor.blender import SCRIPTS_DIR, RenderCommand, pick_blender
 from pi_render.processor.blender_run import BlenderProcess, RenderFailed, scrubbed_env
@@ -15,13 +17,34 @@ from pi_render.processor.sandbox import installation
 from pi_render.task.output_space import TrialFrame
 from pi_render.task.render import InvalidRenderRequest
 
+# a trial holds a submit's request open: at most this long, and this many at once
+TRIAL_TIMEOUT_S = 600.0
+TRIALS = threading.BoundedSemaphore(2)
+
+
+class TrialsBusy(PiRenderError):
+    """Raised when as many trial frames as allowed are rendering already."""
+
+    http_status = 429
+
 
 def trial_frame_bytes(env: ProcessorEnv, trial: TrialFrame) -> int:
     """The size of `trial.frame` as Blender writes it.
 
     Raises:
         InvalidRenderRequest: no Blender opens the file, or the frame could not be rendered.
+        TrialsBusy: two trial frames are rendering already.
     """
+    if not TRIALS.acquire(blocking=False):
+        raise TrialsBusy("--check-space: two trial frames are rendering already; submit again "
+                         "in a moment (or without --check-space)")  # fmt: skip
+    try:
+        return _render_trial(env, trial)
+    finally:
+        TRIALS.release()
+
+
+def _render_trial(env: ProcessorEnv, trial: TrialFrame) -> int:
     blender = pick_blender(env.blenders or ([env.blender] if env.blender else []),
                            trial.blend_version)  # fmt: skip
     if blender is None:
@@ -47,7 +70,8 @@ def trial_frame_bytes(env: ProcessorEnv, trial: TrialFrame) -> int:
     try:
         with open(work / "trial.log", "w", encoding="utf-8") as log:
             ctx = TaskContext(trial.task_id, 0, lambda *report: None)
-            BlenderProcess(argv, log, ctx, lambda event: None, settings.render_timeout_s,
+            limit = min(settings.render_timeout_s or TRIAL_TIMEOUT_S, TRIAL_TIMEOUT_S)
+            BlenderProcess(argv, log, ctx, lambda event: None, limit,
                            settings.render_stall_timeout_s, settings.render_stop_grace_s,
                            work / "trial.pid", scrubbed_env(settings.blender_env_keep, work),
                            bool(sandbox and sandbox.bwrap)).run()  # fmt: skip

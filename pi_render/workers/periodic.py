@@ -12,6 +12,7 @@ from pi_render.clock import Clock
 from pi_render.config import Settings
 from pi_render.errors import PiRenderError
 from pi_render.manifest.contract import RecordStore
+from pi_render.processor.disk_space import FrameSizes
 from pi_render.queue.base import TaskQueue
 from pi_render.service import TaskService
 from pi_render.snapshot.store import ContentStore
@@ -43,6 +44,7 @@ def prune_old_records(
     _prune_abandoned_uploads(records, settings, now)
     # files no snapshot links any more (their tasks' spools are gone)
     ContentStore(settings.paths.store).collect_garbage(now=now.timestamp())
+    FrameSizes(settings.paths.frame_sizes).prune(now.timestamp() - settings.retention_days * 86400)
     if pruned:
         log.info("pruned old records", extra={"count": pruned})
     return pruned
