@@ -23,7 +23,8 @@ FRAME_SECONDS = (0.1, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600)
 BLENDER_FAILURES = {"BlenderKilled", "BlenderCrashed", "RenderStalled", "RenderTimeout",
                     "RenderFailed", "MissingFrames", "MissingAssets", "PausedTooLong",
                     "BlendUnreadable", "NoBlender", "SnapshotUnreachable",
-                    "NoBlenderOpensIt"}  # fmt: skip
+                    "NoBlenderOpensIt", "GpuOutOfMemory", "GpuError", "NoGpuHere",
+                    "OutputDiskFull"}  # fmt: skip
 State = Callable[[], dict[str, Any]]
 
 

@@ -1,7 +1,7 @@
 """Full disks: submits are refused cleanly (507), nothing is half-written, running work holds its
-outcome until the disk takes it, a render whose output disk fills is `retrying`, no database is
-corrupt, and the daemon carries on without a restart once space returns. Each disk is a small
-tmpfs the test mounts (root only) and unmounts."""
+outcome until the disk takes it, a render whose output disk fills holds until it has room, no
+database is corrupt, and the daemon carries on without a restart once space returns. Each disk
+is a small tmpfs the test mounts (root only) and unmounts."""
 
 import os
 import shutil
@@ -73,34 +73,30 @@ def test_a_disk_that_fills_under_running_work_holds_it_until_space_returns(
         assert_databases_intact(daemon.data_dir)
 
 
-def test_a_full_output_disk_during_a_render_retries_then_finishes(
+def test_an_output_disk_filled_during_a_render_holds_it_until_space_returns(
     make_daemon: Callable[..., DaemonProcess], tmp_path: Path, scenes: dict[str, Path]
 ) -> None:
-    retry = "[retry.render]\nmax_attempts = 100\nbase_delay_s = 1\nfactor = 1\njitter = 0\n"
-    daemon = make_daemon("[workers]\nrender = 1\n" + retry).start()
+    daemon = make_daemon("min_free_bytes = 0\n[workers]\nrender = 1\n").start()
     with small_disk(tmp_path / "out", "2m") as disk:
         shots = disk / "shots"
         task = daemon.client.render({"source": str(scenes["slow"]), "output_dir": str(shots)})
         wait_until(lambda: len(list(shots.glob("frame_*"))) >= 2, timeout=120,
                    what="two frames to land")  # fmt: skip
-        filler = fill(disk)
-        failing = wait_until(lambda: retrying(daemon, task.id), timeout=120, what="retrying")
-        assert failing.error is not None and "No space left" in failing.error.message
+        filler = fill(disk)  # another program takes every block
+        held = wait_until(lambda: (r := daemon.client.get(task.id)).paused_reason and r,
+                          timeout=120, what="the render to hold")  # fmt: skip
+        assert held.status == "running" and "output disk full" in (held.paused_reason or "")
         assert not [p.name for p in shots.iterdir() if not p.name.startswith("frame_")]
         kept = sorted(shots.glob("frame_*"))
         assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in kept)
 
-        filler.unlink()  # space returns: the next attempt goes on where it stopped
+        filler.unlink()  # space returns: it goes on where it stopped, in the same attempt
         done = daemon.client.wait(task.id, 300)
         assert done.status == "completed", done.error
+        assert done.attempts == 1 and done.errors == []
         frames = (done.result or {})["frames"]
         assert [f["frame"] for f in frames] == list(range(1, 13))
         assert sorted(p.name for p in shots.iterdir()) == [Path(f["path"]).name for f in frames]
         for frame in frames:
             assert Path(frame["path"]).stat().st_size == frame["size"]
         daemon.close()
-
-
-def retrying(daemon: DaemonProcess, task_id: str) -> object:
-    record = daemon.client.get(task_id)
-    return record if record.status == "retrying" else None

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import DaemonProcess, wait_until
+from conftest import DaemonProcess, small_disk, wait_until
 from fastapi.testclient import TestClient
 from PIL import Image
 
@@ -25,23 +25,17 @@ PAGE = 4096
 
 
 @pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 64 KiB tmpfs (it needs root, as CI has)."""
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 64 KiB tmpfs (mounting needs root, as CI has)."""
     if os.geteuid() != 0:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail("CI runs as root: the tmpfs output disk must be mounted")
         pytest.skip("mounting a tmpfs needs root")
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,mode=0755", "tmpfs", str(disk)],
-                   check=True)  # fmt: skip
-    try:
+    with small_disk(tmp_path / "disk", "64k") as disk:
         yield disk
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], check=False)
 
 
-def fill(disk: Path, leave: int) -> Path:
+def leave_free(disk: Path, leave: int) -> Path:
     """A file that leaves `leave` bytes free on `disk`."""
     free = os.statvfs(disk).f_bavail * PAGE
     filler = disk / "filler"
@@ -51,10 +45,10 @@ def fill(disk: Path, leave: int) -> Path:
 
 
 def test_a_render_pauses_before_its_output_disk_fills_then_finishes_when_space_returns(
-    make_daemon: Callable[..., DaemonProcess], scenes: dict[str, Path], small_disk: Path
+    make_daemon: Callable[..., DaemonProcess], scenes: dict[str, Path], tiny_disk: Path
 ) -> None:
-    filler = fill(small_disk, 3 * PAGE)  # room for 3 of the 8 frames (each under a page)
-    out = small_disk / "out"
+    filler = leave_free(tiny_disk, 3 * PAGE)  # room for 3 of the 8 frames (each under a page)
+    out = tiny_disk / "out"
     daemon = make_daemon("min_free_bytes = 0\n").start()
     client = daemon.client
     task = client.render({"source": str(scenes["long"]), "start_frame": 1, "end_frame": 8,
@@ -76,7 +70,7 @@ def test_a_render_pauses_before_its_output_disk_fills_then_finishes_when_space_r
     for frame in placed:  # nothing half-written: every file is a whole frame
         with Image.open(frame) as image:
             image.verify()
-    assert os.statvfs(small_disk).f_bavail > 0
+    assert os.statvfs(tiny_disk).f_bavail > 0
     filler.unlink()  # room again: it goes on by itself
     done = client.wait(task.id, timeout=120)
     assert done.status == "completed", done.error
@@ -86,11 +80,11 @@ def test_a_render_pauses_before_its_output_disk_fills_then_finishes_when_space_r
     log, _ = client.log(task.id)
     assert "paused (SIGSTOP)" in log and "resumed (SIGCONT)" in log
     # the file's frame size is now known: a submit of a range that cannot fit is refused
-    fill(small_disk, 2 * PAGE)
+    leave_free(tiny_disk, 2 * PAGE)
     before = client.health()["records"]
     with pytest.raises(ApiError) as refused:
         client.render({"source": str(scenes["long"]), "start_frame": 1, "end_frame": 20,
-                       "output_dir": str(small_disk / "again")})  # fmt: skip
+                       "output_dir": str(tiny_disk / "again")})  # fmt: skip
     assert refused.value.http_status == 507
     assert "an earlier render of this file" in str(refused.value)
     assert client.health()["records"] == before
@@ -135,12 +129,12 @@ def test_frame_sizes_are_a_cache_that_only_takes_its_own_names(tmp_path: Path) -
 
 
 def test_check_space_renders_a_trial_frame_and_refuses_a_job_that_cannot_fit(
-    make_daemon: Callable[..., DaemonProcess], scenes: dict[str, Path], small_disk: Path
+    make_daemon: Callable[..., DaemonProcess], scenes: dict[str, Path], tiny_disk: Path
 ) -> None:
-    filler = fill(small_disk, 2 * PAGE)  # 2 of the 3 frames would fit
+    filler = leave_free(tiny_disk, 2 * PAGE)  # 2 of the 3 frames would fit
     daemon = make_daemon("min_free_bytes = 0\n").start()
     before = daemon.client.health()["records"]
-    again = small_disk / "again"
+    again = tiny_disk / "again"
     done = subprocess.run([sys.executable, "-m", "pi_render", "render", str(scenes["tiny"]),
                            "--output", str(again), "--check-space", "--json",
                            "--socket", str(daemon.socket)], capture_output=True, text=True,
