@@ -70,8 +70,8 @@ def test_real_blender_is_asked_and_says_it_sees_no_gpu(
                                  "end_frame": 1})  # fmt: skip
     assert daemon.client.wait(task.id, timeout=120).status == "completed"
     log, _ = daemon.client.log(task.id)
-    assert "on CPU (no GPU here)" in log and "@@PI_RENDER device CPU" in log
-    assert "--cycles-device CPU" in log
+    assert "on CPU (no GPU here)" in log and "-- --cycles-device CPU" in log
+    assert "device_setup.py" not in log  # Cycles' own flag forces the CPU: no script needed
 
 
 def test_a_gpu_task_is_refused_at_submit_on_a_host_without_one(
@@ -145,7 +145,7 @@ def test_gpu_out_of_memory_is_named_and_retried_on_the_cpu_where_allowed(
     if fallback == "cpu":
         assert done.status == "completed" and len(done.errors) == 1, done.error
         assert "on CPU (the attempt before failed on the GPU: GpuOutOfMemory" in second
-        assert '"device": "CPU"' in second and "--cycles-device CPU" in second
+        assert "-- --cycles-device CPU" in second and "--pi-render-device" not in second
     else:  # the GPU again, and failed for good
         assert done.status == "failed" and done.error is not None
         assert [e.type for e in done.errors] == ["GpuOutOfMemory", "GpuOutOfMemory"]

@@ -53,8 +53,9 @@ def gpus() -> list[dict[str, str]]:
 def device(argv: list[str]) -> dict[str, Any]:
     """What device_setup.py would have done with `--pi-render-device` (after `--`)."""
     rest = argv[argv.index("--") + 1 :] if "--" in argv else []
-    if "--pi-render-device" not in rest:
-        return {"device": "FILE"}
+    if "--pi-render-device" not in rest:  # `--cycles-device CPU` alone forces the CPU
+        forced = "--cycles-device" in rest and rest[rest.index("--cycles-device") + 1] == "CPU"
+        return {"device": "CPU" if forced else "FILE"}
     want: dict[str, Any] = json.loads(rest[rest.index("--pi-render-device") + 1])
     if want["device"] == "GPU":
         seen = [g["id"] for g in gpus() if g["backend"] == want["backend"]]
