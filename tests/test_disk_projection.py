@@ -17,7 +17,14 @@ from PIL import Image
 from pi_render.api.client import ApiError
 from pi_render.api.events import EventLog
 from pi_render.processor.context import TaskContext
-from pi_render.processor.disk_space import FrameSizes, OutputDiskFull, SpaceGuard, on_disk
+from pi_render.processor.disk_space import (
+    FrameSizes,
+    OutputDiskFull,
+    OutputDiskTooSmall,
+    Space,
+    SpaceGuard,
+    on_disk,
+)
 from pi_render.web.app import create_web_app
 from pi_render.web.guard import Sessions
 
@@ -59,6 +66,9 @@ def test_a_render_pauses_before_its_output_disk_fills_then_finishes_when_space_r
     assert held.paused_reason is not None and "output disk full" in held.paused_reason
     assert str(out) in held.paused_reason and held.progress_message == held.paused_reason
     assert client.health()["held"] == {task.id: held.paused_reason}
+    resumed = client.pause(task.id, paused=False)  # a person's resume does not end the hold
+    assert resumed.paused and resumed.paused_reason == held.paused_reason
+    assert client.health()["held"] == {task.id: held.paused_reason}
     sessions = Sessions()  # the dashboard says so too: the task's page and the health page
     web_app = create_web_app(daemon.socket, {"testserver"}, sessions, EventLog())
     with TestClient(web_app, follow_redirects=False) as web:
@@ -91,13 +101,13 @@ def test_a_render_pauses_before_its_output_disk_fills_then_finishes_when_space_r
 
 
 class Disk:
-    """A disk whose free space a test sets (4 KiB blocks)."""
+    """A 1 MiB disk whose free space a test sets (4 KiB blocks)."""
 
     def __init__(self, free: int) -> None:
         self.free = free
 
-    def __call__(self, fd: int) -> tuple[int, int]:
-        return self.free, PAGE
+    def __call__(self, fd: int) -> Space:
+        return Space(self.free, PAGE, 256 * PAGE)
 
 
 def test_the_projection_holds_only_while_the_rest_would_not_fit() -> None:
@@ -113,6 +123,8 @@ def test_the_projection_holds_only_while_the_rest_would_not_fit() -> None:
     with pytest.raises(OutputDiskFull, match="8 frame"):
         guard.after(5000, left=8)  # ~6 KiB each now: 8 x 6 KiB + 4 KiB > 32 KiB
     assert holds[0] is not None and "output disk full" in holds[0] and holds[-1] is None
+    with pytest.raises(OutputDiskTooSmall, match="more than the whole disk holds"):
+        guard.after(5000, left=200)  # 200 x 8 KiB: no disk of 1 MiB holds it, however empty
     assert on_disk(0, PAGE) == PAGE and on_disk(PAGE + 1, PAGE) == 2 * PAGE
 
 
@@ -159,3 +171,42 @@ def test_retention_forgets_old_frame_sizes(tmp_path: Path) -> None:
     os.utime(tmp_path / "sizes" / f"{old}.json", (1000.0, 1000.0))
     sizes.prune(older_than=2000.0)
     assert (sizes.get(old), sizes.get(new)) == (None, 20)
+
+
+def test_a_persons_resume_does_not_end_a_hold_and_their_pause_outlives_it() -> None:
+    signals: list[bool] = []  # True: SIGSTOP, False: SIGCONT
+    ctx = TaskContext("t", 1, lambda *report: None)
+    ctx.on_pause(signals.append)
+    ctx.hold("output disk full")
+    assert signals == [True] and ctx.paused
+    assert ctx.set_paused(False)  # the person resumes: still held, Blender stays stopped
+    assert signals == [True] and ctx.paused
+    ctx.set_paused(True)  # the person pauses during the hold…
+    ctx.hold(None)  # …and the hold ends: still theirs, still stopped
+    assert signals == [True] and ctx.paused and ctx.held is None
+    ctx.set_paused(False)
+    assert signals == [True, False] and not ctx.paused
+
+
+def test_trial_frames_are_one_per_request_and_one_per_uid(
+    make_daemon: Callable[..., DaemonProcess], scenes: dict[str, Path], tmp_path: Path
+) -> None:
+    from pi_render.processor import trial
+
+    daemon = make_daemon("min_free_bytes = 0\n").start()
+    render = {"type": "render", "args": {"source": str(scenes["tiny"]), "check_space": True,
+                                         "output_dir": str(tmp_path / "out")}}  # fmt: skip
+    with pytest.raises(ApiError) as refused:  # a batch of trials would hold the request long
+        daemon.client.submit_many([render, render])
+    assert refused.value.http_status == 422 and "not in a batch" in str(refused.value)
+    slots = trial.TrialSlots(most=2)
+    with slots.take(1000):
+        with pytest.raises(trial.TrialsBusy, match="one of yours"):
+            with slots.take(1000):
+                pass
+        with slots.take(1001):
+            with pytest.raises(trial.TrialsBusy):
+                with slots.take(1002):
+                    pass
+    with slots.take(1000):  # each slot came back
+        pass

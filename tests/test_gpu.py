@@ -4,6 +4,7 @@ task refused where there is none, and a GPU out-of-memory failure retried on the
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -72,6 +73,15 @@ def test_real_blender_is_asked_and_says_it_sees_no_gpu(
     log, _ = daemon.client.log(task.id)
     assert "on CPU (no GPU here)" in log and "-- --cycles-device CPU" in log
     assert "device_setup.py" not in log  # Cycles' own flag forces the CPU: no script needed
+    # a CPU attempt never reads Blender's echo of a name as a GPU failure ("Read blend: …")
+    odd = tmp_path / "CUDA error: Out of memory"
+    odd.mkdir()
+    shutil.copy(scenes["tiny"], odd / "scene.blend")
+    task = daemon.client.render({"source": str(odd / "scene.blend"), "start_frame": 1,
+                                 "end_frame": 1})  # fmt: skip
+    done = daemon.client.wait(task.id, timeout=120)
+    assert done.status == "completed", done.error
+    assert "CUDA error: Out of memory" in daemon.client.log(task.id)[0]
 
 
 def test_a_gpu_task_is_refused_at_submit_on_a_host_without_one(
@@ -172,8 +182,9 @@ def test_the_device_of_an_attempt() -> None:
     assert [d.id for d in render_devices(two)] == ["o0", "o1"]  # OptiX before CUDA
     auto = choose_device("auto", None, two, None, {}, "cpu")
     assert (auto.backend, auto.ids, auto.cycles_device()) == ("OPTIX", None, "OPTIX")
-    mine = choose_device("auto", None, two, 1, {}, "cpu")
+    mine = choose_device("auto", None, two, "o1", {}, "cpu")
     assert (mine.ids, mine.cycles_device()) == (("o1",), None)
+    assert not choose_device("auto", None, two, "", {}, "cpu").is_gpu  # a worker without one
     assert not choose_device("gpu", "cpu", two, None, {}, "cpu").is_gpu  # the task's wins
     assert not choose_device("auto", None, [], None, {}, "cpu").is_gpu
     failed = {"errors": [{"type": "GpuError", "message": "x"}]}
@@ -182,7 +193,7 @@ def test_the_device_of_an_attempt() -> None:
     with pytest.raises(NoGpuHere):
         choose_device("gpu", None, [], None, {}, "cpu")
     with pytest.raises(NoGpuHere):
-        choose_device("auto", "gpu", two, 5, {}, "cpu")  # no fifth GPU for this worker
+        choose_device("auto", "gpu", two, "c9", {}, "cpu")  # this Blender lacks the worker's
 
 
 def test_discovery_is_cached_per_build_and_environment(tmp_path: Path) -> None:

@@ -112,7 +112,9 @@ class BlenderProcess:
         env: dict[str, str] | None = None,
         sandboxed: bool = False,
         max_pause_s: float = 86400.0,
+        gpu: bool = False,
     ) -> None:
+        self.gpu = gpu  # a GPU attempt: only then do GPU error lines mean a GPU failure
         self.env, self.sandboxed, self.max_pause_s = env, sandboxed, max_pause_s
         self.argv, self.log, self.ctx, self.on_event = argv, log, ctx, on_event
         self.pid_file = pid_file
@@ -134,7 +136,10 @@ class BlenderProcess:
         self.ctx.on_stop(lambda: lines.put(_STOP))
 
         def pause(paused: bool) -> None:  # signal at once; the loop then adjusts its clocks
-            os.killpg(proc.pid, signal.SIGSTOP if paused else signal.SIGCONT)
+            try:
+                os.killpg(proc.pid, signal.SIGSTOP if paused else signal.SIGCONT)
+            except ProcessLookupError:  # it has exited (its last lines are still being read)
+                pass
             # stamped now: a pause from inside the loop (a full output disk) is seen by it
             # only once it ends, and its whole length must still count as paused
             lines.put((_PAUSE if paused else _RESUME, clock.monotonic()))
@@ -204,18 +209,23 @@ class BlenderProcess:
             return
         if event.kind == "error" and event.value:
             self.errors.append(event.value)
-        if event.kind == "gpu_error" and event.value:
+        if event.kind == "gpu_error" and event.value and self.gpu:
             self.gpu_errors.append(event.value)
         self.on_event(event)
 
-    def _check_exit(self, code: int) -> None:
-        """Raises what went wrong: a GPU's failure first (whatever the exit code: Cycles may
-        end the render and Blender exit 0 without the frame), then by signal or error line."""
+    def gpu_failure(self) -> RenderFailed | None:
+        """The GPU's failure, if this GPU attempt printed one (Cycles may end a frame and Blender
+        still exit 0: the caller asks when frames are missing)."""
         for line in self.gpu_errors:
             if GPU_OUT_OF_MEMORY.search(line):
-                raise GpuOutOfMemory(f"the GPU ran out of memory: {line}")
-        if self.gpu_errors:
-            raise GpuError(f"the GPU failed: {self.gpu_errors[-1]}")
+                return GpuOutOfMemory(f"the GPU ran out of memory: {line}")
+        return GpuError(f"the GPU failed: {self.gpu_errors[-1]}") if self.gpu_errors else None
+
+    def _check_exit(self, code: int) -> None:
+        """Raises what went wrong: a GPU's failure first, then by signal or error line."""
+        failure = self.gpu_failure() if code != 0 else None
+        if failure is not None:
+            raise failure
         last_error = self.errors[-1] if self.errors else None
         if self.sandboxed and code > 128:
             code = 128 - code  # bubblewrap passes on a signal death as 128 + the signal

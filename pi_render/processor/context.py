@@ -55,6 +55,7 @@ class TaskContext:
         self._on_stop: list[Callable[[], None]] = []
         self._on_pause: Callable[[bool], None] | None = None
         self._paused_since: float | None = None
+        self._user_paused = self._held_paused = False
         self._paused_total = 0.0
         self._lock = threading.Lock()
 
@@ -87,26 +88,48 @@ class TaskContext:
             self._on_pause = callback
 
     def set_paused(self, paused: bool) -> bool:
-        """Pause or resume the running work; False if this processor cannot pause now."""
+        """A person pauses or resumes the work; False if this processor cannot pause now. While
+        the processor holds itself (`hold`), a resume only withdraws the person's pause: the
+        work stays stopped until the hold ends too."""
         with self._lock:
-            callback = self._on_pause
-        if callback is None:
-            return False
-        callback(paused)
-        with self._lock:
-            now = self.clock.monotonic()
-            if paused and self._paused_since is None:
-                self._paused_since = now
-            elif not paused and self._paused_since is not None:
-                self._paused_total += now - self._paused_since
-                self._paused_since = None
+            if self._on_pause is None:
+                return False
+            self._set(user=paused)
         return True
 
     def hold(self, reason: str | None) -> None:
-        """The processor pauses itself for `reason` (it has paused its work), or lets go (None):
-        the record, health and the dashboard say so."""
-        self.held = reason
+        """The processor stops its work for `reason` (a full output disk), or lets go (None: it
+        goes on, unless a person paused it meanwhile); the record, health and dashboard say so."""
+        with self._lock:
+            self.held = reason
+            self._set(held=reason is not None)
         self._on_hold(reason)
+
+    @property
+    def paused(self) -> bool:
+        """Stopped by a person, by the processor's own hold, or both."""
+        with self._lock:
+            return self._user_paused or self.held is not None
+
+    def _set(self, user: bool | None = None, held: bool | None = None) -> None:
+        """Change who pauses the work; signal it (in order: under the lock) when whether it is
+        stopped changes, and keep the paused time (caller holds the lock)."""
+        before = self._user_paused or self._held_paused
+        if user is not None:
+            self._user_paused = user
+        if held is not None:
+            self._held_paused = held
+        after = self._user_paused or self._held_paused
+        if after == before:
+            return
+        if self._on_pause is not None:
+            self._on_pause(after)
+        now = self.clock.monotonic()
+        if after:
+            self._paused_since = now
+        elif self._paused_since is not None:
+            self._paused_total += now - self._paused_since
+            self._paused_since = None
 
     def paused_s(self) -> float:
         """How long the work has been paused in all (a time limit does not count it)."""

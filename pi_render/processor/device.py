@@ -15,9 +15,8 @@ GPU_FAILURES = ("GpuOutOfMemory", "GpuError")  # what `gpu_fallback = "cpu"` ans
 
 class NoGpuHere(PiRenderError):
     """Raised when a render must use a GPU and this host's Blender sees none (the GPUs or their
-    driver went away since the submit, or this Blender does not support them)."""
-
-    retryable = False
+    driver went away since the submit, or this Blender does not support them): retried, as a
+    driver may come back or (farm mode) another host may have one."""
 
 
 @dataclass(frozen=True)
@@ -54,13 +53,14 @@ class RenderDevice:
 
 
 def choose_device(setting: DeviceSetting, asked: DeviceSetting | None,
-                  sees: list[GpuDevice], slot: int | None, record: dict[str, Any],
+                  sees: list[GpuDevice], own: str | None, record: dict[str, Any],
                   fallback: str) -> RenderDevice:  # fmt: skip
     """The device of one attempt.
 
     Args:
         setting: the config's `device`; `asked`: the task's, which wins when given.
-        sees: the GPUs the chosen Blender sees; `slot`: this worker's own GPU (gpu_per_worker).
+        sees: the GPUs the chosen Blender sees; `own`: the id of this worker's own GPU
+            (gpu_per_worker; "" when it has none), the one it may use.
         record: the task's record (its errors say whether the attempt before failed on a GPU).
         fallback: the config's `gpu_fallback` ("cpu" or "none").
 
@@ -75,8 +75,8 @@ def choose_device(setting: DeviceSetting, asked: DeviceSetting | None,
     if wanted == "cpu":
         return RenderDevice(why='device = "cpu"')
     devices = render_devices(sees)
-    if slot is not None:
-        devices = devices[slot : slot + 1]
+    if own is not None:
+        devices = [d for d in devices if d.id == own]
     if not devices:
         if wanted == "gpu":
             raise NoGpuHere(
@@ -84,5 +84,5 @@ def choose_device(setting: DeviceSetting, asked: DeviceSetting | None,
                 "Blender sees none (pi-render blenders shows what each one sees)"
             )
         return RenderDevice(why="no GPU here")  # fmt: skip
-    ids = (devices[0].id,) if slot is not None else None
+    ids = (devices[0].id,) if own is not None else None
     return RenderDevice(devices[0].backend, ids, why=f'device = "{wanted}"')

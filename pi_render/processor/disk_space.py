@@ -10,6 +10,7 @@ import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 from pi_render.errors import PiRenderError
 from pi_render.processor.context import TaskContext
@@ -24,10 +25,22 @@ class OutputDiskFull(PiRenderError):
     held its worker that long); free space on it, then retry the task."""
 
 
-def space_on(fd: int) -> tuple[int, int]:
-    """(bytes free to an unprivileged writer, block size) of the file system holding `fd`."""
+class OutputDiskTooSmall(OutputDiskFull):
+    """Raised when the rest of a render needs more than its output disk holds even empty."""
+
+    retryable = False
+
+
+class Space(NamedTuple):
+    free: int  # bytes free to an unprivileged writer
+    block: int
+    total: int  # the whole disk's bytes
+
+
+def space_on(fd: int) -> Space:
+    """The file system holding `fd`."""
     st = os.fstatvfs(fd)
-    return st.f_bavail * st.f_frsize, st.f_frsize
+    return Space(st.f_bavail * st.f_frsize, st.f_frsize, st.f_blocks * st.f_frsize)
 
 
 def on_disk(size: int, block: int) -> int:
@@ -40,7 +53,7 @@ class SpaceGuard:
     placed); `sizes` are what the frames it placed take there."""
 
     def __init__(self, ctx: TaskContext, fd: int, where: Path, reserve: int, max_hold_s: float,
-                 free: Callable[[int], tuple[int, int]] = space_on) -> None:  # fmt: skip
+                 free: Callable[[int], Space] = space_on) -> None:  # fmt: skip
         self.ctx, self.fd, self.where, self.reserve = ctx, fd, where, reserve
         self.max_hold_s, self.free = max_hold_s, free
         self.sizes: list[int] = []
@@ -49,19 +62,19 @@ class SpaceGuard:
         """Before Blender starts: hold while `frames` of the size an earlier render of this
         file made would not fit (unknown: nothing to project yet)."""
         if bytes_per_frame:
-            per_frame = on_disk(bytes_per_frame, self.free(self.fd)[1])
+            per_frame = on_disk(bytes_per_frame, self.free(self.fd).block)
             self._until(per_frame * frames + self.reserve,
                         f"{frames} frame(s) of ~{bytes_per_frame} bytes, as an earlier render "
                         "of this file made them")  # fmt: skip
 
     def before(self, size: int) -> None:
         """Before a frame of `size` bytes is placed: it must fit, with `min_free_bytes` left."""
-        block = self.free(self.fd)[1]
+        block = self.free(self.fd).block
         self._until(on_disk(size, block) + self.reserve, f"its next frame ({size} bytes)")
 
     def after(self, size: int, left: int) -> None:
         """A frame of `size` bytes was placed; `left` more are to come: will they fit?"""
-        self.sizes.append(on_disk(size, self.free(self.fd)[1]))
+        self.sizes.append(on_disk(size, self.free(self.fd).block))
         if left > 0:
             average = sum(self.sizes) // len(self.sizes)
             self._until(average * left + self.reserve,
@@ -76,27 +89,29 @@ class SpaceGuard:
         Raises:
             TaskStopped: cancelled or shut down while held.
             OutputDiskFull: still too full after max_pause_s.
+            OutputDiskTooSmall: the disk could not hold it even empty (no wait helps).
         """
-        free = self.free(self.fd)[0]
+        free, _, total = self.free(self.fd)
         if free >= needed:
             return
         state = (f"output disk full: {self.where} has {free} bytes free and the rest of this "
                  f"render needs {needed} ({what}, plus min_free_bytes {self.reserve})")  # fmt: skip
+        if needed > total:
+            raise OutputDiskTooSmall(f"{state}, more than the whole disk holds ({total}): render "
+                                     "fewer frames at a time, or to a larger disk")  # fmt: skip
         reason = f"{state}; it goes on by itself once there is room"
         clock = self.ctx.clock
         since = clock.monotonic()
-        self.ctx.set_paused(True)  # Blender stops (SIGSTOP) before it writes more
-        self.ctx.hold(reason)
+        self.ctx.hold(reason)  # Blender stops (SIGSTOP) before it writes more
         try:
             while free < needed:
                 if clock.monotonic() - since > self.max_hold_s:
                     raise OutputDiskFull(f"{state}; still so after max_pause_s "
                                          f"({self.max_hold_s:g}s)")  # fmt: skip
                 self.ctx.sleep(POLL_S)  # a cancel or a shutdown ends the wait at once
-                free = self.free(self.fd)[0]
+                free = self.free(self.fd).free
         finally:
-            self.ctx.hold(None)
-            self.ctx.set_paused(False)
+            self.ctx.hold(None)  # it goes on, unless a person paused it meanwhile
 
 
 class FrameSizes:

@@ -64,7 +64,7 @@ def probe(install: BlenderInstall, sandbox: Sandbox | None, keep: list[str]) -> 
     argv = probe_argv(install)
     if sandbox is not None and sandbox.bwrap is not None:
         installed = installation(install.path, install.kind == "bpy")
-        argv = sandbox.wrap(argv, [SCRIPTS_DIR], [], installed)
+        argv = sandbox.wrap(argv, [SCRIPTS_DIR], [], installed, gpu=True)
     sandboxed = sandbox is not None and sandbox.bwrap is not None
     with tempfile.TemporaryDirectory(prefix="pi-render-probe-") as home:
         try:

@@ -24,6 +24,7 @@ from pi_render.processor.blender_run import BlenderProcess, reap_orphan, scrubbe
 from pi_render.processor.context import TaskContext
 from pi_render.processor.device import RenderDevice, choose_device
 from pi_render.processor.disk_space import FrameSizes, SpaceGuard
+from pi_render.processor.gpu import render_devices
 from pi_render.processor.outputs import (
     OutputFolder,
     check_image,
@@ -110,6 +111,7 @@ class RenderProcessor(Processor[RenderArgs, RenderResult]):
     task = RenderTask
     _blender: BlenderInstall
     _device: RenderDevice
+    _gpu_failure: Exception | None = None
 
     def _process(self, args: RenderArgs, ctx: TaskContext) -> RenderResult:
         try:
@@ -155,6 +157,8 @@ class RenderProcessor(Processor[RenderArgs, RenderResult]):
                 self._render(args, ctx, missing, folder, done, progress, video, logged)
         self._report_kept_frames(ctx)
         absent = [f for f in expected if f not in done]
+        if absent and self._gpu_failure is not None:  # Cycles ended a frame, Blender exited 0
+            raise self._gpu_failure
         if absent:
             raise MissingFrames(f"Blender finished but frames {absent[:10]} are missing")
         lines = list(dict.fromkeys(logged))  # each once, in the order Blender said them
@@ -204,7 +208,11 @@ class RenderProcessor(Processor[RenderArgs, RenderResult]):
         if (args.device or settings.device) != "cpu" and env.gpus is not None:
             env.gpus.wait()
             sees = env.gpus.devices(self._blender)
-        return choose_device(settings.device, args.device, sees, ctx.gpu_slot, record,
+        own = None  # gpu_per_worker: the GPU of this worker's index, by its id in every Blender
+        if ctx.gpu_slot is not None and env.gpus is not None:
+            mine = render_devices(env.gpus.devices(env.blender))
+            own = mine[ctx.gpu_slot].id if ctx.gpu_slot < len(mine) else ""
+        return choose_device(settings.device, args.device, sees, own, record,
                              settings.gpu_fallback)  # fmt: skip
 
     def _sandboxed(self, argv: list[str], args: RenderArgs, ctx: TaskContext,
@@ -221,7 +229,7 @@ class RenderProcessor(Processor[RenderArgs, RenderResult]):
         if sandbox.run_as is not None:
             os.chown(partial, *sandbox.run_as)  # the only place it may write
         installed = installation(self._blender.path, self._blender.kind == "bpy")
-        return sandbox.wrap(argv, [snapshot, SCRIPTS], [partial], installed)
+        return sandbox.wrap(argv, [snapshot, SCRIPTS], [partial], installed, self._device.is_gpu)
 
     def _render(
         self,
@@ -266,7 +274,7 @@ class RenderProcessor(Processor[RenderArgs, RenderResult]):
             frame = frame_number(path)
             if video or frame is None or frame in done or not _own_frame(path, partial):
                 return
-            space.before(path.stat().st_size)  # held while the output disk cannot take it
+            space.before(os.lstat(path).st_size)  # held while the output disk cannot take it
             env.frames.fence(holder)  # farm: a host whose lease ran out places nothing
             output = place(path, folder, frame)
             output = output.model_copy(
@@ -304,9 +312,12 @@ class RenderProcessor(Processor[RenderArgs, RenderResult]):
             settings = env.settings
             clean = scrubbed_env(settings.blender_env_keep, work)
             sandboxed = bool(env.sandbox and env.sandbox.bwrap)
-            BlenderProcess(argv, task_log, ctx, on_event, timeout, settings.render_stall_timeout_s,
-                           settings.render_stop_grace_s, pid_file, clean, sandboxed,
-                           settings.max_pause_s).run()  # fmt: skip
+            process = BlenderProcess(argv, task_log, ctx, on_event, timeout,
+                                     settings.render_stall_timeout_s,
+                                     settings.render_stop_grace_s, pid_file, clean, sandboxed,
+                                     settings.max_pause_s, gpu=self._device.is_gpu)  # fmt: skip
+            process.run()
+            self._gpu_failure = process.gpu_failure()
         for path in sorted(partial.iterdir()):  # anything saved without a `Saved:` line
             if video:
                 check_image(path)

@@ -21,10 +21,10 @@ log = logging.getLogger(__name__)
 
 SYSTEM = ("/usr", "/etc", "/opt")  # read-only, where they exist
 MERGED = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")  # symlinks into /usr, or dirs
-# GPUs: NVIDIA's nodes (CUDA, OptiX), /dev/dri (Intel oneAPI, AMD), /dev/kfd (AMD HIP); and the
-# driver facts their runtimes read (read-only). Nothing else of /sys is shown.
-DEVICES = ("/dev/dri", "/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools",
-           "/dev/nvidia-modeset", "/dev/kfd")  # fmt: skip
+# GPUs, shown only to a GPU attempt (and the device probe): NVIDIA's nodes (CUDA, OptiX),
+# /dev/dri (Intel oneAPI, AMD), /dev/kfd (AMD HIP); and the driver facts their runtimes read
+# (read-only). Nothing else of /sys is shown.
+DEVICES = ("/dev/dri", "/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-modeset", "/dev/kfd")
 DRIVER_FACTS = ("/sys/module/nvidia", "/sys/class/kfd", "/sys/devices/virtual/kfd")
 
 
@@ -42,9 +42,9 @@ class Sandbox:
             self.run_as[0] if self.run_as else None), "reason": self.reason}  # fmt: skip
 
     def wrap(self, argv: list[str], readable: list[Path], writable: list[Path],
-             installed: list[str]) -> list[str]:  # fmt: skip
-        """`argv` run inside the sandbox, which shows `readable`, `writable` and the folders
-        `installed` (Blender's own folders: see `installation`)."""
+             installed: list[str], gpu: bool = False) -> list[str]:  # fmt: skip
+        """`argv` run inside the sandbox, which shows `readable`, `writable`, the folders
+        `installed` (Blender's own folders: see `installation`) and, for `gpu`, the GPUs."""
         if self.bwrap is None:
             return argv
         args = [self.bwrap, "--die-with-parent", "--proc", "/proc", "--dev", "/dev",
@@ -62,10 +62,10 @@ class Sandbox:
                 args += ["--symlink", os.readlink(path), path]
             elif os.path.isdir(path):
                 args += ["--ro-bind", path, path]
-        for device in [*DEVICES, *sorted(glob.glob("/dev/nvidia[0-9]*"))]:
+        for device in [*DEVICES, *sorted(glob.glob("/dev/nvidia[0-9]*"))] if gpu else []:
             if os.path.exists(device):
                 args += ["--dev-bind", device, device]
-        for facts in DRIVER_FACTS:
+        for facts in DRIVER_FACTS if gpu else ():
             if os.path.isdir(facts):
                 args += ["--ro-bind", facts, facts]
         shown = [*installed, *map(str, readable), *map(str, writable)]

@@ -1,10 +1,13 @@
 """`--check-space`: one frame rendered at submit, as the render itself will run it (the same
 Blender, in the same sandbox, on the CPU), only to learn how big a frame is; then thrown away."""
 
+import os
 import shutil
 import stat
 import tempfile
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from pi_render.errors import PiRenderError
@@ -19,13 +22,39 @@ from pi_render.task.render import InvalidRenderRequest
 
 # a trial holds a submit's request open: at most this long, and this many at once
 TRIAL_TIMEOUT_S = 600.0
-TRIALS = threading.BoundedSemaphore(2)
 
 
 class TrialsBusy(PiRenderError):
-    """Raised when as many trial frames as allowed are rendering already."""
+    """Raised when as many trial frames as allowed are rendering already (or one of yours)."""
 
     http_status = 429
+
+
+class TrialSlots:
+    """At most `most` trials at once, one per uid: a trial holds a request open for minutes."""
+
+    def __init__(self, most: int = 2) -> None:
+        self.most = most
+        self._running: list[int | None] = []  # the uids whose trials render now
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def take(self, uid: int | None) -> Iterator[None]:
+        """Raises TrialsBusy when every slot, or one of `uid`'s, is taken."""
+        with self._lock:
+            if len(self._running) >= self.most or uid in self._running:
+                raise TrialsBusy("--check-space: as many trial frames as allowed (one of yours, "
+                                 f"{self.most} in all) are rendering; submit again in a moment, "
+                                 "or without --check-space")  # fmt: skip
+            self._running.append(uid)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._running.remove(uid)
+
+
+SLOTS = TrialSlots()
 
 
 def trial_frame_bytes(env: ProcessorEnv, trial: TrialFrame) -> int:
@@ -33,15 +62,10 @@ def trial_frame_bytes(env: ProcessorEnv, trial: TrialFrame) -> int:
 
     Raises:
         InvalidRenderRequest: no Blender opens the file, or the frame could not be rendered.
-        TrialsBusy: two trial frames are rendering already.
+        TrialsBusy: two trial frames are rendering already, or one of this uid's.
     """
-    if not TRIALS.acquire(blocking=False):
-        raise TrialsBusy("--check-space: two trial frames are rendering already; submit again "
-                         "in a moment (or without --check-space)")  # fmt: skip
-    try:
+    with SLOTS.take(trial.uid):
         return _render_trial(env, trial)
-    finally:
-        TRIALS.release()
 
 
 def _render_trial(env: ProcessorEnv, trial: TrialFrame) -> int:
@@ -55,7 +79,8 @@ def _render_trial(env: ProcessorEnv, trial: TrialFrame) -> int:
     command = RenderCommand(
         blend=trial.blend, output_pattern=str(partial / "frame_####"), frames=[trial.frame],
         scene=trial.scene, engine=trial.engine, file_format=trial.file_format,
-        threads=settings.render_threads, allow_scripts=settings.allow_blend_scripts,
+        threads=settings.render_threads or max(1, (os.cpu_count() or 2) // 2),  # renders go on
+        allow_scripts=settings.allow_blend_scripts,
         device=cpu.spec(), cycles_device=cpu.cycles_device(),
     )  # fmt: skip
     argv = command.argv(blender)

@@ -133,7 +133,8 @@ class Submitter:
         for index, (type_name, args, priority, label) in enumerate(requests):
             this_id = task_id or self.ids.new()
             try:
-                record = self._new_record(type_name, args, priority, label, this_id, caller, room)
+                record = self._new_record(type_name, args, priority, label, this_id, caller, room,
+                                          alone=len(requests) == 1)  # fmt: skip
                 prepared.append(record.model_copy(update=fields) if fields else record)
             except Exception as exc:  # anything: leave no snapshot behind, then say why
                 for made in [*(r.id for r in prepared), this_id]:
@@ -170,7 +171,8 @@ class Submitter:
         return answers
 
     def _new_record(self, type_name: str, args: Any, priority: Priority, label: str | None,
-                    task_id: str, caller: Caller | None, room: int) -> TaskRecord:  # fmt: skip
+                    task_id: str, caller: Caller | None, room: int,
+                    alone: bool = True) -> TaskRecord:  # fmt: skip
         cls = task_type(type_name)
         controls = self.controls()
         size = len(json.dumps(args, default=str))
@@ -188,7 +190,7 @@ class Submitter:
             allow_missing=controls.allow_missing, max_snapshot_bytes=snapshot_cap,
             sandboxed=controls.sandboxed, min_free_bytes=controls.min_free_bytes,
             upload=self.uploads_dir / task_id, frame_size=FrameSizes(self.paths.frame_sizes).get,
-            trial_frame=controls.trial_frame,
+            trial_frame=controls.trial_frame if alone else None,  # one trial a request
         )  # fmt: skip
         parsed = cls.prepare(parsed, context)
         stored = parsed.model_dump(mode="json")

@@ -29,6 +29,7 @@ class TrialFrame:
     engine: str | None
     file_format: str | None
     blend_version: str | None
+    uid: int | None  # who asked (one trial at a time each)
 
 
 FrameSize = Callable[[str], "int | None"]  # a frame key → bytes a frame took before

@@ -183,9 +183,16 @@ class RenderTask(TaskBase[RenderArgs, RenderResult]):
             looks = [scene.name, args.engine or scene.engine, str(output_type), args.blend]
             sized = hashlib.sha256(f"{snap.digest}{looks!r}".encode()).hexdigest()
             if output_type is not RenderOutputType.FFMPEG:  # frames, not one growing file
-                trial = TrialFrame(ctx.task_id, snap.blend, scene.name, start, args.engine,
-                                   output_type.value if output_type else None,
-                                   info.blender_version)  # fmt: skip
+                trial = TrialFrame(
+                    ctx.task_id,
+                    snap.blend,
+                    scene.name,
+                    start,
+                    args.engine,
+                    output_type.value if output_type else None,
+                    info.blender_version,
+                    ctx.reader[0] if ctx.reader else None,
+                )
                 _check_space(
                     args,
                     ctx,
@@ -238,7 +245,10 @@ def _check_space(args: RenderArgs, ctx: SubmitContext, output_dir: Path, key: st
     """Refuse a render whose frames cannot fit where they go, when a frame's size is known: from
     an earlier render of the file, or from a trial frame when the submitter asked for one."""
     size, known_from = ctx.frame_size(key), "as an earlier render of this file made them"
-    if size is None and args.check_space and ctx.trial_frame is not None:
+    if size is None and args.check_space:
+        if ctx.trial_frame is None:
+            raise InvalidRenderRequest("check_space renders a trial frame for a render submitted "
+                                       "on its own, not in a batch")  # fmt: skip
         size, known_from = ctx.trial_frame(trial), f"as a trial frame ({trial.frame}) came out"
     if size:
         check_fits(output_dir, size, frames, ctx.min_free_bytes, known_from)

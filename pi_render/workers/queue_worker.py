@@ -295,7 +295,7 @@ class QueueWorker(LoopWorker):
         else:
             log.info("task resumed: %s", "its output disk has room again",
                      extra={"task_id": ctx.task_id})  # fmt: skip
-        move = functools.partial(lifecycle.set_paused, paused=reason is not None, reason=reason)
+        move = functools.partial(lifecycle.set_paused, paused=ctx.paused, reason=reason)
         try:
             self.records.change(ctx.task_id, lifecycle.fenced(ctx.attempt, move))
         except STORAGE_ERRORS as exc:
