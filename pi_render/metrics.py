@@ -24,7 +24,7 @@ BLENDER_FAILURES = {"BlenderKilled", "BlenderCrashed", "RenderStalled", "RenderT
                     "RenderFailed", "MissingFrames", "MissingAssets", "PausedTooLong",
                     "BlendUnreadable", "NoBlender", "SnapshotUnreachable",
                     "NoBlenderOpensIt", "GpuOutOfMemory", "GpuError", "NoGpuHere",
-                    "OutputDiskFull"}  # fmt: skip
+                    "OutputDiskFull", "OutputDiskTooSmall"}  # fmt: skip
 State = Callable[[], dict[str, Any]]
 
 

@@ -16,6 +16,7 @@ from PIL import Image
 
 from pi_render.api.client import ApiError
 from pi_render.api.events import EventLog
+from pi_render.processor import trial
 from pi_render.processor.context import TaskContext
 from pi_render.processor.disk_space import (
     FrameSizes,
@@ -191,8 +192,6 @@ def test_a_persons_resume_does_not_end_a_hold_and_their_pause_outlives_it() -> N
 def test_trial_frames_are_one_per_request_and_one_per_uid(
     make_daemon: Callable[..., DaemonProcess], scenes: dict[str, Path], tmp_path: Path
 ) -> None:
-    from pi_render.processor import trial
-
     daemon = make_daemon("min_free_bytes = 0\n").start()
     render = {"type": "render", "args": {"source": str(scenes["tiny"]), "check_space": True,
                                          "output_dir": str(tmp_path / "out")}}  # fmt: skip
