@@ -6,6 +6,7 @@ same file shows cannot fit."""
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -16,7 +17,10 @@ from PIL import Image
 
 from pi_render.api.client import ApiError
 from pi_render.api.events import EventLog
+from pi_render.clock import FakeClock
 from pi_render.processor import trial
+from pi_render.processor.blender import BlenderEvent
+from pi_render.processor.blender_run import BlenderProcess, PausedTooLong, RenderStalled
 from pi_render.processor.context import TaskContext
 from pi_render.processor.disk_space import (
     FrameSizes,
@@ -124,8 +128,17 @@ def test_the_projection_holds_only_while_the_rest_would_not_fit() -> None:
     with pytest.raises(OutputDiskFull, match="8 frame"):
         guard.after(5000, left=8)  # ~6 KiB each now: 8 x 6 KiB + 4 KiB > 32 KiB
     assert holds[0] is not None and "output disk full" in holds[0] and holds[-1] is None
-    with pytest.raises(OutputDiskTooSmall, match="more than the whole disk holds"):
-        guard.after(5000, left=200)  # 200 x 8 KiB: no disk of 1 MiB holds it, however empty
+    disk.free = 256 * PAGE  # empty
+    big = SpaceGuard(ctx, -1, Path("/out"), reserve=0, max_hold_s=0.0, free=disk)
+    big.after(100 * PAGE, left=99)  # a title frame: too soon to call the rest too large
+    big.after(PAGE, left=98)  # small frames after it: 98 blocks fit, no hold
+    with pytest.raises(OutputDiskTooSmall, match="more than .* whole disk holds"):
+        big.before(300 * PAGE)  # one frame larger than the disk
+    huge = SpaceGuard(ctx, -1, Path("/out"), reserve=0, max_hold_s=0.0, free=disk)
+    for left in (300, 299):
+        huge.after(PAGE, left=left)  # 1 block each, 300 left: more than 256 blocks, but…
+    with pytest.raises(OutputDiskTooSmall, match="smallest so far"):
+        huge.after(PAGE, left=298)  # …three frames agree: no wait can make it fit
     assert on_disk(0, PAGE) == PAGE and on_disk(PAGE + 1, PAGE) == 2 * PAGE
 
 
@@ -209,3 +222,65 @@ def test_trial_frames_are_one_per_request_and_one_per_uid(
                     pass
     with slots.take(1000):  # each slot came back
         pass
+
+
+HOLD_CHILD = (
+    "import time\nprint(\"Saved: '/nowhere/frame_0001.png'\", flush=True)\n"
+    "print('END', flush=True)\ntime.sleep(1000)\n"
+)  # then nothing: a hang
+
+
+Running = tuple[FakeClock, threading.Thread, list[BaseException]]
+
+
+def run_with_a_hold(tmp_path: Path, stall_s: float, max_pause_s: float,
+                    person_pauses: bool) -> Running:  # fmt: skip
+    """Blender (a child that saves a frame, then hangs) held 1000 s by the output disk inside
+    its output loop, on a fake clock; a person may pause it 10 s before the hold ends."""
+    clock = FakeClock()
+    ctx = TaskContext("t", 1, lambda *report: None, clock=clock)
+
+    def on_event(event: BlenderEvent) -> None:
+        if event.kind == "saved":
+            ctx.hold("output disk full")
+            clock.advance(990)
+            if person_pauses:
+                ctx.set_paused(True)
+            clock.advance(10)
+            ctx.hold(None)
+
+    log = open(tmp_path / "log.txt", "w")
+    process = BlenderProcess([sys.executable, "-c", HOLD_CHILD], log, ctx, on_event, None,
+                             stall_s, 1.0, tmp_path / "pid", max_pause_s=max_pause_s)  # fmt: skip
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            process.run()
+        except BaseException as exc:  # noqa: B036  (the test reads it)
+            failure.append(exc)
+        finally:
+            log.close()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    wait_until(lambda: "END" in (tmp_path / "log.txt").read_text(), what="the last line")
+    wait_until(lambda: clock.waiting() > 0, what="the loop to wait on the clock")
+    return clock, thread, failure
+
+
+def test_after_a_hold_the_hang_watchdog_counts_from_its_end(tmp_path: Path) -> None:
+    clock, thread, failure = run_with_a_hold(tmp_path, stall_s=600, max_pause_s=10_000,
+                                             person_pauses=False)  # fmt: skip
+    clock.advance(600)  # 600 s after the hold: not 600 + the hold's 1000
+    thread.join(30)
+    assert not thread.is_alive() and [type(f) for f in failure] == [RenderStalled]
+
+
+def test_a_persons_pause_during_a_hold_is_timed_from_their_pause(tmp_path: Path) -> None:
+    clock, thread, failure = run_with_a_hold(tmp_path, stall_s=600, max_pause_s=100,
+                                             person_pauses=True)  # fmt: skip
+    assert thread.is_alive()  # paused 10 s ago, not 1000 (the hold's)
+    clock.advance(95)  # 105 s after their pause
+    thread.join(30)
+    assert not thread.is_alive() and [type(f) for f in failure] == [PausedTooLong]

@@ -185,6 +185,9 @@ def test_the_device_of_an_attempt() -> None:
     mine = choose_device("auto", None, two, "o1", {}, "cpu")
     assert (mine.ids, mine.cycles_device()) == (("o1",), None)
     assert not choose_device("auto", None, two, "", {}, "cpu").is_gpu  # a worker without one
+    cuda_only = [GpuDevice(backend="CUDA", name="A", id="CUDA_A_0000:01:00")]
+    theirs = choose_device("auto", None, cuda_only, "OPTIX_A_0000:01:00", {}, "cpu")
+    assert theirs.ids == ("CUDA_A_0000:01:00",)  # one card, seen through another back end
     assert not choose_device("gpu", "cpu", two, None, {}, "cpu").is_gpu  # the task's wins
     assert not choose_device("auto", None, [], None, {}, "cpu").is_gpu
     failed = {"errors": [{"type": "GpuError", "message": "x"}]}

@@ -84,16 +84,19 @@ _CLASSES = [
     ("cannot save", BlenderCannotSave), ("script failed", BlenderPythonError),
     ("Python", BlenderPythonError),
 ]  # fmt: skip
-_STOP, _PAUSE, _RESUME = object(), object(), object()  # _PAUSE, _RESUME: with a time
+_STOP, _PAUSE, _RESUME, _WOKE = object(), object(), object(), object()
 
 
 def _next(lines: "queue.Queue[object]", clock: Clock, timeout: float) -> object:
     """The next line, waiting up to `timeout` of `clock`'s time (a fake clock drives the stall
-    and time-limit watchdogs); raises queue.Empty."""
+    and time-limit watchdogs); _WOKE when none came."""
     with lines.not_empty:
         # the caller holds the queue's own (non-reentrant) mutex here: look at its deque directly
         clock.wait_for(lines.not_empty, lambda: len(lines.queue) > 0, timeout)
-    return lines.get_nowait()
+    try:
+        return lines.get_nowait()
+    except queue.Empty:
+        return _WOKE
 
 
 class BlenderProcess:
@@ -135,71 +138,72 @@ class BlenderProcess:
         reader.start()
         self.ctx.on_stop(lambda: lines.put(_STOP))
 
-        def pause(paused: bool) -> None:  # signal at once; the loop then adjusts its clocks
+        def pause(paused: bool) -> None:  # signal at once; the marker wakes the loop
             try:
                 os.killpg(proc.pid, signal.SIGSTOP if paused else signal.SIGCONT)
             except ProcessLookupError:  # it has exited (its last lines are still being read)
                 pass
-            # stamped now: a pause from inside the loop (a full output disk) is seen by it
-            # only once it ends, and its whole length must still count as paused
-            lines.put((_PAUSE if paused else _RESUME, clock.monotonic()))
+            lines.put(_PAUSE if paused else _RESUME)
 
-        clock = self.ctx.clock
-        self.ctx.on_pause(pause)
+        ctx, clock = self.ctx, self.ctx.clock
+        ctx.on_pause(pause)
         started = last_output = clock.monotonic()
-        paused_at: float | None = None
         try:
             while True:
-                now = clock.monotonic()
-                limits = [last_output + self.stall_s]
-                if self.timeout_s is not None:
-                    limits.append(started + self.timeout_s)
-                if paused_at is not None:  # not stalled nor timing out, but not for ever either
-                    limits = [paused_at + self.max_pause_s]
-                try:
-                    item = _next(lines, clock, max(0.0, min(limits) - now))
-                except queue.Empty:
-                    if paused_at is not None:
-                        os.killpg(proc.pid, signal.SIGCONT)  # a stopped process ignores SIGTERM
-                        self._kill(proc)
-                        raise PausedTooLong(
-                            f"the render stayed paused past max_pause_s ({self.max_pause_s:g}s): "
-                            "it held its worker; resume sooner, or raise max_pause_s"
-                        ) from None
-                    self._kill(proc)
-                    if self.timeout_s is not None and clock.monotonic() >= started + self.timeout_s:
-                        raise RenderTimeout(f"the render ran past its {self.timeout_s:g}s limit")
-                    raise RenderStalled(
-                        f"Blender printed nothing for {self.stall_s:g}s (hang watchdog)"
-                    ) from None
+                item = _next(lines, clock, max(0.0, self._deadline(started, last_output)
+                                               - clock.monotonic()))  # fmt: skip
+                if item is _WOKE:  # a deadline: it has passed, or the pauses moved it on
+                    self._check_deadlines(proc, started, last_output)
+                    continue
                 if item is _STOP:
-                    if paused_at is not None:
-                        os.killpg(proc.pid, signal.SIGCONT)  # a stopped process ignores SIGTERM
                     self._kill(proc)
-                    raise TaskStopped(self.ctx.stop_reason or StopReason.CANCEL)
-                if isinstance(item, tuple):
-                    kind, at = item
-                    if kind is _PAUSE and paused_at is None:
-                        paused_at = at
-                        self.log.write("=== pi-render: paused (SIGSTOP)\n")
-                    elif kind is _RESUME and paused_at is not None:
-                        held = at - paused_at
-                        started, last_output, paused_at = started + held, last_output + held, None
-                        self.log.write("=== pi-render: resumed (SIGCONT)\n")
+                    raise TaskStopped(ctx.stop_reason or StopReason.CANCEL)
+                if item is _PAUSE or item is _RESUME:
+                    self.log.write("=== pi-render: paused (SIGSTOP)\n" if item is _PAUSE
+                                   else "=== pi-render: resumed (SIGCONT)\n")  # fmt: skip
                     continue
                 if item is None:
                     break
                 last_output = clock.monotonic()
                 self._handle(str(item))
         finally:
-            self.ctx.on_pause(None)
+            ctx.on_pause(None)
             if proc.poll() is None:
-                if paused_at is not None:
-                    os.killpg(proc.pid, signal.SIGCONT)
                 self._kill(proc)
             reader.join(5)
             self.pid_file.unlink(missing_ok=True)
         self._check_exit(proc.wait())
+
+    def _deadline(self, started: float, last_output: float) -> float:
+        """When the loop must look again: stopped, when a person's pause passes max_pause_s (a
+        hold of the processor's own has its limit); running, when the hang watchdog (counted
+        from the last line or the last resume) or the time limit (paused time not counted)
+        would fire."""
+        ctx = self.ctx
+        if ctx.paused:
+            since = ctx.user_paused_since()
+            return (since + self.max_pause_s) if since is not None else ctx.clock.monotonic() + 60
+        limits = [max(last_output, ctx.resumed_at() or 0.0) + self.stall_s]
+        if self.timeout_s is not None:
+            limits.append(started + ctx.paused_s() + self.timeout_s)
+        return min(limits)
+
+    def _check_deadlines(self, proc: "subprocess.Popen[str]", started: float,
+                         last_output: float) -> None:  # fmt: skip
+        """Raises the limit that has passed (after killing Blender); nothing when none has."""
+        ctx, now = self.ctx, self.ctx.clock.monotonic()
+        if now < self._deadline(started, last_output):
+            return
+        if ctx.paused:
+            self._kill(proc)
+            raise PausedTooLong(
+                f"the render stayed paused past max_pause_s ({self.max_pause_s:g}s): "
+                "it held its worker; resume sooner, or raise max_pause_s"
+            )
+        self._kill(proc)
+        if self.timeout_s is not None and now >= started + ctx.paused_s() + self.timeout_s:
+            raise RenderTimeout(f"the render ran past its {self.timeout_s:g}s limit")
+        raise RenderStalled(f"Blender printed nothing for {self.stall_s:g}s (hang watchdog)")
 
     def _handle(self, line: str) -> None:
         self.log.write(line)
@@ -252,6 +256,7 @@ class BlenderProcess:
         for sig, wait in ((signal.SIGTERM, self.grace_s), (signal.SIGKILL, 10.0)):
             try:
                 os.killpg(proc.pid, sig)
+                os.killpg(proc.pid, signal.SIGCONT)  # a stopped (paused) one must see SIGTERM
             except ProcessLookupError:
                 return
             try:

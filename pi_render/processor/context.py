@@ -56,6 +56,8 @@ class TaskContext:
         self._on_pause: Callable[[bool], None] | None = None
         self._paused_since: float | None = None
         self._user_paused = self._held_paused = False
+        self._user_since: float | None = None
+        self._resumed_at: float | None = None
         self._paused_total = 0.0
         self._lock = threading.Lock()
 
@@ -83,9 +85,12 @@ class TaskContext:
         return self._reason
 
     def on_pause(self, callback: Callable[[bool], None] | None) -> None:
-        """A processor that can pause (a render: SIGSTOP/SIGCONT) says how; None withdraws it."""
+        """A processor that can pause (a render: SIGSTOP/SIGCONT) says how; None withdraws it,
+        and with it a person's pause (the work it paused is over)."""
         with self._lock:
             self._on_pause = callback
+            if callback is None:
+                self._set(user=False)
 
     def set_paused(self, paused: bool) -> bool:
         """A person pauses or resumes the work; False if this processor cannot pause now. While
@@ -120,16 +125,29 @@ class TaskContext:
         if held is not None:
             self._held_paused = held
         after = self._user_paused or self._held_paused
+        now = self.clock.monotonic()
+        if user is not None and user != (self._user_since is not None):
+            self._user_since = now if user else None
         if after == before:
             return
         if self._on_pause is not None:
             self._on_pause(after)
-        now = self.clock.monotonic()
         if after:
             self._paused_since = now
         elif self._paused_since is not None:
             self._paused_total += now - self._paused_since
             self._paused_since = None
+            self._resumed_at = now
+
+    def user_paused_since(self) -> float | None:
+        """When a person's pause began (max_pause_s counts from it); None: none is on."""
+        with self._lock:
+            return self._user_since
+
+    def resumed_at(self) -> float | None:
+        """When the work last went on after a pause (the hang watchdog counts from it)."""
+        with self._lock:
+            return self._resumed_at
 
     def paused_s(self) -> float:
         """How long the work has been paused in all (a time limit does not count it)."""

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from pi_render.errors import PiRenderError
-from pi_render.processor.gpu import GpuDevice, render_devices
+from pi_render.processor.gpu import GpuDevice, render_devices, same_gpu
 
 DeviceSetting = Literal["auto", "cpu", "gpu"]
 GPU_FAILURES = ("GpuOutOfMemory", "GpuError")  # what `gpu_fallback = "cpu"` answers
@@ -76,7 +76,7 @@ def choose_device(setting: DeviceSetting, asked: DeviceSetting | None,
         return RenderDevice(why='device = "cpu"')
     devices = render_devices(sees)
     if own is not None:
-        devices = [d for d in devices if d.id == own]
+        devices = [d for d in devices if same_gpu(d.id, own)]
     if not devices:
         if wanted == "gpu":
             raise NoGpuHere(

@@ -26,7 +26,8 @@ class OutputDiskFull(PiRenderError):
 
 
 class OutputDiskTooSmall(OutputDiskFull):
-    """Raised when the rest of a render needs more than its output disk holds even empty."""
+    """Raised when a frame, or (three frames agreeing) the rest of a render, needs more than its
+    output disk holds even empty: no wait can help."""
 
     retryable = False
 
@@ -61,24 +62,43 @@ class SpaceGuard:
     def expect(self, bytes_per_frame: int | None, frames: int) -> None:
         """Before Blender starts: hold while `frames` of the size an earlier render of this
         file made would not fit (unknown: nothing to project yet)."""
-        if bytes_per_frame:
-            per_frame = on_disk(bytes_per_frame, self.free(self.fd).block)
-            self._until(per_frame * frames + self.reserve,
-                        f"{frames} frame(s) of ~{bytes_per_frame} bytes, as an earlier render "
-                        "of this file made them")  # fmt: skip
+        space = self.free(self.fd)
+        needed = on_disk(bytes_per_frame or 0, space.block) * frames + self.reserve
+        if bytes_per_frame and needed <= space.total:  # more than the disk: the run will tell
+            self._until(needed, f"{frames} frame(s) of ~{bytes_per_frame} bytes, as an earlier "
+                        "render of this file made them")  # fmt: skip
 
     def before(self, size: int) -> None:
         """Before a frame of `size` bytes is placed: it must fit, with `min_free_bytes` left."""
-        block = self.free(self.fd).block
-        self._until(on_disk(size, block) + self.reserve, f"its next frame ({size} bytes)")
+        space = self.free(self.fd)
+        needed = on_disk(size, space.block) + self.reserve
+        if needed > space.total:
+            raise OutputDiskTooSmall(f"a frame of {size} bytes (plus min_free_bytes "
+                                     f"{self.reserve}) is more than {self.where}'s whole disk "
+                                     f"holds ({space.total})")  # fmt: skip
+        self._until(needed, f"its next frame ({size} bytes)")
 
     def after(self, size: int, left: int) -> None:
         """A frame of `size` bytes was placed; `left` more are to come: will they fit?"""
-        self.sizes.append(on_disk(size, self.free(self.fd).block))
-        if left > 0:
-            average = sum(self.sizes) // len(self.sizes)
+        space = self.free(self.fd)
+        self.sizes.append(on_disk(size, space.block))
+        if left <= 0:
+            return
+        average, smallest = sum(self.sizes) // len(self.sizes), min(self.sizes)
+        if smallest * left + self.reserve > space.total:  # even at the smallest frame's size
+            if len(self.sizes) >= 3:  # three frames agree: no wait can make it fit
+                raise OutputDiskTooSmall(
+                    f"the {left} frame(s) left need at least {smallest * left} bytes (at "
+                    f"~{smallest} each, the smallest so far) plus min_free_bytes, more than "
+                    f"{self.where}'s whole disk holds ({space.total}): render fewer frames at "
+                    "a time, or to a larger disk")  # fmt: skip
+            return  # too soon to tell (a title frame may be large): each frame still must fit
+        if average * left + self.reserve <= space.total:
             self._until(average * left + self.reserve,
                         f"{left} frame(s) left at ~{average} bytes each")  # fmt: skip
+        else:  # large frames first: project from the smallest
+            self._until(smallest * left + self.reserve,
+                        f"{left} frame(s) left at ~{smallest} bytes each")  # fmt: skip
 
     def average(self) -> int | None:
         return sum(self.sizes) // len(self.sizes) if self.sizes else None
@@ -89,16 +109,12 @@ class SpaceGuard:
         Raises:
             TaskStopped: cancelled or shut down while held.
             OutputDiskFull: still too full after max_pause_s.
-            OutputDiskTooSmall: the disk could not hold it even empty (no wait helps).
         """
-        free, _, total = self.free(self.fd)
+        free = self.free(self.fd).free
         if free >= needed:
             return
         state = (f"output disk full: {self.where} has {free} bytes free and the rest of this "
                  f"render needs {needed} ({what}, plus min_free_bytes {self.reserve})")  # fmt: skip
-        if needed > total:
-            raise OutputDiskTooSmall(f"{state}, more than the whole disk holds ({total}): render "
-                                     "fewer frames at a time, or to a larger disk")  # fmt: skip
         reason = f"{state}; it goes on by itself once there is room"
         clock = self.ctx.clock
         since = clock.monotonic()

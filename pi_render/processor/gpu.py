@@ -48,6 +48,12 @@ def render_devices(devices: list[GpuDevice]) -> list[GpuDevice]:
     return []
 
 
+def same_gpu(a: str, b: str) -> bool:
+    """Do two Cycles device ids name one card? The same GPU shows under several back ends
+    (`CUDA_<name>_<PCI bus>`, `OPTIX_<name>_<PCI bus>`): the part after the back end decides."""
+    return a.split("_", 1)[-1] == b.split("_", 1)[-1]
+
+
 def probe_argv(install: BlenderInstall) -> list[str]:
     if install.kind == "bpy":
         return [install.path, str(PROBE)]

@@ -1,7 +1,6 @@
 """Control of submitted tasks: cancel, retry, pause, reprioritise, forget. Every change is one
 compare-and-set on the record (`records.change`); no caller holds a storage lock."""
 
-import functools
 import logging
 from collections.abc import Callable
 
@@ -134,9 +133,11 @@ class TaskControl:
                 + "; only a running render can be paused or resumed"
             )
         log.info("task %s", "paused" if paused else "resumed", extra={"task_id": task_id})
-        held = self.running.held().get(task_id)  # a render held for disk space stays stopped
-        move = functools.partial(lifecycle.set_paused, paused=paused or held is not None,
-                                 reason=held)  # fmt: skip
+
+        def move(current: TaskRecord) -> TaskRecord | None:  # a held render stays stopped
+            return lifecycle.set_paused(current, *(self.running.pause_state(task_id)
+                                                   or (paused, None)))  # fmt: skip
+
         return self.records.change(task_id, move) or record
 
     def pause_label(self, label: str, paused: bool) -> dict[str, object]:

@@ -1,6 +1,5 @@
 """QueueWorker: take a task, run its processor, write the outcome, and only then ack."""
 
-import functools
 import logging
 import threading
 from collections.abc import Callable, Iterator
@@ -295,7 +294,10 @@ class QueueWorker(LoopWorker):
         else:
             log.info("task resumed: %s", "its output disk has room again",
                      extra={"task_id": ctx.task_id})  # fmt: skip
-        move = functools.partial(lifecycle.set_paused, paused=ctx.paused, reason=reason)
+
+        def move(record: TaskRecord) -> TaskRecord | None:  # the state now, not at the call
+            return lifecycle.set_paused(record, ctx.paused, ctx.held)
+
         try:
             self.records.change(ctx.task_id, lifecycle.fenced(ctx.attempt, move))
         except STORAGE_ERRORS as exc:

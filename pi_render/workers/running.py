@@ -40,6 +40,13 @@ class RunningTasks:
             ctx.request_stop(reason)
         return len(contexts)
 
+    def pause_state(self, task_id: str) -> tuple[bool, str | None] | None:
+        """(stopped, the hold's reason) of a running task's work, read when its record is
+        written (so the last write says the newest state); None when it is not running here."""
+        with self._lock:
+            ctx = self._contexts.get(task_id)
+        return None if ctx is None else (ctx.paused, ctx.held)
+
     def held(self) -> dict[str, str]:
         """The tasks whose processors paused themselves, and why (a full output disk)."""
         with self._lock:

@@ -84,11 +84,11 @@ def main() -> None:
     if "--version" in argv:
         print("Blender 9.9.9 (fake)")
         return
-    print("Blender 9.9.9 (fake)", flush=True)
     if any(arg.endswith("gpu_probe.py") for arg in argv):
         print("@@PI_RENDER gpus " + json.dumps(gpus(), separators=(",", ":")), flush=True)
         return
     print("FAKE ARGV " + json.dumps(argv), flush=True)
+    print("Blender 9.9.9 (fake)", flush=True)  # after: tests of a hang wait for this line
     mode = os.environ.get("FAKE_BLENDER", "hang")
     want = device(argv)
     if os.environ.get("FAKE_BLENDER_BARRIER"):
