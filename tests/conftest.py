@@ -23,6 +23,8 @@ from pi_render.api.client import Client
 
 if TYPE_CHECKING:
     from pg_cluster import PostgresCluster
+
+    from pi_render.processor.blender_run import BlenderProcess
 from pi_render.errors import DaemonUnreachable
 from pi_render.task.record import TaskRecord
 
@@ -300,3 +302,23 @@ def start_fake_renderer(make_daemon: Callable[..., DaemonProcess], sleep: float 
               f'"FAKE_BLENDER_SLEEP"]\n[workers]\ndefault = 1\nrender = 1\n{tables}')  # fmt: skip
     env = {"FAKE_BLENDER": mode, "FAKE_BLENDER_SLEEP": str(sleep)}
     return make_daemon(config, name=name, extra_env=env).start()
+
+
+def run_in_background(process: "BlenderProcess",
+                      then: Callable[[], None] = lambda: None,
+                      ) -> tuple[threading.Thread, list[BaseException]]:  # fmt: skip
+    """Run a BlenderProcess on its own thread, then `then`; what it raised is kept for the test
+    to read."""
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            process.run()
+        except BaseException as exc:  # noqa: B036  (the test reads it)
+            failure.append(exc)
+        finally:
+            then()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, failure

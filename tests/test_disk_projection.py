@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import DaemonProcess, small_disk, wait_until
+from conftest import DaemonProcess, run_in_background, small_disk, wait_until
 from fastapi.testclient import TestClient
 from PIL import Image
 
@@ -252,18 +252,7 @@ def run_with_a_hold(tmp_path: Path, stall_s: float, max_pause_s: float,
     log = open(tmp_path / "log.txt", "w")
     process = BlenderProcess([sys.executable, "-c", HOLD_CHILD], log, ctx, on_event, None,
                              stall_s, 1.0, tmp_path / "pid", max_pause_s=max_pause_s)  # fmt: skip
-    failure: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            process.run()
-        except BaseException as exc:  # noqa: B036  (the test reads it)
-            failure.append(exc)
-        finally:
-            log.close()
-
-    thread = threading.Thread(target=run)
-    thread.start()
+    thread, failure = run_in_background(process, then=log.close)
     wait_until(lambda: "END" in (tmp_path / "log.txt").read_text(), what="the last line")
     wait_until(lambda: clock.waiting() > 0, what="the loop to wait on the clock")
     return clock, thread, failure

@@ -6,7 +6,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import wait_until
+from conftest import run_in_background, wait_until
 from pydantic import BaseModel
 
 from pi_render.clock import FakeClock
@@ -209,16 +209,7 @@ def test_blenders_hang_watchdog_and_time_limit_run_on_the_tasks_clock(tmp_path: 
         process = BlenderProcess(argv, log, ctx, lambda e: None,
                                  timeout_s, stall_s, 5.0, tmp_path / "pid",
                                  env={**os.environ, "FAKE_BLENDER": "hang"})  # fmt: skip
-        failure: list[BaseException] = []
-
-        def run() -> None:
-            try:
-                process.run()
-            except BaseException as exc:  # noqa: B036  (the test reads it)
-                failure.append(exc)
-
-        thread = threading.Thread(target=run)
-        thread.start()
+        thread, failure = run_in_background(process)
         banner = "Blender 9.9.9 (fake)"  # read: the wait that follows it is the last
         wait_until(lambda: banner in (tmp_path / "log.txt").read_text(), what="the banner")
         wait_until(lambda: clock.waiting() > 0, what="the watchdog to wait on the clock")
