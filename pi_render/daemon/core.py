@@ -283,8 +283,8 @@ class Daemon:
         if settings.farm is not None:  # every host must reach a render's outputs: the share
             roots = (roots[0], (settings.paths.common,))
         farm = self.stores.farm
-        offered: Callable[[str], dict[str, Any] | list[dict[str, Any]]] = (
-            farm.hosts.pools if farm is not None else self._offered
+        offered: Callable[[str, bool], dict[str, Any] | list[dict[str, Any]]] = (
+            (lambda label, gpu: farm.hosts.pools(label)) if farm is not None else self._offered
         )
         return SubmitControls(settings.limits, settings.requires, offered, roots,
                               settings.max_queued_per_uid, settings.min_free_bytes,
@@ -373,9 +373,10 @@ class Daemon:
             self._capabilities[label] = caps
         return caps
 
-    def _offered(self, label: str) -> dict[str, Any]:
-        """What a submit checks a task's needs against: a label with no workers offers none."""
-        return self.capabilities(label, wait=True) if label in self.settings.workers else {}
+    def _offered(self, label: str, gpu: bool) -> dict[str, Any]:
+        """What a submit checks a task's needs against (a GPU task waits for GPU discovery,
+        which ends soon after the start); a label with no workers offers none."""
+        return self.capabilities(label, wait=gpu) if label in self.settings.workers else {}
 
     def queues(self) -> dict[str, Any]:
         workers = self.pool.status()

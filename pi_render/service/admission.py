@@ -67,7 +67,7 @@ class Admission:
                  **{k: v for k, v in (record.requires or {}).items() if v}}  # fmt: skip
         if record.type == "render" and record.args.get("device") == "gpu":
             needs["gpu"] = True  # `--device gpu`: a host without one could only fail it
-        offered = controls.capabilities(record.label)
+        offered = controls.capabilities(record.label, bool(needs.get("gpu")))
         if isinstance(offered, list) and not offered:  # farm: no online host runs the label
             raise NoConsumer(f"no online host of the farm has workers for label "
                              f"{record.label!r} (pi-render hosts)")  # fmt: skip

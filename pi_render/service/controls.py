@@ -15,8 +15,9 @@ class SubmitControls:
 
     limits: dict[str, Limit]
     requires: dict[str, Requirements]
-    # label → what its pool offers (farm mode: a list, one per online host with workers for it)
-    capabilities: Callable[[str], dict[str, Any] | list[dict[str, Any]]]
+    # (label, does the task need a GPU?) → what its pool offers (farm mode: a list, one per
+    # online host with workers for it); a GPU task waits for GPU discovery to have answered
+    capabilities: Callable[[str, bool], dict[str, Any] | list[dict[str, Any]]]
     roots: tuple[tuple[Path, ...], tuple[Path, ...]] = ((Path("/"),), (Path("/"),))
     max_queued_per_uid: int | None = None
     min_free_bytes: int = 0
@@ -32,4 +33,4 @@ class SubmitControls:
 
 def no_controls() -> SubmitControls:
     """What a service without a config checks: nothing but the task types' own rules."""
-    return SubmitControls({}, {}, lambda label: {})
+    return SubmitControls({}, {}, lambda label, gpu: {})
