@@ -3,15 +3,14 @@ frames left × the average space a frame took, plus `min_free_bytes`, is set aga
 free space. When it will not fit, the render holds (Blender stopped, the record paused with the
 reason) before the disk fills, and goes on by itself when there is room again."""
 
-import json
 import logging
 import os
 import re
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
+from pi_render.cache_file import read_json, write_json
 from pi_render.errors import PiRenderError
 from pi_render.processor.context import TaskContext
 
@@ -142,9 +141,8 @@ class FrameSizes:
         if not KEY.fullmatch(key):
             return None
         try:
-            with open(self.folder / f"{key}.json", "rb") as file:
-                size = json.loads(file.read(4096))["bytes_per_frame"]
-        except (OSError, ValueError, KeyError, TypeError):
+            size = read_json(self.folder / f"{key}.json", 4096)["bytes_per_frame"]
+        except (KeyError, TypeError):  # missing, torn or not ours
             return None
         return size if isinstance(size, int) and size > 0 else None
 
@@ -165,10 +163,6 @@ class FrameSizes:
         if not KEY.fullmatch(key):
             return
         try:
-            self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-            with tempfile.NamedTemporaryFile("w", dir=self.folder, delete=False,
-                                             prefix=".", suffix=".tmp") as file:  # fmt: skip
-                json.dump({"bytes_per_frame": bytes_per_frame}, file)
-            os.replace(file.name, self.folder / f"{key}.json")
+            write_json(self.folder / f"{key}.json", {"bytes_per_frame": bytes_per_frame})
         except OSError as exc:
             log.warning("could not keep a frame size (%s): %s", key, exc)

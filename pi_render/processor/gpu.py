@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from pi_render.cache_file import read_json, write_json
 from pi_render.locations import default_cache_dir
 from pi_render.processor.blender import SCRIPTS_DIR, BlenderInstall
 from pi_render.processor.blender_run import launch_prefix, scrubbed_env
@@ -136,16 +137,20 @@ class GpuDiscovery:
         self._errors: dict[str, str] = {}
         self._done = threading.Event()
         self._lock = threading.Lock()
+        self._round = 0  # a reload's round supersedes one still running
 
     def start(self) -> None:
         """Probe (again: a reload asks anew, the cache answering for unchanged builds)."""
-        self._done.clear()
-        threading.Thread(target=self._run, name="gpu-discovery", daemon=True).start()
+        with self._lock:
+            self._round += 1
+            self._done.clear()
+            this = self._round
+        threading.Thread(target=self._run, args=(this,), name="gpu-discovery", daemon=True).start()
 
     def wait(self, timeout_s: float = 180.0) -> bool:
         return self._done.wait(timeout_s)
 
-    def _run(self) -> None:
+    def _run(self, this: int) -> None:
         found: dict[str, list[GpuDevice]] = {}
         errors: dict[str, str] = {}
         for install in self.installs:
@@ -155,24 +160,28 @@ class GpuDiscovery:
                 errors[install.path] = str(exc)
                 log.warning("GPU discovery failed for %s: %s", install.path, exc)
         with self._lock:
+            if this != self._round:  # a newer round answers
+                return
             self._found, self._errors = found, errors
-        self._done.set()
+            self._done.set()
         count = len(render_devices([d for ds in found.values() for d in ds]))
         log.info("GPU discovery: %d device(s)", count, extra={"gpus": count})
 
     def _devices_of(self, install: BlenderInstall) -> list[GpuDevice]:
         cached = self._cache_file(install)
         if cached is not None:
+            raw = read_json(cached, MAX_CACHE_BYTES)
             try:
-                with open(cached, "rb") as file:
-                    raw = json.loads(file.read(MAX_CACHE_BYTES))
                 return [GpuDevice.model_validate(d) for d in raw["devices"]]
-            except (OSError, ValueError, TypeError, KeyError, ValidationError):
+            except (ValueError, TypeError, KeyError, ValidationError):
                 pass  # absent or unreadable: ask Blender
         devices = self.ask(install)
         if cached is not None:
-            _write_atomically(cached, {"blender": install.path, "version": install.version,
-                                       "devices": [d.model_dump() for d in devices]})  # fmt: skip
+            try:
+                write_json(cached, {"blender": install.path, "version": install.version,
+                                    "devices": [d.model_dump() for d in devices]})  # fmt: skip
+            except OSError as exc:  # the next start asks again
+                log.warning("GPU discovery: cannot write its cache %s: %s", cached, exc)
         return devices
 
     def _cache_file(self, install: BlenderInstall) -> Path | None:
@@ -222,15 +231,3 @@ def discover_gpus(installs: list[BlenderInstall], sandbox: Sandbox | None,
     discovery = GpuDiscovery(installs, default_cache_dir(os.environ), ask, salt)
     discovery.start()
     return discovery
-
-
-def _write_atomically(path: Path, data: dict[str, Any]) -> None:
-    """A cache: a failed write only costs the next start a probe."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False,
-                                         prefix=".gpus-", suffix=".tmp") as file:  # fmt: skip
-            json.dump(data, file)
-        os.replace(file.name, path)
-    except OSError as exc:
-        log.warning("GPU discovery: cannot write its cache %s: %s", path, exc)
