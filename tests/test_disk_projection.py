@@ -28,8 +28,8 @@ from pi_render.processor.disk_space import (
     OutputDiskTooSmall,
     Space,
     SpaceGuard,
-    on_disk,
 )
+from pi_render.task.output_space import on_disk
 from pi_render.web.app import create_web_app
 from pi_render.web.guard import Sessions
 

@@ -3,13 +3,12 @@ sandbox, records, disks and, in farm mode, this host and its database; and what 
 publishes of itself (`pi-render hosts`)."""
 
 import os
-import shutil
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pi_render import __version__
 from pi_render.daemon.stores import offered_tags
 from pi_render.processor.blender import BlenderInstall, describe
+from pi_render.task.output_space import free_bytes
 
 if TYPE_CHECKING:
     from pi_render.daemon.core import Daemon
@@ -44,21 +43,13 @@ def health_report(daemon: "Daemon") -> dict[str, Any]:
         "hooks_owed": len(d.outbox.owed()),
         "capabilities": {label: d.capabilities(label) for label in list(d.router.queues)},
         "disk_free_bytes": {
-            "data_dir": free_bytes(d.settings.data_dir),
-            "output_root": free_bytes(d.settings.outputs),
+            "data_dir": free_bytes(d.settings.data_dir)[0],
+            "output_root": free_bytes(d.settings.outputs)[0],
         },
         "farm": None if farm is None else {
             "host": farm.hosts.name, "shared_dir": str(d.settings.paths.common),
             "outbox_frames": d.frames.kept()},
     }  # fmt: skip
-
-
-def free_bytes(path: Path) -> int | None:
-    """Free bytes on the file system holding `path` (or its nearest existing parent)."""
-    for candidate in (path, *path.parents):
-        if candidate.exists():
-            return shutil.disk_usage(candidate).free
-    return None
 
 
 def host_info(daemon: "Daemon", blender: BlenderInstall | None) -> dict[str, Any]:

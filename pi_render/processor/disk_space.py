@@ -13,6 +13,7 @@ from typing import NamedTuple
 from pi_render.cache_file import read_json, write_json
 from pi_render.errors import PiRenderError
 from pi_render.processor.context import TaskContext
+from pi_render.task.output_space import on_disk
 
 log = logging.getLogger(__name__)
 POLL_S = 1.0  # how often a held render looks at the disk again
@@ -41,11 +42,6 @@ def space_on(fd: int) -> Space:
     """The file system holding `fd`."""
     st = os.fstatvfs(fd)
     return Space(st.f_bavail * st.f_frsize, st.f_frsize, st.f_blocks * st.f_frsize)
-
-
-def on_disk(size: int, block: int) -> int:
-    """What a file of `size` bytes takes on a disk of `block`-sized blocks (one at least)."""
-    return max(1, -(-size // block)) * block
 
 
 class SpaceGuard:

@@ -37,7 +37,8 @@ TrialRender = Callable[[TrialFrame], int]  # renders the trial frame; its bytes
 
 
 def free_bytes(folder: Path) -> tuple[int, int]:
-    """(free bytes, block size) of the disk `folder` will be on (its nearest existing parent)."""
+    """(free bytes, block size) of the disk `folder` is or will be on (its nearest existing
+    parent); health shows the first."""
     for candidate in (folder, *folder.parents):
         try:
             st = os.statvfs(candidate)
@@ -47,12 +48,17 @@ def free_bytes(folder: Path) -> tuple[int, int]:
     return shutil.disk_usage("/").free, 4096
 
 
+def on_disk(size: int, block: int) -> int:
+    """What a file of `size` bytes takes on a disk of `block`-sized blocks (one at least)."""
+    return max(1, -(-size // block)) * block
+
+
 def check_fits(output_dir: Path, bytes_per_frame: int, frames: int, reserve: int,
                known_from: str) -> None:  # fmt: skip
     """Raises OutputWontFit when `frames` of `bytes_per_frame` (rounded up to the disk's blocks),
     plus `reserve` (min_free_bytes), exceed the free space where they will go."""
     free, block = free_bytes(output_dir)
-    per_frame = max(1, -(-bytes_per_frame // block)) * block
+    per_frame = on_disk(bytes_per_frame, block)
     needed = per_frame * frames + reserve
     if needed > free:
         raise OutputWontFit(
