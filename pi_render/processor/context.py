@@ -55,8 +55,7 @@ class TaskContext:
         self._on_stop: list[Callable[[], None]] = []
         self._on_pause: Callable[[bool], None] | None = None
         self._paused_since: float | None = None
-        self._user_paused = self._held_paused = False
-        self._user_since: float | None = None
+        self._user_since: float | None = None  # when a person paused it (None: not paused)
         self._resumed_at: float | None = None
         self._paused_total = 0.0
         self._lock = threading.Lock()
@@ -90,7 +89,8 @@ class TaskContext:
         with self._lock:
             self._on_pause = callback
             if callback is None:
-                self._set(user=False)
+                before, self._user_since = self._stopped(), None
+                self._changed(before)
 
     def set_paused(self, paused: bool) -> bool:
         """A person pauses or resumes the work; False if this processor cannot pause now. While
@@ -99,39 +99,38 @@ class TaskContext:
         with self._lock:
             if self._on_pause is None:
                 return False
-            self._set(user=paused)
+            before = self._stopped()
+            if paused != (self._user_since is not None):
+                self._user_since = self.clock.monotonic() if paused else None
+            self._changed(before)
         return True
 
     def hold(self, reason: str | None) -> None:
         """The processor stops its work for `reason` (a full output disk), or lets go (None: it
         goes on, unless a person paused it meanwhile); the record, health and dashboard say so."""
         with self._lock:
-            self.held = reason
-            self._set(held=reason is not None)
+            before, self.held = self._stopped(), reason
+            self._changed(before)
         self._on_hold(reason)
 
     @property
     def paused(self) -> bool:
         """Stopped by a person, by the processor's own hold, or both."""
         with self._lock:
-            return self._user_paused or self.held is not None
+            return self._stopped()
 
-    def _set(self, user: bool | None = None, held: bool | None = None) -> None:
-        """Change who pauses the work; signal it (in order: under the lock) when whether it is
-        stopped changes, and keep the paused time (caller holds the lock)."""
-        before = self._user_paused or self._held_paused
-        if user is not None:
-            self._user_paused = user
-        if held is not None:
-            self._held_paused = held
-        after = self._user_paused or self._held_paused
-        now = self.clock.monotonic()
-        if user is not None and user != (self._user_since is not None):
-            self._user_since = now if user else None
+    def _stopped(self) -> bool:
+        return self._user_since is not None or self.held is not None
+
+    def _changed(self, before: bool) -> None:
+        """Signal the work (in order: the caller holds the lock) when whether it is stopped has
+        changed, and keep the paused time."""
+        after = self._stopped()
         if after == before:
             return
         if self._on_pause is not None:
             self._on_pause(after)
+        now = self.clock.monotonic()
         if after:
             self._paused_since = now
         elif self._paused_since is not None:
